@@ -1,0 +1,160 @@
+/**
+ * Kafka client plumbing shared by every txpipe process: client creation from
+ * the topology, connecting with a clear message and backoff when the cluster
+ * is unreachable, and idempotent topic creation from the spec.
+ *
+ * @module
+ */
+import { Kafka, logLevel } from "kafkajs";
+import type { Admin, ITopicConfig } from "kafkajs";
+import type { Logger } from "./log.ts";
+import { kafkaLogCreator } from "./log.ts";
+import type { TopicSpec } from "../../stacks/topology.ts";
+import process from "node:process";
+
+// kafkajs 2.2.4 schedules a timer with a negative delay on every connection
+// (tulios/kafkajs#1751, harmless: the runtime clamps it to 1 ms). Drop just
+// that warning so it does not reach a user's terminal on every start.
+const emitWarning = process.emitWarning;
+process.emitWarning = function (warning: string | Error, ...rest: unknown[]) {
+  const type = typeof rest[0] === "string" ? rest[0] : (rest[0] as { type?: string })?.type;
+  const name = warning instanceof Error ? warning.name : type;
+  if (name === "TimeoutNegativeWarning") return;
+  // deno-lint-ignore no-explicit-any
+  return (emitWarning as any).call(process, warning, ...rest);
+} as typeof process.emitWarning;
+
+/** Options for {@link createKafka}. */
+export interface KafkaOptions {
+  clientId: string;
+  brokers: string[];
+  /** kafkajs log lines go here (ECS JSON); without it kafkajs is silent. */
+  logger?: Logger;
+  /** Per-connection timeout in ms. */
+  connectionTimeout?: number;
+}
+
+/** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
+export function createKafka(options: KafkaOptions): Kafka {
+  return new Kafka({
+    clientId: options.clientId,
+    brokers: options.brokers,
+    connectionTimeout: options.connectionTimeout ?? 3000,
+    requestTimeout: 30_000,
+    retry: { initialRetryTime: 300, maxRetryTime: 3000, retries: 5 },
+    logLevel: options.logger ? logLevel.WARN : logLevel.NOTHING,
+    logCreator: options.logger ? kafkaLogCreator(options.logger) : undefined,
+  });
+}
+
+/** Thrown when Kafka stays unreachable through every retry. */
+export class KafkaUnreachableError extends Error {
+  constructor(brokers: string[], attempts: number, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(
+      `cannot reach Kafka at ${brokers.join(",")} after ${attempts} attempts (${why}). ` +
+        "Is the cluster up? Start it with `deno task cluster up`, or pass --brokers.",
+    );
+    this.name = "KafkaUnreachableError";
+  }
+}
+
+/** Options for {@link withRetry}. */
+export interface RetryOptions {
+  attempts?: number;
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+  /** Called before each wait with the attempt number, the delay and the error. */
+  onRetry?: (attempt: number, delayMs: number, err: unknown) => void;
+}
+
+/**
+ * Runs `connect` until it succeeds, with exponential backoff between
+ * attempts; throws {@link KafkaUnreachableError} after the last attempt.
+ */
+export async function connectWithRetry<T>(
+  brokers: string[],
+  connect: () => Promise<T>,
+  options: RetryOptions = {},
+): Promise<T> {
+  const attempts = options.attempts ?? 4;
+  let delay = options.initialDelayMs ?? 1000;
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await connect();
+    } catch (err) {
+      if (attempt >= attempts) throw new KafkaUnreachableError(brokers, attempt, err);
+      options.onRetry?.(attempt, delay, err);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, options.maxDelayMs ?? 8000);
+    }
+  }
+}
+
+/** What {@link ensureTopics} did for each topic. */
+export interface TopicResult {
+  name: string;
+  action: "created" | "exists";
+}
+
+/**
+ * Creates every topic of `topics` that does not exist yet, with its
+ * partitions, replication and configs. Existing topics are checked: a
+ * partition count other than the spec's is an error naming both.
+ */
+export async function ensureTopics(
+  admin: Admin,
+  topics: readonly TopicSpec[],
+): Promise<TopicResult[]> {
+  const existing = new Set(await admin.listTopics());
+  const missing: ITopicConfig[] = topics
+    .filter((t) => !existing.has(t.name))
+    .map((t) => ({
+      topic: t.name,
+      numPartitions: t.partitions,
+      replicationFactor: t.replicationFactor,
+      configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
+    }));
+  if (missing.length > 0) {
+    await admin.createTopics({ topics: missing, waitForLeaders: true, timeout: 30_000 });
+  }
+  const present = topics.filter((t) => existing.has(t.name));
+  if (present.length > 0) {
+    const meta = await admin.fetchTopicMetadata({ topics: present.map((t) => t.name) });
+    for (const t of present) {
+      const found = meta.topics.find((m) => m.name === t.name);
+      const count = found?.partitions.length ?? 0;
+      if (count !== t.partitions) {
+        throw new Error(
+          `topic ${t.name} exists with ${count} partitions; the spec expects ${t.partitions}. ` +
+            "Delete it or reset the cluster (`deno task cluster reset`).",
+        );
+      }
+    }
+  }
+  return topics.map((t) => ({
+    name: t.name,
+    action: existing.has(t.name) ? "exists" as const : "created" as const,
+  }));
+}
+
+/** Partitions of `topics` that lack a leader or a full ISR, as "topic/partition" strings. */
+export async function unhealthyPartitions(
+  admin: Admin,
+  topics: readonly TopicSpec[],
+): Promise<string[]> {
+  const meta = await admin.fetchTopicMetadata({ topics: topics.map((t) => t.name) });
+  const bad: string[] = [];
+  for (const t of topics) {
+    const found = meta.topics.find((m) => m.name === t.name);
+    if (!found) {
+      bad.push(`${t.name} (missing)`);
+      continue;
+    }
+    for (const p of found.partitions) {
+      const healthy = p.leader >= 0 && p.isr.length >= t.replicationFactor;
+      if (!healthy) bad.push(`${t.name}/${p.partitionId}`);
+    }
+  }
+  return bad;
+}

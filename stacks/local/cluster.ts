@@ -1,0 +1,622 @@
+/**
+ * The local cluster runner: the topology spec's Kafka nodes as JVM processes
+ * on 127.0.0.1, from Apache Kafka jars resolved from Maven Central.
+ *
+ *   deno task cluster up | down | status | logs NODE | stop NODE | reset
+ *
+ * Each node runs `kafka.Kafka` with the Prometheus JMX exporter agent on its
+ * own port. Storage is formatted once; `down` then `up` keeps every record.
+ * `up` returns when every topic of the spec exists and every partition has a
+ * leader and a full ISR.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  bootstrapServers,
+  brokerDefaults,
+  type ClusterMode,
+  JMX_EXPORTER_VERSION,
+  KAFKA_VERSION,
+  type KafkaNode,
+  quorumVoters,
+  type Topology,
+  topology,
+} from "../topology.ts";
+import { parseCommandLine } from "../../jobs/lib/cli.ts";
+import { createKafka, ensureTopics, unhealthyPartitions } from "../../jobs/lib/kafka.ts";
+
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const POM = join(ROOT, "stacks/local/pom.xml");
+const JMX_RULES = join(ROOT, "stacks/config/kafka_jmx_exporter.yml");
+
+/** Where jars, data and logs live; TXPIPE_HOME overrides the default `.cache/`. */
+export function homeDir(): string {
+  return Deno.env.get("TXPIPE_HOME") ?? join(ROOT, ".cache");
+}
+
+function libDir(): string {
+  return join(homeDir(), "kafka", "lib");
+}
+
+/** The folder of one node: config, data (`data/`), logs (`logs/`), pid file. */
+export function nodeDir(mode: ClusterMode, node: KafkaNode): string {
+  return join(homeDir(), "kafka", mode, node.name);
+}
+
+/** A runner error: printed as a message, never as a stack trace. */
+export class ClusterError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ClusterError";
+  }
+}
+
+type Say = (line: string) => void;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function which(cmd: string): Promise<boolean> {
+  const out = await new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null" })
+    .output();
+  return out.success;
+}
+
+/** Checks that Java 17+ is installed; throws a {@link ClusterError} saying how to get it. */
+export async function checkJava(): Promise<void> {
+  if (!(await which("java"))) {
+    throw new ClusterError(
+      "java not found on PATH. Kafka needs Java 17 or later: install it " +
+        "(e.g. `apt-get install openjdk-17-jre-headless`) and run again.",
+    );
+  }
+  const out = await new Deno.Command("java", { args: ["-version"], stderr: "piped" }).output();
+  const text = new TextDecoder().decode(out.stderr);
+  const m = /version "(\d+)/.exec(text);
+  if (m && Number(m[1]) < 17) {
+    throw new ClusterError(`Kafka ${KAFKA_VERSION} needs Java 17 or later; found ${m[0]}`);
+  }
+}
+
+/**
+ * Resolves Kafka and the JMX exporter agent from Maven Central into the
+ * cache with the committed pom, unless they are already there.
+ */
+export async function ensureJars(say: Say): Promise<void> {
+  const marker = join(libDir(), `kafka_2.13-${KAFKA_VERSION}.jar`);
+  const agent = join(libDir(), `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`);
+  if (await exists(marker) && await exists(agent)) return;
+  if (!(await which("mvn"))) {
+    throw new ClusterError(
+      "mvn not found on PATH. The local cluster resolves Apache Kafka from Maven Central " +
+        "with Maven: install it (e.g. `apt-get install maven`) and run again.",
+    );
+  }
+  say(`resolving Apache Kafka ${KAFKA_VERSION} from Maven Central (once) into ${libDir()} ...`);
+  const out = await new Deno.Command("mvn", {
+    args: [
+      "-q",
+      "-B",
+      "-f",
+      POM,
+      "dependency:copy-dependencies",
+      `-DoutputDirectory=${libDir()}`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success || !(await exists(marker))) {
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    throw new ClusterError(`mvn could not resolve the Kafka jars:\n${text.slice(-2000)}`);
+  }
+}
+
+async function classpath(): Promise<string> {
+  const jars: string[] = [];
+  for await (const e of Deno.readDir(libDir())) {
+    if (e.name.endsWith(".jar") && !e.name.startsWith("jmx_prometheus_javaagent")) {
+      jars.push(join(libDir(), e.name));
+    }
+  }
+  return jars.sort().join(":");
+}
+
+/** The server.properties of a node in local mode. */
+export function nodeProperties(topo: Topology, node: KafkaNode, dataDir: string): string {
+  const host = "127.0.0.1";
+  const props: Record<string, string> = {
+    "node.id": String(node.id),
+    "process.roles": node.role === "combined" ? "broker,controller" : node.role,
+    "controller.quorum.voters": quorumVoters(topo, () => host),
+    "controller.listener.names": "CONTROLLER",
+    "log.dirs": dataDir,
+  };
+  const listeners: string[] = [];
+  if (node.role !== "broker") listeners.push(`CONTROLLER://${host}:${node.controllerPort}`);
+  if (node.role !== "controller") {
+    listeners.unshift(`PLAINTEXT://${host}:${node.clientPort}`);
+    props["advertised.listeners"] = `PLAINTEXT://${host}:${node.clientPort}`;
+    props["inter.broker.listener.name"] = "PLAINTEXT";
+    Object.assign(props, brokerDefaults(topo));
+  }
+  props["listeners"] = listeners.join(",");
+  props["listener.security.protocol.map"] = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT";
+  return Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
+}
+
+function log4jConfig(logDir: string): string {
+  return [
+    "status = warn",
+    "appender.file.type = RollingFile",
+    "appender.file.name = file",
+    `appender.file.fileName = ${logDir}/server.log`,
+    `appender.file.filePattern = ${logDir}/server.log.%i`,
+    "appender.file.layout.type = PatternLayout",
+    "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+    "appender.file.policies.type = Policies",
+    "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+    "appender.file.policies.size.size = 50MB",
+    "appender.file.strategy.type = DefaultRolloverStrategy",
+    "appender.file.strategy.max = 3",
+    "rootLogger.level = info",
+    "rootLogger.appenderRef.file.ref = file",
+    "logger.clients.name = org.apache.kafka.clients",
+    "logger.clients.level = warn",
+    "",
+  ].join("\n");
+}
+
+/** The pid of a node's running process, or undefined. */
+export async function runningPid(mode: ClusterMode, node: KafkaNode): Promise<number | undefined> {
+  let pid: number;
+  try {
+    pid = Number((await Deno.readTextFile(join(nodeDir(mode, node), "pid"))).trim());
+  } catch {
+    return undefined;
+  }
+  try {
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    return cmdline.includes(nodeDir(mode, node)) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function portFree(port: number): Promise<boolean> {
+  try {
+    const l = Deno.listen({ hostname: "127.0.0.1", port });
+    l.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function portOpen(port: number): Promise<boolean> {
+  try {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function nodePorts(node: KafkaNode): Array<[string, number]> {
+  const ports: Array<[string, number]> = [];
+  if (node.clientPort) ports.push(["client", node.clientPort]);
+  if (node.controllerPort) ports.push(["controller", node.controllerPort]);
+  ports.push(["metrics", node.metricsPort]);
+  return ports;
+}
+
+/** The last `lines` lines of a node's logs, for error messages. */
+export async function logTail(mode: ClusterMode, node: KafkaNode, lines = 30): Promise<string> {
+  const parts: string[] = [];
+  for (const file of ["stdout.log", "server.log"]) {
+    const path = join(nodeDir(mode, node), "logs", file);
+    try {
+      const text = await Deno.readTextFile(path);
+      const tail = text.trimEnd().split("\n").slice(-lines).join("\n");
+      if (tail) parts.push(`--- ${path} (last ${lines} lines)\n${tail}`);
+    } catch { /* not written yet */ }
+  }
+  return parts.join("\n") || "(no log output yet)";
+}
+
+async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promise<boolean> {
+  const dir = nodeDir(topo.mode, node);
+  if (await exists(join(dir, "data", "meta.properties"))) return false;
+  const out = await new Deno.Command("java", {
+    args: [
+      "-cp",
+      cp,
+      `-Dlog4j2.configurationFile=${join(dir, "log4j2.properties")}`,
+      "kafka.tools.StorageTool",
+      "format",
+      "--cluster-id",
+      topo.clusterId,
+      "--config",
+      join(dir, "server.properties"),
+      "--ignore-formatted",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    throw new ClusterError(`formatting storage of ${node.name} failed:\n${text.slice(-2000)}`);
+  }
+  return true;
+}
+
+async function startNode(topo: Topology, node: KafkaNode, cp: string): Promise<number> {
+  const dir = nodeDir(topo.mode, node);
+  const logs = join(dir, "logs");
+  const agent = join(libDir(), `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`);
+  const java = [
+    "java",
+    `-Xms${node.heap}`,
+    `-Xmx${node.heap}`,
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-Djava.awt.headless=true",
+    `-Dkafka.logs.dir=${logs}`,
+    `-Dlog4j2.configurationFile=${join(dir, "log4j2.properties")}`,
+    `-javaagent:${agent}=127.0.0.1:${node.metricsPort}:${JMX_RULES}`,
+    "-cp",
+    cp,
+    "kafka.Kafka",
+    join(dir, "server.properties"),
+  ];
+  const quoted = java.map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(" ");
+  const pidFile = join(dir, "pid");
+  await Deno.remove(pidFile).catch(() => {});
+  // setsid -f: the node outlives this command and ignores the terminal's Ctrl-C.
+  const script = `echo $$ > '${pidFile}'; exec ${quoted} >> '${logs}/stdout.log' 2>&1`;
+  const out = await new Deno.Command("setsid", {
+    args: ["-f", "sh", "-c", script],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  if (!out.success) throw new ClusterError(`could not start ${node.name}`);
+  for (let i = 0; i < 50; i++) {
+    const pid = await runningPid(topo.mode, node);
+    if (pid) return pid;
+    await sleep(100);
+  }
+  throw new ClusterError(`${node.name} did not start:\n${await logTail(topo.mode, node)}`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Options for {@link clusterUp}. */
+export interface UpOptions {
+  mode?: ClusterMode;
+  /** Give up waiting for a healthy cluster after this many ms. */
+  timeoutMs?: number;
+  say?: Say;
+}
+
+/**
+ * Starts every node that is not running, formats storage on first use,
+ * creates the spec's topics and waits until every partition is healthy.
+ */
+export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
+  const say = options.say ?? ((l: string) => console.log(l));
+  const topo = topology(options.mode ?? "cluster");
+  const started = performance.now();
+  await checkJava();
+  await ensureJars(say);
+  const cp = await classpath();
+
+  const toStart: KafkaNode[] = [];
+  for (const node of topo.nodes) {
+    const pid = await runningPid(topo.mode, node);
+    if (pid) {
+      say(`  ${node.name.padEnd(20)} already running (pid ${pid})`);
+      continue;
+    }
+    for (const [what, port] of nodePorts(node)) {
+      if (!(await portFree(port))) {
+        throw new ClusterError(
+          `port ${port} (${what} port of ${node.name}) is already in use by another process. ` +
+            "Stop that process, or stop the other cluster mode first " +
+            "(`deno task cluster down` / `deno task cluster down --mode single`).",
+        );
+      }
+    }
+    toStart.push(node);
+  }
+
+  for (const node of toStart) {
+    const dir = nodeDir(topo.mode, node);
+    await Deno.mkdir(join(dir, "logs"), { recursive: true });
+    await Deno.writeTextFile(
+      join(dir, "server.properties"),
+      nodeProperties(topo, node, join(dir, "data")),
+    );
+    await Deno.writeTextFile(join(dir, "log4j2.properties"), log4jConfig(join(dir, "logs")));
+  }
+  const formatted = await Promise.all(toStart.map((n) => formatStorage(topo, n, cp)));
+  if (formatted.some((f) => f)) {
+    say(`  formatted storage of ${formatted.filter((f) => f).length} node(s)`);
+  }
+  // Controllers first so brokers find a quorum; the JVMs then boot in parallel.
+  const ordered = [...toStart].sort((a, b) => roleRank(a) - roleRank(b));
+  for (const node of ordered) {
+    const pid = await startNode(topo, node, cp);
+    say(`  ${node.name.padEnd(20)} started (pid ${pid}) ${describePorts(node)}`);
+  }
+
+  await waitHealthy(topo, options.timeoutMs ?? 180_000, say);
+  const secs = ((performance.now() - started) / 1000).toFixed(1);
+  say(
+    `cluster up (${topo.mode}, Kafka ${KAFKA_VERSION}) in ${secs}s; bootstrap ${
+      bootstrapServers(topo).join(",")
+    }`,
+  );
+  return topo;
+}
+
+function roleRank(n: KafkaNode): number {
+  return n.role === "controller" ? 0 : n.role === "combined" ? 1 : 2;
+}
+
+function describePorts(node: KafkaNode): string {
+  return nodePorts(node).map(([w, p]) => `${w}:${p}`).join(" ");
+}
+
+async function waitHealthy(topo: Topology, timeoutMs: number, say: Say): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const brokers = bootstrapServers(topo);
+  let phase = "";
+  let lastProblem = "";
+  const announce = (p: string) => {
+    if (p !== phase) say(`  waiting: ${p}`);
+    phase = p;
+  };
+  while (Date.now() < deadline) {
+    for (const node of topo.nodes) {
+      if (!(await runningPid(topo.mode, node))) {
+        throw new ClusterError(
+          `${node.name} exited during start-up:\n${await logTail(topo.mode, node)}`,
+        );
+      }
+    }
+    const listening = await Promise.all(
+      topo.nodes.map((n) => portOpen((n.clientPort ?? n.controllerPort)!)),
+    );
+    if (listening.some((l) => !l)) {
+      announce("nodes opening their ports");
+      await sleep(500);
+      continue;
+    }
+    const admin = createKafka({ clientId: "txpipe-cluster", brokers }).admin();
+    try {
+      await admin.connect();
+      const cluster = await admin.describeCluster();
+      const expected = topo.nodes.filter((n) => n.role !== "controller").length;
+      if (cluster.brokers.length < expected) {
+        announce(`brokers registering (${cluster.brokers.length}/${expected})`);
+        continue;
+      }
+      announce("topics created and every partition led with a full ISR");
+      const results = await ensureTopics(admin, topo.topics);
+      for (const r of results.filter((r) => r.action === "created")) say(`  created ${r.name}`);
+      const bad = await unhealthyPartitions(admin, topo.topics);
+      if (bad.length === 0) return;
+      lastProblem = `unhealthy partitions: ${bad.slice(0, 8).join(", ")}`;
+    } catch (err) {
+      lastProblem = err instanceof Error ? err.message : String(err);
+      if (err instanceof Error && /spec expects/.test(err.message)) {
+        throw new ClusterError(err.message);
+      }
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+    await sleep(500);
+  }
+  throw new ClusterError(
+    `cluster not healthy after ${timeoutMs / 1000}s (${lastProblem || phase}). ` +
+      "See `deno task cluster logs NODE`.",
+  );
+}
+
+/** Options for {@link clusterDown}. */
+export interface DownOptions {
+  mode?: ClusterMode;
+  /** Only this node (by name). */
+  node?: string;
+  say?: Say;
+  /** SIGKILL after this many ms of waiting for a clean shutdown. */
+  graceMs?: number;
+}
+
+async function stopPid(pid: number, graceMs: number): Promise<"stopped" | "killed"> {
+  try {
+    Deno.kill(pid, "SIGTERM");
+  } catch {
+    return "stopped";
+  }
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    if (!(await exists(`/proc/${pid}`))) return "stopped";
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+    if (/^\d+ \(.*\) Z/.test(stat)) return "stopped";
+    await sleep(200);
+  }
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch { /* gone */ }
+  return "killed";
+}
+
+/** Stops nodes cleanly: brokers first (controlled shutdown needs the quorum), then controllers. */
+export async function clusterDown(options: DownOptions = {}): Promise<void> {
+  const say = options.say ?? ((l: string) => console.log(l));
+  const topo = topology(options.mode ?? "cluster");
+  const nodes = options.node ? [findNode(topo, options.node)] : topo.nodes;
+  const groups = [
+    nodes.filter((n) => n.role === "broker"),
+    nodes.filter((n) => n.role !== "broker"),
+  ];
+  let any = false;
+  for (const group of groups) {
+    await Promise.all(group.map(async (node) => {
+      const pid = await runningPid(topo.mode, node);
+      if (!pid) return;
+      any = true;
+      const how = await stopPid(pid, options.graceMs ?? 60_000);
+      say(`  ${node.name.padEnd(20)} ${how} (pid ${pid})`);
+    }));
+  }
+  say(any ? "cluster down; data kept" : "no node was running");
+}
+
+function findNode(topo: Topology, name: string): KafkaNode {
+  const node = topo.nodes.find((n) => n.name === name || String(n.id) === name);
+  if (!node) {
+    throw new ClusterError(
+      `unknown node "${name}"; expected one of ${topo.nodes.map((n) => n.name).join(", ")}`,
+    );
+  }
+  return node;
+}
+
+/** One line per node: name, role, id, ports, state. */
+export async function clusterStatus(mode: ClusterMode = "cluster"): Promise<string[]> {
+  const topo = topology(mode);
+  const lines: string[] = [];
+  for (const node of topo.nodes) {
+    const pid = await runningPid(mode, node);
+    const state = pid ? `running (pid ${pid})` : "stopped";
+    lines.push(
+      `${node.name.padEnd(20)} ${node.role.padEnd(10)} id=${node.id} ${
+        describePorts(node).padEnd(40)
+      } ${state}`,
+    );
+  }
+  return lines;
+}
+
+async function topicStatus(topo: Topology): Promise<string[]> {
+  const admin = createKafka({ clientId: "txpipe-cluster", brokers: bootstrapServers(topo) })
+    .admin();
+  try {
+    await admin.connect();
+    const meta = await admin.fetchTopicMetadata({ topics: topo.topics.map((t) => t.name) });
+    return meta.topics.map((t) => {
+      const spec = topo.topics.find((s) => s.name === t.name)!;
+      const full = t.partitions.filter((p) => p.isr.length >= spec.replicationFactor).length;
+      return `${
+        t.name.padEnd(28)
+      } partitions=${t.partitions.length} rf=${spec.replicationFactor} ` +
+        `full-isr=${full}/${t.partitions.length}`;
+    });
+  } catch (err) {
+    return [`topics unavailable: ${err instanceof Error ? err.message : err}`];
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+const COMMAND = {
+  name: "deno task cluster",
+  summary: "run the txpipe Kafka cluster (KRaft) as local JVM processes",
+  usage: "deno task cluster <up|down|status|logs NODE|stop NODE|reset> [flags]",
+  flags: {
+    mode: {
+      kind: "string",
+      choices: ["cluster", "single"],
+      default: "cluster",
+      help: "cluster: 3 controllers + 3 brokers; single: one combined node for quick development",
+    },
+    lines: { kind: "int", min: 1, default: 50, help: "lines shown by `logs`", placeholder: "N" },
+    timeout: {
+      kind: "duration",
+      min: 1000,
+      default: 180_000,
+      help: "how long `up` waits for a healthy cluster",
+    },
+  },
+  examples: [
+    "deno task cluster up",
+    "deno task cluster up --mode single",
+    "deno task cluster status",
+    "deno task cluster logs kafka-broker-1",
+    "deno task cluster stop kafka-broker-2   # then `up` brings it back",
+    "deno task cluster down",
+  ],
+} as const;
+
+async function main(): Promise<number> {
+  const { values, positional } = parseCommandLine(COMMAND);
+  const mode = values.mode as ClusterMode;
+  const [cmd, arg] = positional;
+  const topo = topology(mode);
+  switch (cmd) {
+    case "up":
+      await clusterUp({ mode, timeoutMs: values.timeout as number });
+      return 0;
+    case "down":
+      await clusterDown({ mode });
+      return 0;
+    case "stop":
+      if (!arg) throw new ClusterError("stop: expected a node name, e.g. kafka-broker-2");
+      await clusterDown({ mode, node: arg });
+      return 0;
+    case "status": {
+      (await clusterStatus(mode)).forEach((l) => console.log(l));
+      const running = await Promise.all(topo.nodes.map((n) => runningPid(mode, n)));
+      if (running.some((p) => p)) {
+        console.log("");
+        (await topicStatus(topo)).forEach((l) => console.log(l));
+        console.log(`\nbootstrap: ${bootstrapServers(topo).join(",")}`);
+      }
+      return 0;
+    }
+    case "logs": {
+      if (!arg) throw new ClusterError("logs: expected a node name, e.g. kafka-broker-1");
+      console.log(await logTail(mode, findNode(topo, arg), values.lines as number));
+      return 0;
+    }
+    case "reset": {
+      await clusterDown({ mode });
+      await Deno.remove(join(homeDir(), "kafka", mode), { recursive: true }).catch(() => {});
+      console.log(`deleted all ${mode} data under ${join(homeDir(), "kafka", mode)}`);
+      return 0;
+    }
+    default:
+      console.error(
+        `deno task cluster: expected a command (up, down, status, logs, stop, reset), got ${
+          cmd === undefined ? "nothing" : `"${cmd}"`
+        }\nRun with --help for usage.`,
+      );
+      return 2;
+  }
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (err) {
+    if (err instanceof ClusterError) {
+      console.error(`deno task cluster: ${err.message}`);
+      Deno.exit(1);
+    }
+    throw err;
+  }
+}

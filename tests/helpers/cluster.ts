@@ -1,0 +1,130 @@
+/**
+ * Test helpers for the real cluster: bring it up once per test process,
+ * make uniquely named topics with a spec topic's settings, read topics back
+ * through a real consumer group, and run job scripts as subprocesses.
+ *
+ * @module
+ */
+import type { Admin, KafkaMessage } from "kafkajs";
+import { clusterUp } from "../../stacks/local/cluster.ts";
+import { bootstrapServers, topicSpec, topology } from "../../stacks/topology.ts";
+import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
+
+/** The shared 3+3 topology the integration tests run against. */
+export const TOPO = topology("cluster");
+/** Its bootstrap servers. */
+export const BROKERS = bootstrapServers(TOPO);
+
+let ready: Promise<unknown> | undefined;
+
+/** Ensures the shared cluster is up and healthy (a no-op when `deno task test` started it). */
+export function ensureCluster(): Promise<unknown> {
+  ready ??= clusterUp({ mode: "cluster", say: () => {} });
+  return ready;
+}
+
+/** Runs `fn` with a connected admin client. */
+export async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
+  const admin = createKafka({ clientId: "txpipe-test", brokers: BROKERS }).admin();
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * Creates a fresh topic named `<base>_<random>` with the settings of the spec
+ * topic `like` (partitions, replication, configs) and returns its name.
+ */
+export async function freshTopic(like: string, base = like): Promise<string> {
+  await ensureCluster();
+  const name = `test_${base}_${crypto.randomUUID().slice(0, 8)}`;
+  await withAdmin((admin) => ensureTopics(admin, [{ ...topicSpec(TOPO, like), name }]));
+  return name;
+}
+
+/** One record read back: where it was and what it held. */
+export interface ReadRecord {
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: Uint8Array | null;
+  headers: Record<string, string>;
+}
+
+/**
+ * Reads `topic` from the beginning through a fresh consumer group
+ * (read_committed) until `expected` records arrived and the topic stays quiet
+ * for `settleMs`, or `timeoutMs` passes. Returns every record read.
+ */
+export async function readTopic(
+  topic: string,
+  options: { expected: number; timeoutMs?: number; settleMs?: number },
+): Promise<ReadRecord[]> {
+  const kafka = createKafka({ clientId: "txpipe-test-reader", brokers: BROKERS });
+  const consumer = kafka.consumer({
+    groupId: `test-reader-${crypto.randomUUID()}`,
+    readUncommitted: false,
+    maxBytes: 50 * 1024 * 1024,
+  });
+  const records: ReadRecord[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  let lastArrival = Date.now();
+  const decode = (m: KafkaMessage): Record<string, string> => {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(m.headers ?? {})) {
+      if (v !== undefined) out[k] = String(v);
+    }
+    return out;
+  };
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        records.push({
+          partition: batch.partition,
+          offset: m.offset,
+          key: m.key ? m.key.toString() : null,
+          value: m.value ? new Uint8Array(m.value) : null,
+          headers: decode(m),
+        });
+      }
+      lastArrival = Date.now();
+    },
+  });
+  const deadline = Date.now() + (options.timeoutMs ?? 120_000);
+  const settle = options.settleMs ?? 1500;
+  while (Date.now() < deadline) {
+    if (records.length >= options.expected && Date.now() - lastArrival >= settle) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await consumer.disconnect();
+  return records;
+}
+
+/** What a finished subprocess printed and returned. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a Deno script of the repo (e.g. "jobs/produce.ts") with `args` to completion. */
+export async function runScript(
+  script: string,
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): Promise<RunResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: new URL("../../", import.meta.url),
+    env: options.env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}

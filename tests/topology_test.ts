@@ -1,0 +1,97 @@
+/** The topology spec: the single source of truth matches design.md and the Maven pom. */
+import assert from "node:assert/strict";
+import {
+  bootstrapServers,
+  brokerNodes,
+  controllerNodes,
+  KAFKA_VERSION,
+  quorumVoters,
+  TOPICS,
+  topology,
+} from "../stacks/topology.ts";
+import { nodeProperties } from "../stacks/local/cluster.ts";
+
+const SEVEN_DAYS_MS = String(7 * 24 * 3600 * 1000);
+
+Deno.test("topology: 3 KRaft controllers and 3 brokers with unique node ids and ports", () => {
+  const topo = topology("cluster");
+  assert.deepEqual(controllerNodes(topo).map((n) => n.id), [1, 2, 3]);
+  assert.deepEqual(brokerNodes(topo).map((n) => n.id), [4, 5, 6]);
+  const ports = topo.nodes.flatMap((n) =>
+    [n.clientPort, n.controllerPort, n.metricsPort].filter((p) => p !== undefined)
+  );
+  ports.push(...topo.jobs.map((j) => j.metricsPort), topo.prometheusPort);
+  assert.equal(new Set(ports).size, ports.length, `no port used twice: ${ports.join(",")}`);
+  assert.deepEqual(bootstrapServers(topo), ["127.0.0.1:9092", "127.0.0.1:9093", "127.0.0.1:9094"]);
+  assert.equal(
+    quorumVoters(topo, () => "127.0.0.1"),
+    "1@127.0.0.1:9193,2@127.0.0.1:9194,3@127.0.0.1:9195",
+  );
+});
+
+Deno.test("topology: topics have design.md's partitions, replication 3, 7-day retention and min.insync.replicas=2", () => {
+  const topo = topology("cluster");
+  const expected: Record<string, number> = {
+    [TOPICS.transactions]: 5,
+    [TOPICS.aggregates]: 3,
+    [TOPICS.anomalies]: 3,
+    [TOPICS.deadLetters]: 3,
+  };
+  for (const [name, partitions] of Object.entries(expected)) {
+    const t = topo.topics.find((t) => t.name === name);
+    assert.ok(t, `topic ${name} is in the spec`);
+    assert.equal(t.partitions, partitions, name);
+    assert.equal(t.replicationFactor, 3, name);
+    assert.equal(t.config["retention.ms"], SEVEN_DAYS_MS, name);
+    assert.equal(t.config["min.insync.replicas"], "2", name);
+  }
+});
+
+Deno.test("topology: single mode is one combined node with replication 1 and the same partitions", () => {
+  const single = topology("single");
+  assert.equal(single.nodes.length, 1);
+  assert.equal(single.nodes[0].role, "combined");
+  const cluster = topology("cluster");
+  for (const t of single.topics) {
+    assert.equal(t.replicationFactor, 1);
+    assert.equal(t.config["min.insync.replicas"], "1");
+    assert.equal(t.partitions, cluster.topics.find((c) => c.name === t.name)!.partitions);
+  }
+});
+
+Deno.test("topology: the Maven pom resolves the same Kafka version as the spec", async () => {
+  const pom = await Deno.readTextFile(new URL("../stacks/local/pom.xml", import.meta.url));
+  const m = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(pom);
+  assert.ok(m, "pom declares kafka.version");
+  assert.equal(m[1], KAFKA_VERSION);
+});
+
+Deno.test("cluster runner: node properties carry role, id, quorum voters and listeners", () => {
+  const topo = topology("cluster");
+  const parse = (text: string) =>
+    Object.fromEntries(text.trim().split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2)));
+  const controller = parse(nodeProperties(topo, topo.nodes[0], "/data/c1"));
+  assert.equal(controller["process.roles"], "controller");
+  assert.equal(controller["node.id"], "1");
+  assert.equal(controller["listeners"], "CONTROLLER://127.0.0.1:9193");
+  assert.equal(
+    controller["controller.quorum.voters"],
+    "1@127.0.0.1:9193,2@127.0.0.1:9194,3@127.0.0.1:9195",
+  );
+  assert.equal(controller["advertised.listeners"], undefined);
+
+  const broker = parse(nodeProperties(topo, topo.nodes[3], "/data/b1"));
+  assert.equal(broker["process.roles"], "broker");
+  assert.equal(broker["node.id"], "4");
+  assert.equal(broker["listeners"], "PLAINTEXT://127.0.0.1:9092");
+  assert.equal(broker["advertised.listeners"], "PLAINTEXT://127.0.0.1:9092");
+  assert.equal(broker["min.insync.replicas"], "2");
+  assert.equal(broker["auto.create.topics.enable"], "false");
+  assert.equal(broker["transaction.state.log.replication.factor"], "3");
+
+  const single = topology("single");
+  const combined = parse(nodeProperties(single, single.nodes[0], "/data/s"));
+  assert.equal(combined["process.roles"], "broker,controller");
+  assert.equal(combined["listeners"], "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9193");
+  assert.equal(combined["offsets.topic.replication.factor"], "1");
+});
