@@ -95,6 +95,41 @@ export const TOPICS = {
 
 const SEVEN_DAYS_MS = String(7 * 24 * 60 * 60 * 1000);
 
+/**
+ * Application ids of the stream jobs: their consumer groups, transactional
+ * id prefixes and internal topic names derive from them.
+ */
+export const APP_IDS = { aggregate: "txpipe-aggregate", detect: "txpipe-detect" } as const;
+
+/** Names of a stream job's internal topics, derived from its application id. */
+export function internalTopicNames(appId: string) {
+  return {
+    /** Aggregation: transactions re-keyed by merchant and currency, plus watermark markers. */
+    repartition: `${appId}-repartition`,
+    /** Aggregation stage 1: its per-input-partition watermark. */
+    rekeyChangelog: `${appId}-rekey-changelog`,
+    /** Aggregation stage 2 (open windows) or detection (per-user state). */
+    changelog: `${appId}-changelog`,
+  };
+}
+
+/**
+ * The internal topics of the stream jobs (design.md: declared in the same
+ * spec). Changelogs are compacted and have as many partitions as the topic
+ * whose partitions they mirror.
+ */
+export function internalTopics(aggregateAppId: string, detectAppId: string): TopicSpec[] {
+  const agg = internalTopicNames(aggregateAppId);
+  const det = internalTopicNames(detectAppId);
+  const compacted = { "cleanup.policy": "compact" };
+  return [
+    topic(agg.repartition, 3, "aggregation: transactions keyed by merchant|currency + watermarks"),
+    topic(agg.rekeyChangelog, 5, "aggregation: per input partition watermark", compacted),
+    topic(agg.changelog, 3, "aggregation: open windows per repartition partition", compacted),
+    topic(det.changelog, 5, "detection: per-user state per input partition", compacted),
+  ];
+}
+
 function topic(
   name: string,
   partitions: number,
@@ -120,6 +155,7 @@ export const CLUSTER_TOPICS: readonly TopicSpec[] = [
   topic(TOPICS.aggregates, 3, "per merchant and currency window totals, key merchantId"),
   topic(TOPICS.anomalies, 3, "detected anomalies, key userId"),
   topic(TOPICS.deadLetters, 3, "invalid records with reason headers, original key"),
+  ...internalTopics(APP_IDS.aggregate, APP_IDS.detect),
 ];
 
 const CONTROLLERS: readonly KafkaNode[] = [1, 2, 3].map((id) => ({
@@ -237,3 +273,22 @@ export function brokerDefaults(topo: Topology): Record<string, string> {
     "num.partitions": "3",
   };
 }
+
+/**
+ * Host ports of the Docker stack's other services, each published on
+ * 127.0.0.1 only. Kafka client ports and Prometheus's port are above.
+ */
+export const SERVICE_PORTS = {
+  grafana: 3000,
+  elasticsearch: 9200,
+  kibana: 5601,
+  /** Logstash's GELF input (UDP): Docker's gelf log driver sends container logs here. */
+  logstashGelf: 12201,
+} as const;
+
+/**
+ * Port of the Docker brokers' INTERNAL listener, which in-network clients
+ * (jobs, topic creation, inter-broker replication) use as `<node name>:19092`.
+ * The EXTERNAL listener keeps each broker's `clientPort`, published on 127.0.0.1.
+ */
+export const INTERNAL_LISTENER_PORT = 19092;

@@ -34,6 +34,17 @@ export interface KafkaOptions {
   connectionTimeout?: number;
 }
 
+/**
+ * Retry settings for idempotent and transactional producers: kafkajs warns
+ * that bounded retries may break exactly-once, so they retry without bound
+ * (with backoff); callers put their own deadline around a send when needed.
+ */
+export const PRODUCER_RETRY = {
+  retries: Number.MAX_SAFE_INTEGER,
+  initialRetryTime: 300,
+  maxRetryTime: 5000,
+} as const;
+
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
   return new Kafka({
@@ -116,7 +127,16 @@ export async function ensureTopics(
       configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
     }));
   if (missing.length > 0) {
-    await admin.createTopics({ topics: missing, waitForLeaders: true, timeout: 30_000 });
+    try {
+      await admin.createTopics({ topics: missing, waitForLeaders: true, timeout: 30_000 });
+    } catch (err) {
+      // Another process may have created some of them meanwhile: fine if they exist now.
+      const now = new Set(await admin.listTopics());
+      const absent = missing.filter((t) => !now.has(t.topic)).map((t) => t.topic);
+      if (absent.length > 0) {
+        throw new Error(`could not create topics ${absent.join(", ")}: ${(err as Error).message}`);
+      }
+    }
   }
   const present = topics.filter((t) => existing.has(t.name));
   if (present.length > 0) {

@@ -82,3 +82,99 @@ export function serveMetrics(options: ServeOptions): Deno.HttpServer<Deno.NetAdd
     return new Response("not found; try /metrics\n", { status: 404 });
   });
 }
+
+/** Stream jobs: source records consumed and committed, by processor and topic. */
+export const consumedRecords = new client.Counter({
+  name: "txpipe_consumed_records_total",
+  help: "Source records processed and committed (exactly once), by processor and topic",
+  labelNames: ["processor", "topic"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: records written in committed transactions, by output topic. */
+export const outputRecords = new client.Counter({
+  name: "txpipe_output_records_total",
+  help: "Records written in committed transactions, by processor and output topic",
+  labelNames: ["processor", "topic"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: records sent to the dead-letter topic, by reason. */
+export const deadLetters = new client.Counter({
+  name: "txpipe_dead_letters_total",
+  help: "Records sent to the dead-letter topic, by processor and reason",
+  labelNames: ["processor", "reason"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: records later than the watermark (never merged; dead-lettered as late_record). */
+export const lateRecords = new client.Counter({
+  name: "txpipe_late_records_total",
+  help: "Records whose event time was behind the watermark; not merged into any window",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: consumer lag per source partition (high watermark minus next offset). */
+export const consumerLag = new client.Gauge({
+  name: "txpipe_consumer_lag",
+  help: "Records in the source partition not yet processed (high watermark - committed position)",
+  labelNames: ["processor", "topic", "partition"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: wall-clock time from an output's event time to its commit. */
+export const eventToOutputLatency = new client.Histogram({
+  name: "txpipe_event_to_output_latency_seconds",
+  help: "Seconds from the event time an output derives from until its transaction committed",
+  labelNames: ["processor"] as const,
+  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+  registers: [registry],
+});
+
+/** Stream jobs: Kafka transactions by outcome. */
+export const transactions = new client.Counter({
+  name: "txpipe_transactions_total",
+  help: "Kafka transactions of the stream jobs by result (committed, aborted)",
+  labelNames: ["processor", "result"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: state entries held per source partition. */
+export const stateEntries = new client.Gauge({
+  name: "txpipe_state_entries",
+  help: "Keys in a processor's state for one source partition",
+  labelNames: ["processor", "partition"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: changelog records read back while restoring state. */
+export const restoredStateRecords = new client.Counter({
+  name: "txpipe_restored_state_records_total",
+  help: "Changelog records read back to restore state after an assignment",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
+/** Aggregation: final window aggregates emitted. */
+export const aggregatesEmitted = new client.Counter({
+  name: "txpipe_aggregates_emitted_total",
+  help: "Final per merchant, currency and window aggregates emitted",
+  registers: [registry],
+});
+
+/** Aggregation: the event-time watermark, as epoch seconds. */
+export const watermarkSeconds = new client.Gauge({
+  name: "txpipe_watermark_seconds",
+  help: "Event-time watermark (epoch seconds) by processor and partition",
+  labelNames: ["processor", "partition"] as const,
+  registers: [registry],
+});
+
+/** Detection: anomalies emitted, by rule and severity. */
+export const anomaliesDetected = new client.Counter({
+  name: "txpipe_anomalies_total",
+  help: "Anomalies emitted, by rule and severity",
+  labelNames: ["rule", "severity"] as const,
+  registers: [registry],
+});

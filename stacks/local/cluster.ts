@@ -191,7 +191,7 @@ export async function runningPid(mode: ClusterMode, node: KafkaNode): Promise<nu
   }
 }
 
-async function portFree(port: number): Promise<boolean> {
+function portFree(port: number): boolean {
   try {
     const l = Deno.listen({ hostname: "127.0.0.1", port });
     l.close();
@@ -330,7 +330,7 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
       continue;
     }
     for (const [what, port] of nodePorts(node)) {
-      if (!(await portFree(port))) {
+      if (!portFree(port)) {
         throw new ClusterError(
           `port ${port} (${what} port of ${node.name}) is already in use by another process. ` +
             "Stop that process, or stop the other cluster mode first " +

@@ -81,6 +81,7 @@ export async function readTopic(
     return out;
   };
   await consumer.run({
+    // deno-lint-ignore require-await
     eachBatch: async ({ batch }) => {
       for (const m of batch.messages) {
         records.push({

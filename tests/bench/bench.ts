@@ -1,0 +1,226 @@
+/**
+ * `deno task bench`: txpipe's producer against Kafka's own
+ * `org.apache.kafka.tools.ProducerPerformance` on the same cluster, the same
+ * kind of topic, the same record bytes and `acks=all` with idempotence,
+ * printed side by side with the ratio. A benchmark, not a test: it asserts
+ * nothing and prints measurements.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { clusterUp, homeDir, ROOT } from "../../stacks/local/cluster.ts";
+import { bootstrapServers, TOPICS, topicSpec, topology } from "../../stacks/topology.ts";
+import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
+import { parseCommandLine } from "../../jobs/lib/cli.ts";
+import { formatCount } from "../../jobs/lib/progress.ts";
+import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
+
+const COMMAND = {
+  name: "deno task bench",
+  summary: "benchmark txpipe against Kafka's own performance tools on the local cluster",
+  usage: "deno task bench [producer] [flags]",
+  flags: {
+    records: {
+      kind: "int",
+      min: 1000,
+      default: 500_000,
+      help: "records per measured run",
+      placeholder: "N",
+    },
+    runs: { kind: "int", min: 1, max: 10, default: 2, help: "runs of each side (best is kept)" },
+  },
+} as const;
+
+/** One measured run. */
+interface Measurement {
+  records: number;
+  seconds: number;
+  bytes: number;
+}
+
+const TOPO = topology("cluster");
+const BROKERS = bootstrapServers(TOPO);
+const decoder = new TextDecoder();
+
+async function freshBenchTopic(label: string): Promise<string> {
+  const name = `bench_${label}_${Date.now()}`;
+  const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
+  await admin.connect();
+  try {
+    await ensureTopics(admin, [{ ...topicSpec(TOPO, TOPICS.transactions), name }]);
+  } finally {
+    await admin.disconnect();
+  }
+  return name;
+}
+
+async function deleteTopics(prefix: string): Promise<void> {
+  const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
+  await admin.connect();
+  try {
+    const old = (await admin.listTopics()).filter((t) => t.startsWith(prefix));
+    if (old.length) await admin.deleteTopics({ topics: old });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function runOurs(records: number): Promise<Measurement> {
+  const topic = await freshBenchTopic("ours");
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(ROOT, "jobs/produce.ts"),
+      "--topic",
+      topic,
+      "--count",
+      String(records),
+      "--seed",
+      "bench",
+      "--metrics-port",
+      "0",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const lines = decoder.decode(out.stdout).split("\n").filter((l) => l.includes('"summary"'));
+  if (!out.success || lines.length === 0) {
+    throw new Error(`our producer failed:\n${decoder.decode(out.stderr).slice(-2000)}`);
+  }
+  const summary = JSON.parse(lines[lines.length - 1]);
+  return { records: summary.acknowledged, seconds: summary.seconds, bytes: summary.bytes };
+}
+
+async function writePayloadFile(records: number): Promise<{ path: string; meanBytes: number }> {
+  // ProducerPerformance cycles through these payloads: the same JSON records ours sends.
+  const gen = new TransactionGenerator({ seed: "bench", fraudRate: 0.01 });
+  const sample = Math.min(records, 50_000);
+  const lines: string[] = [];
+  let bytes = 0;
+  for (let i = 0; i < sample; i++) {
+    const text = decoder.decode(encodeTransaction(gen.next().tx));
+    lines.push(text);
+    bytes += text.length;
+  }
+  const dir = join(homeDir(), "bench");
+  await Deno.mkdir(dir, { recursive: true });
+  const path = join(dir, "payloads.jsonl");
+  await Deno.writeTextFile(path, lines.join("\n"));
+  return { path, meanBytes: bytes / sample };
+}
+
+/** ProducerPerformance settings: Kafka's client defaults, and batching close to ours. */
+const JAVA_VARIANTS: Record<string, string[]> = {
+  "defaults": [],
+  "batching like ours": ["batch.size=262144", "linger.ms=10"],
+};
+
+async function runProducerPerformance(
+  records: number,
+  payloads: string,
+  extraProps: string[],
+): Promise<Measurement> {
+  const topic = await freshBenchTopic("kafka");
+  const lib = join(homeDir(), "kafka", "lib");
+  const jars: string[] = [];
+  for await (const e of Deno.readDir(lib)) {
+    if (e.name.endsWith(".jar") && !e.name.startsWith("jmx_prometheus")) {
+      jars.push(join(lib, e.name));
+    }
+  }
+  const out = await new Deno.Command("java", {
+    args: [
+      "-Xmx512m",
+      "-cp",
+      jars.join(":"),
+      "org.apache.kafka.tools.ProducerPerformance",
+      "--topic",
+      topic,
+      "--num-records",
+      String(records),
+      "--throughput",
+      "-1",
+      "--payload-file",
+      payloads,
+      "--producer-props",
+      `bootstrap.servers=${BROKERS.join(",")}`,
+      "acks=all",
+      "enable.idempotence=true",
+      ...extraProps,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = decoder.decode(out.stdout);
+  // "500000 records sent, 123456.7 records/sec (29.43 MB/sec), ..."
+  const m = /(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\)/.exec(
+    text.trim().split("\n").pop() ?? "",
+  );
+  if (!out.success || !m) {
+    throw new Error(
+      `ProducerPerformance failed:\n${text.slice(-1500)}${decoder.decode(out.stderr).slice(-1500)}`,
+    );
+  }
+  const recs = Number(m[1]);
+  const seconds = recs / Number(m[2]);
+  // ProducerPerformance's MB is 2^20 bytes.
+  return { records: recs, seconds, bytes: Number(m[3]) * 1024 * 1024 * seconds };
+}
+
+function best(runs: Measurement[]): Measurement {
+  return runs.reduce((a, b) => (b.records / b.seconds > a.records / a.seconds ? b : a));
+}
+
+function row(name: string, m: Measurement): string {
+  const rps = m.records / m.seconds;
+  const mbps = m.bytes / m.seconds / 1e6;
+  return `${name.padEnd(52)} ${formatCount(rps).padStart(10)} rec/s ${
+    mbps.toFixed(1).padStart(7)
+  } MB/s  (${formatCount(m.records)} records in ${m.seconds.toFixed(1)}s)`;
+}
+
+async function main(): Promise<void> {
+  const { values, positional } = parseCommandLine(COMMAND);
+  const mode = positional[0] ?? "producer";
+  if (mode !== "producer") {
+    console.error(`deno task bench: expected a mode (producer), got "${mode}"`);
+    Deno.exit(2);
+  }
+  const records = values.records as number;
+  const runs = values.runs as number;
+  console.log("==> cluster");
+  await clusterUp({ mode: "cluster" });
+  await deleteTopics("bench_");
+  const payload = await writePayloadFile(records);
+  console.log(
+    `==> producer benchmark: ${formatCount(records)} records of ~${
+      payload.meanBytes.toFixed(0)
+    } bytes (txpipe transactions), acks=all, idempotent, 5 partitions x 3 replicas, ${runs} run(s) each`,
+  );
+  const ours: Measurement[] = [];
+  const theirs: Record<string, Measurement[]> = {};
+  for (let i = 0; i < runs; i++) {
+    ours.push(await runOurs(records));
+    console.log(`    ${row(`txpipe produce (run ${i + 1})`, ours[i])}`);
+    for (const [variant, props] of Object.entries(JAVA_VARIANTS)) {
+      const m = await runProducerPerformance(records, payload.path, props);
+      (theirs[variant] ??= []).push(m);
+      console.log(`    ${row(`ProducerPerformance, ${variant} (run ${i + 1})`, m)}`);
+    }
+  }
+  await deleteTopics("bench_");
+  const a = best(ours);
+  const rate = (m: Measurement) => m.records / m.seconds;
+  console.log("\nbest of each:");
+  console.log(`  ${row("txpipe produce (kafkajs)", a)}`);
+  for (const [variant, ms] of Object.entries(theirs)) {
+    const b = best(ms);
+    console.log(`  ${row(`ProducerPerformance, ${variant}`, b)}`);
+    console.log(
+      `      ratio txpipe / ProducerPerformance (${variant}): ${(rate(a) / rate(b)).toFixed(2)}`,
+    );
+  }
+}
+
+if (import.meta.main) await main();
