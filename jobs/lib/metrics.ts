@@ -178,3 +178,25 @@ export const anomaliesDetected = new client.Counter({
   labelNames: ["rule", "severity"] as const,
   registers: [registry],
 });
+
+/** Evaluation: recall per injected pattern (needs the generator's label headers). */
+export const detectionRecall = new client.Gauge({
+  name: "txpipe_detection_recall",
+  help: "Share of injected fraud instances of a pattern that some anomaly's evidence covers",
+  labelNames: ["pattern"] as const,
+  registers: [registry],
+});
+
+/** Evaluation: precision over all anomalies seen. */
+export const detectionPrecision = new client.Gauge({
+  name: "txpipe_detection_precision",
+  help: "Share of anomalies whose evidence contains an injected (labelled) transaction",
+  registers: [registry],
+});
+
+/** Evaluation: anomalies and labelled instances seen so far. */
+export const evaluatedAnomalies = new client.Gauge({
+  name: "txpipe_evaluated_anomalies",
+  help: "Anomalies the evaluator has read (deduplicated by anomalyId)",
+  registers: [registry],
+});

@@ -1,0 +1,136 @@
+/**
+ * The shell every stream job shares: its common flags, the ECS logger, the
+ * /metrics endpoint, connecting to Kafka with retries, creating the topics it
+ * needs, and stopping cleanly on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import type { Kafka } from "kafkajs";
+import { bootstrapServers, type TopicSpec, topology } from "../../stacks/topology.ts";
+import type { FlagSpec } from "./cli.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { serveMetrics } from "./metrics.ts";
+import { connectWithRetry, createKafka, ensureTopics, KafkaUnreachableError } from "./kafka.ts";
+
+/** Flags every stream job takes, besides its own. */
+export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpec> {
+  const spec = topology().jobs.find((j) => j.name === job)!;
+  return {
+    brokers: {
+      kind: "list",
+      default: bootstrapServers(topology()),
+      help: "Kafka bootstrap servers, comma-separated",
+      placeholder: "HOST:PORT,...",
+    },
+    "metrics-port": {
+      kind: "int",
+      min: 0,
+      max: 65535,
+      default: spec.metricsPort,
+      help: "port of the Prometheus /metrics endpoint; 0 = any free port",
+      placeholder: "PORT",
+    },
+    "metrics-host": {
+      kind: "string",
+      default: "127.0.0.1",
+      help: "address the /metrics endpoint binds to (0.0.0.0 in containers)",
+    },
+    "session-timeout": {
+      kind: "duration",
+      min: 6000,
+      max: 300_000,
+      default: 30_000,
+      help: "consumer group session timeout: how soon a crashed instance's partitions move",
+    },
+    "connect-attempts": {
+      kind: "int",
+      min: 1,
+      default: 4,
+      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
+      placeholder: "N",
+    },
+  };
+}
+
+/** What a job's body gets from {@link runJob}. */
+export interface JobContext {
+  kafka: Kafka;
+  log: Logger;
+  /** Resolves on SIGINT or SIGTERM. */
+  stopSignal: Promise<void>;
+}
+
+/** Options of {@link runJob}. */
+export interface RunJobOptions {
+  name: "aggregate" | "detect";
+  brokers: string[];
+  metricsPort: number;
+  metricsHost: string;
+  connectAttempts: number;
+  /** Topics the job reads and writes; created from their specs when missing. */
+  topics: TopicSpec[];
+}
+
+/**
+ * Runs a stream job's `body` inside the shared shell and returns the exit
+ * code: 0 after a clean stop, 1 when Kafka is unreachable or the job failed.
+ */
+export async function runJob(
+  options: RunJobOptions,
+  body: (ctx: JobContext) => Promise<void>,
+): Promise<number> {
+  const log = createLogger(options.name);
+  const metrics = serveMetrics({
+    port: options.metricsPort,
+    hostname: options.metricsHost,
+    onListen: (a) => log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
+  });
+  let resolveStop!: () => void;
+  const stopSignal = new Promise<void>((r) => resolveStop = r);
+  const onSignal = () => {
+    log.info({ "event.action": "stop-requested" }, "stopping after the batch in progress");
+    resolveStop();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const kafka = createKafka({
+    clientId: `txpipe-${options.name}`,
+    brokers: options.brokers,
+    logger: log,
+  });
+  let code = 0;
+  try {
+    const admin = kafka.admin();
+    await connectWithRetry(options.brokers, () => admin.connect(), {
+      attempts: options.connectAttempts,
+      onRetry: (attempt, delay, err) =>
+        log.warn(
+          { err, "event.action": "kafka-connect-retry" },
+          `Kafka unreachable at ${options.brokers.join(",")} (attempt ${attempt}); ` +
+            `retrying in ${delay}ms`,
+        ),
+    });
+    try {
+      await ensureTopics(admin, options.topics);
+    } finally {
+      await admin.disconnect();
+    }
+    log.info({ "event.action": "started" }, `${options.name} running`);
+    await body({ kafka, log, stopSignal });
+    log.info({ "event.action": "stopped" }, `${options.name} stopped cleanly`);
+  } catch (err) {
+    code = 1;
+    if (err instanceof KafkaUnreachableError) {
+      log.error({ "event.action": "kafka-unreachable" }, err.message);
+      console.error(`deno task ${options.name}: ${err.message}`);
+    } else {
+      log.error({ err, "event.action": "failed" }, `${options.name} failed`);
+      console.error(`deno task ${options.name}: failed: ${(err as Error)?.message ?? err}`);
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await metrics.shutdown();
+  }
+  return code;
+}

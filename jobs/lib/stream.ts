@@ -1,0 +1,512 @@
+/**
+ * The small stream runtime every txpipe stream job runs on.
+ *
+ * A job is a {@link StreamProcessor}: a source topic, a parse step, a
+ * per-record `process` function over a per-partition key-value state, and an
+ * optional `endBatch` hook. The runtime does the plumbing once:
+ *
+ * - a consumer group on the source (`read_committed`, no auto-commit);
+ * - exactly-once read-process-write: for every fetched batch of a partition,
+ *   one Kafka transaction holds the outputs, the dead letters, the state
+ *   changes (changelog) and the consumed offsets (`sendOffsets`); the
+ *   transactional id is per source partition, so a new owner of a partition
+ *   fences the old one (zombie fencing);
+ * - state recovery: the changelog topic (compacted, one partition per source
+ *   partition) is read back when a partition is assigned, up to a barrier
+ *   record this owner wrote after fencing, so no update is missed;
+ * - dead letters: a record the parse step rejects goes to the dead-letter
+ *   topic with its original key and value and reason headers;
+ * - metrics, ECS logs and a graceful stop (the batch in progress commits).
+ *
+ * Any failure it cannot reason about ends the process (crash-only): state
+ * lives in Kafka, so a restart resumes exactly where the last commit left.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from "kafkajs";
+import type { Logger } from "./log.ts";
+import { PRODUCER_RETRY } from "./kafka.ts";
+import {
+  consumedRecords,
+  consumerLag,
+  deadLetters,
+  eventToOutputLatency,
+  outputRecords,
+  restoredStateRecords,
+  stateEntries,
+  transactions,
+} from "./metrics.ts";
+
+/** Header names of a dead letter. */
+export const DLQ_HEADERS = {
+  reason: "txpipe-dlq-reason",
+  message: "txpipe-dlq-message",
+  topic: "txpipe-dlq-source-topic",
+  partition: "txpipe-dlq-source-partition",
+  offset: "txpipe-dlq-source-offset",
+  job: "txpipe-dlq-job",
+} as const;
+
+const BARRIER_KEY = "__txpipe_restore_barrier__";
+
+/** A consumed record as a processor sees it. */
+export interface SourceRecord {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: string;
+  readonly key: string | null;
+  readonly value: Uint8Array | null;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** A record to write, inside the batch's transaction. */
+export interface OutputRecord {
+  readonly topic: string;
+  readonly key: string | null;
+  readonly value: string | null;
+  readonly headers?: Record<string, string>;
+  /** Explicit partition; default: Kafka's key hash (murmur2, like the Java client). */
+  readonly partition?: number;
+  /** Event time the output derives from, for the event-to-output latency metric. */
+  readonly eventTime?: number;
+}
+
+/** What a parse step returns: a value to process, or a reason to dead-letter. */
+export type Parsed<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly reason: string; readonly message: string };
+
+/** The per-partition key-value state of a processor, backed by the changelog. */
+export class PartitionState<S> {
+  readonly #entries = new Map<string, S>();
+  readonly #dirty = new Set<string>();
+
+  /** The value of `key`, if any. */
+  get(key: string): S | undefined {
+    return this.#entries.get(key);
+  }
+
+  /** Sets `key`; the change reaches the changelog in this batch's transaction. */
+  put(key: string, value: S): void {
+    this.#entries.set(key, value);
+    this.#dirty.add(key);
+  }
+
+  /** Deletes `key` (a tombstone in the changelog). */
+  delete(key: string): void {
+    if (this.#entries.delete(key)) this.#dirty.add(key);
+  }
+
+  /** Every entry, in insertion order. */
+  entries(): IterableIterator<[string, S]> {
+    return this.#entries.entries();
+  }
+
+  /** How many keys the state holds. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Restores one changelog record (no dirty mark). */
+  restore(key: string, value: S | null): void {
+    if (value === null) this.#entries.delete(key);
+    else this.#entries.set(key, value);
+  }
+
+  /** The keys changed since the last call, with their values (null = deleted). */
+  takeChanges(): Array<[string, S | null]> {
+    const out: Array<[string, S | null]> = [];
+    for (const key of this.#dirty) out.push([key, this.#entries.get(key) ?? null]);
+    this.#dirty.clear();
+    return out;
+  }
+}
+
+/** What `process` and `endBatch` can do. */
+export interface ProcessContext<S> {
+  /** The source partition being processed. */
+  readonly partition: number;
+  /** This partition's state. */
+  readonly state: PartitionState<S>;
+  /** Writes a record in this batch's transaction. */
+  emit(record: OutputRecord): void;
+  /** Sends the source record to the dead-letter topic with a reason. */
+  deadLetter(source: SourceRecord, reason: string, message: string): void;
+}
+
+/** A stream job's processing, the part that differs between jobs. */
+export interface StreamProcessor<T, S> {
+  /** Short job name for logs, metrics and dead-letter headers, e.g. "detect". */
+  readonly name: string;
+  /** Consumer group id; transactional ids derive from it. */
+  readonly groupId: string;
+  readonly source: string;
+  /** Compacted topic with as many partitions as `source`; omit for a stateless job. */
+  readonly changelog?: string;
+  /** Decodes and validates a record; a rejection goes to the dead-letter topic. */
+  parse(record: SourceRecord): Parsed<T>;
+  /** Handles one valid record. */
+  process(value: T, record: SourceRecord, ctx: ProcessContext<S>): void;
+  /** Runs after every batch of a partition, before the commit (e.g. to close windows). */
+  endBatch?(ctx: ProcessContext<S>): void;
+}
+
+/** Options of {@link runStream}. */
+export interface RunOptions {
+  kafka: Kafka;
+  logger: Logger;
+  deadLetterTopic: string;
+  /** Resolves when the job should stop; the batch in progress commits first. */
+  stopSignal: Promise<void>;
+  /** Consumer group session timeout in ms (default 30 s). */
+  sessionTimeoutMs?: number;
+  /** Transaction timeout in ms (the broker aborts a transaction open longer). */
+  transactionTimeoutMs?: number;
+}
+
+/** One source partition this instance owns. */
+interface Owned<S> {
+  producer: Producer;
+  state: PartitionState<S>;
+}
+
+function headersOf(h: Record<string, unknown> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h ?? {})) {
+    if (v === undefined || v === null) continue;
+    out[k] = Array.isArray(v) ? String(v[v.length - 1]) : String(v);
+  }
+  return out;
+}
+
+function isFenced(err: unknown): boolean {
+  const type = (err as { type?: string })?.type ?? "";
+  const message = (err as Error)?.message ?? "";
+  return /PRODUCER_FENCED|INVALID_PRODUCER_EPOCH|TRANSACTIONAL_ID_AUTHORIZATION/.test(type) ||
+    /fenced|epoch/i.test(message);
+}
+
+/**
+ * Runs `processor` until `stopSignal` resolves. Resolves after a clean
+ * stop; rejects on an unrecoverable error (the caller exits non-zero).
+ */
+export async function runStream<T, S>(
+  processor: StreamProcessor<T, S>,
+  options: RunOptions,
+): Promise<void> {
+  const { kafka, logger } = options;
+  const log = logger.child({ "txpipe.processor": processor.groupId });
+  const owned = new Map<number, Owned<S>>();
+  const admin = kafka.admin();
+  await admin.connect();
+
+  const consumer: Consumer = kafka.consumer({
+    groupId: processor.groupId,
+    readUncommitted: false,
+    allowAutoTopicCreation: false,
+    sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+    heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 5)),
+    maxBytesPerPartition: 2 * 1024 * 1024,
+    retry: {
+      initialRetryTime: 300,
+      maxRetryTime: 5000,
+      retries: 10,
+      // Kafka errors (rebalances, leader moves, fencing) restart the consumer;
+      // a bug in the job's own code does not loop forever.
+      restartOnFailure: (err) => Promise.resolve(err.name.startsWith("KafkaJS")),
+    },
+  });
+  let stopping = false;
+  let failure: unknown;
+
+  const release = async (partition: number) => {
+    const o = owned.get(partition);
+    owned.delete(partition);
+    stateEntries.set({ processor: processor.groupId, partition: String(partition) }, 0);
+    await o?.producer.disconnect().catch(() => {});
+  };
+
+  consumer.on(consumer.events.GROUP_JOIN, async (e) => {
+    const mine = new Set(e.payload.memberAssignment[processor.source] ?? []);
+    log.info({ partitions: [...mine] }, `assigned partitions of ${processor.source}`);
+    for (const p of [...owned.keys()]) if (!mine.has(p)) await release(p);
+  });
+  consumer.on(consumer.events.CRASH, (e) => {
+    if (!e.payload.restart) {
+      failure = e.payload.error;
+      stopping = true;
+    }
+  });
+
+  // Fences older owners of `partition`, restores its state, and returns the
+  // offset processing must start from (the group's committed offset).
+  const takeOver = async (partition: number): Promise<Owned<S>> => {
+    const producer = kafka.producer({
+      transactionalId: `${processor.groupId}-${processor.source}-${partition}`,
+      idempotent: true,
+      retry: PRODUCER_RETRY,
+      maxInFlightRequests: 1,
+      transactionTimeout: options.transactionTimeoutMs ?? 60_000,
+      allowAutoTopicCreation: false,
+    });
+    await producer.connect(); // InitProducerId: fences and aborts the previous owner's transaction
+    const state = new PartitionState<S>();
+    if (processor.changelog) {
+      const barrier = crypto.randomUUID();
+      const txn = await producer.transaction();
+      await txn.send({
+        topic: processor.changelog,
+        messages: [{ key: BARRIER_KEY, value: barrier, partition }],
+      });
+      await txn.commit();
+      const n = await restoreState(kafka, processor.changelog, partition, barrier, state);
+      restoredStateRecords.inc({ processor: processor.groupId }, n);
+      log.info({ partition, records: n, entries: state.size }, "state restored from changelog");
+    }
+    return { producer, state };
+  };
+
+  const committedOffset = async (partition: number): Promise<string> => {
+    const offsets = await admin.fetchOffsets({
+      groupId: processor.groupId,
+      topics: [processor.source],
+    });
+    const p = offsets[0]?.partitions.find((x) => x.partition === partition);
+    return p && Number(p.offset) >= 0 ? p.offset : "-1";
+  };
+
+  const eachBatch = async (payload: EachBatchPayload) => {
+    const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
+    const partition = batch.partition;
+    if (stopping || !isRunning() || isStale() || batch.messages.length === 0) return;
+    let o = owned.get(partition);
+    if (!o) {
+      o = await takeOver(partition);
+      owned.set(partition, o);
+      await heartbeat();
+      // The group's offset was read at assignment, perhaps while the previous
+      // owner's last transaction was still pending. After fencing it is
+      // stable: resume exactly there.
+      const committed = await committedOffset(partition);
+      if (committed !== "-1" && committed !== batch.firstOffset()) {
+        log.info(
+          { partition, committed, fetched: batch.firstOffset() },
+          "seeking to the committed offset",
+        );
+        consumer.seek({ topic: processor.source, partition, offset: committed });
+        return;
+      }
+    }
+
+    const outputs: OutputRecord[] = [];
+    const dead: Message[] = [];
+    const ctx: ProcessContext<S> = {
+      partition,
+      state: o.state,
+      emit: (r) => outputs.push(r),
+      deadLetter: (src, reason, message) => {
+        dead.push({
+          key: src.key,
+          value: src.value ? Buffer.from(src.value) : null,
+          headers: {
+            [DLQ_HEADERS.reason]: reason,
+            [DLQ_HEADERS.message]: message.slice(0, 1000),
+            [DLQ_HEADERS.topic]: src.topic,
+            [DLQ_HEADERS.partition]: String(src.partition),
+            [DLQ_HEADERS.offset]: src.offset,
+            [DLQ_HEADERS.job]: processor.name,
+          },
+        });
+        deadLetters.inc({ processor: processor.groupId, reason });
+      },
+    };
+
+    for (const m of batch.messages) {
+      const record: SourceRecord = {
+        topic: batch.topic,
+        partition,
+        offset: m.offset,
+        key: m.key ? m.key.toString() : null,
+        value: m.value ? new Uint8Array(m.value) : null,
+        headers: headersOf(m.headers),
+      };
+      const parsed = processor.parse(record);
+      if (parsed.ok) processor.process(parsed.value, record, ctx);
+      else ctx.deadLetter(record, parsed.reason, parsed.message);
+    }
+    processor.endBatch?.(ctx);
+
+    const nextOffset = String(Number(batch.lastOffset()) + 1);
+    const txn = await o.producer.transaction();
+    try {
+      const byTopic = new Map<string, Message[]>();
+      const add = (topic: string, m: Message) => {
+        let list = byTopic.get(topic);
+        if (!list) byTopic.set(topic, list = []);
+        list.push(m);
+      };
+      for (const r of outputs) {
+        add(r.topic, {
+          key: r.key,
+          value: r.value,
+          headers: r.headers,
+          partition: r.partition,
+        });
+      }
+      for (const d of dead) add(options.deadLetterTopic, d);
+      if (processor.changelog) {
+        for (const [key, value] of o.state.takeChanges()) {
+          add(processor.changelog, {
+            key,
+            value: value === null ? null : JSON.stringify(value),
+            partition,
+          });
+        }
+      }
+      if (byTopic.size > 0) {
+        await txn.sendBatch({
+          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+          acks: -1,
+        });
+      }
+      await txn.sendOffsets({
+        consumerGroupId: processor.groupId,
+        topics: [{ topic: batch.topic, partitions: [{ partition, offset: nextOffset }] }],
+      });
+      await txn.commit();
+    } catch (err) {
+      await txn.abort().catch(() => {});
+      transactions.inc({ processor: processor.groupId, result: "aborted" });
+      if (isFenced(err)) {
+        // Another instance owns this partition now; its restore starts from our last commit.
+        log.warn({ err, partition }, "fenced by a newer owner of the partition; letting it go");
+        await release(partition);
+        return;
+      }
+      throw err;
+    }
+    transactions.inc({ processor: processor.groupId, result: "committed" });
+    resolveOffset(batch.lastOffset());
+
+    const now = Date.now();
+    consumedRecords.inc(
+      { processor: processor.groupId, topic: batch.topic },
+      batch.messages.length,
+    );
+    for (const r of outputs) {
+      outputRecords.inc({ processor: processor.groupId, topic: r.topic });
+      if (r.eventTime !== undefined) {
+        eventToOutputLatency.observe(
+          { processor: processor.groupId },
+          Math.max(0, now - r.eventTime) / 1000,
+        );
+      }
+    }
+    consumerLag.set(
+      { processor: processor.groupId, topic: batch.topic, partition: String(partition) },
+      Math.max(0, Number(batch.highWatermark) - Number(nextOffset)),
+    );
+    stateEntries.set({ processor: processor.groupId, partition: String(partition) }, o.state.size);
+  };
+
+  await consumer.connect();
+  await consumer.subscribe({ topics: [processor.source], fromBeginning: true });
+  await consumer.run({
+    autoCommit: false,
+    eachBatchAutoResolve: false,
+    partitionsConsumedConcurrently: 1,
+    eachBatch: async (payload) => {
+      try {
+        await eachBatch(payload);
+      } catch (err) {
+        // The partition's in-memory state may hold this batch's uncommitted
+        // changes: drop it, so the next owner (maybe us) restores from the
+        // changelog. kafkajs then retries or rejoins the group; errors it
+        // cannot recover from arrive as a CRASH event without restart.
+        log.warn({ err, partition: payload.batch.partition }, "batch failed; state dropped");
+        await release(payload.batch.partition);
+        throw err;
+      }
+    },
+  });
+
+  await Promise.race([
+    options.stopSignal,
+    new Promise<void>((resolve) => {
+      const check = setInterval(() => {
+        if (stopping) {
+          clearInterval(check);
+          resolve();
+        }
+      }, 100);
+    }),
+  ]);
+  stopping = true;
+  await consumer.disconnect().catch(() => {});
+  for (const p of [...owned.keys()]) await release(p);
+  await admin.disconnect().catch(() => {});
+  if (failure) throw failure;
+}
+
+/**
+ * Reads partition `partition` of `changelog` (read_committed) into `state`
+ * until the barrier record with value `barrier`. Returns how many records it
+ * read.
+ */
+async function restoreState<S>(
+  kafka: Kafka,
+  changelog: string,
+  partition: number,
+  barrier: string,
+  state: PartitionState<S>,
+): Promise<number> {
+  const consumer = kafka.consumer({
+    groupId: `txpipe-restore-${crypto.randomUUID()}`,
+    readUncommitted: false,
+    allowAutoTopicCreation: false,
+    maxBytesPerPartition: 8 * 1024 * 1024,
+  });
+  let count = 0;
+  let done = false;
+  await consumer.connect();
+  await consumer.subscribe({ topics: [changelog], fromBeginning: true });
+  const finished = new Promise<void>((resolve, reject) => {
+    consumer.on(consumer.events.CRASH, (e) => reject(e.payload.error));
+    consumer.run({
+      autoCommit: false,
+      // deno-lint-ignore require-await
+      eachBatch: async ({ batch, pause }) => {
+        if (batch.partition !== partition) {
+          pause();
+          return;
+        }
+        for (const m of batch.messages) {
+          const key = m.key?.toString() ?? "";
+          if (key === BARRIER_KEY) {
+            if (m.value?.toString() === barrier) {
+              done = true;
+              resolve();
+              return;
+            }
+            continue;
+          }
+          state.restore(key, m.value ? JSON.parse(m.value.toString()) as S : null);
+          count++;
+        }
+      },
+    }).catch(reject);
+  });
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(
+      () => !done && reject(new Error(`restoring ${changelog}/${partition} timed out`)),
+      120_000,
+    )
+  );
+  try {
+    await Promise.race([finished, timeout]);
+  } finally {
+    await consumer.disconnect().catch(() => {});
+  }
+  return count;
+}

@@ -1,0 +1,154 @@
+/**
+ * Tumbling event-time windows per merchant and currency: the pure core of
+ * the aggregation job. Amounts are integer minor units throughout; two
+ * currencies are never added together because the currency is part of the
+ * window's key.
+ *
+ * @module
+ */
+import { fromMinorUnits } from "./currency.ts";
+import type { TransactionType } from "./transaction.ts";
+
+/** What the aggregation needs of a transaction (the repartition topic's value). */
+export interface WindowInput {
+  merchantId: string;
+  currency: string;
+  transactionTime: number;
+  transactionType: TransactionType;
+  amountMinor: number;
+}
+
+/** An open window's running totals, as kept in state (plain JSON). */
+export interface WindowState {
+  merchantId: string;
+  currency: string;
+  windowStart: number;
+  windowEnd: number;
+  transactionCount: number;
+  purchaseCount: number;
+  refundCount: number;
+  purchaseMinor: number;
+  refundMinor: number;
+  minMinor: number;
+  maxMinor: number;
+}
+
+/** The value on `transaction_aggregates` (key merchantId), per design.md. */
+export interface Aggregate {
+  merchantId: string;
+  currency: string;
+  windowStart: number;
+  windowEnd: number;
+  transactionCount: number;
+  purchaseCount: number;
+  refundCount: number;
+  /** Amounts as JSON numbers with the currency's decimals, printed exactly from minor units. */
+  purchaseAmount: number;
+  refundAmount: number;
+  /** purchaseAmount - refundAmount. */
+  netAmount: number;
+  minAmount: number;
+  maxAmount: number;
+  /** The same amounts in integer minor units (cents), for exact arithmetic downstream. */
+  purchaseAmountMinor: number;
+  refundAmountMinor: number;
+  netAmountMinor: number;
+  minAmountMinor: number;
+  maxAmountMinor: number;
+}
+
+/** The start of the tumbling window of `sizeMs` holding event time `t`. */
+export function windowStart(t: number, sizeMs: number): number {
+  return t - (((t % sizeMs) + sizeMs) % sizeMs);
+}
+
+/** The state key of a window: unambiguous whatever the ids contain. */
+export function windowKey(merchantId: string, currency: string, start: number): string {
+  return JSON.stringify([merchantId, currency, start]);
+}
+
+/** Adds one transaction to its window's totals (a new window when `current` is undefined). */
+export function addToWindow(
+  current: WindowState | undefined,
+  input: WindowInput,
+  sizeMs: number,
+): WindowState {
+  const start = windowStart(input.transactionTime, sizeMs);
+  const w: WindowState = current ?? {
+    merchantId: input.merchantId,
+    currency: input.currency,
+    windowStart: start,
+    windowEnd: start + sizeMs,
+    transactionCount: 0,
+    purchaseCount: 0,
+    refundCount: 0,
+    purchaseMinor: 0,
+    refundMinor: 0,
+    minMinor: input.amountMinor,
+    maxMinor: input.amountMinor,
+  };
+  const refund = input.transactionType === "refund";
+  return {
+    ...w,
+    transactionCount: w.transactionCount + 1,
+    purchaseCount: w.purchaseCount + (refund ? 0 : 1),
+    refundCount: w.refundCount + (refund ? 1 : 0),
+    purchaseMinor: w.purchaseMinor + (refund ? 0 : input.amountMinor),
+    refundMinor: w.refundMinor + (refund ? input.amountMinor : 0),
+    minMinor: Math.min(w.minMinor, input.amountMinor),
+    maxMinor: Math.max(w.maxMinor, input.amountMinor),
+  };
+}
+
+/** The final record of a closed window. */
+export function toAggregate(w: WindowState): Aggregate {
+  const net = w.purchaseMinor - w.refundMinor;
+  const amount = (minor: number) => {
+    // fromMinorUnits takes positive or negative integers alike.
+    return minor < 0 ? -fromMinorUnits(-minor, w.currency) : fromMinorUnits(minor, w.currency);
+  };
+  return {
+    merchantId: w.merchantId,
+    currency: w.currency,
+    windowStart: w.windowStart,
+    windowEnd: w.windowEnd,
+    transactionCount: w.transactionCount,
+    purchaseCount: w.purchaseCount,
+    refundCount: w.refundCount,
+    purchaseAmount: amount(w.purchaseMinor),
+    refundAmount: amount(w.refundMinor),
+    netAmount: amount(net),
+    minAmount: amount(w.minMinor),
+    maxAmount: amount(w.maxMinor),
+    purchaseAmountMinor: w.purchaseMinor,
+    refundAmountMinor: w.refundMinor,
+    netAmountMinor: net,
+    minAmountMinor: w.minMinor,
+    maxAmountMinor: w.maxMinor,
+  };
+}
+
+/**
+ * The watermark of one input partition: the highest event time seen minus
+ * the allowed lateness. A record with an event time below it is late.
+ */
+export function watermark(maxEventTime: number, allowedLatenessMs: number): number {
+  return maxEventTime - allowedLatenessMs;
+}
+
+/**
+ * The watermark downstream of a repartition: the lowest of the input
+ * partitions' watermarks (an input partition not heard from holds it back).
+ */
+export function combinedWatermark(
+  bySource: Readonly<Record<string, number>>,
+  sourcePartitions: number,
+): number {
+  let min = Infinity;
+  for (let p = 0; p < sourcePartitions; p++) {
+    const w = bySource[String(p)];
+    if (w === undefined) return -Infinity;
+    min = Math.min(min, w);
+  }
+  return min;
+}

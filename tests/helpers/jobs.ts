@@ -1,0 +1,321 @@
+/**
+ * Test helpers for the stream jobs on the real cluster: seeded input topics
+ * (with poison records), running job instances as processes, waiting until
+ * their consumer groups have caught up, and reading their outputs.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import type { Message } from "kafkajs";
+import { internalTopicNames, TOPICS } from "../../stacks/topology.ts";
+import { createKafka } from "../../jobs/lib/kafka.ts";
+import {
+  encodeTransaction,
+  FRAUD_INSTANCE_HEADER,
+  FRAUD_PATTERN_HEADER,
+  type GeneratedRecord,
+  TransactionGenerator,
+} from "../../jobs/lib/generator.ts";
+import { BROKERS, freshTopic, type ReadRecord, readTopic, withAdmin } from "./cluster.ts";
+
+const ROOT = new URL("../../", import.meta.url);
+const decoder = new TextDecoder();
+
+/** A seeded dataset: the generated records (in order) and the topic holding them. */
+export interface Dataset {
+  topic: string;
+  records: GeneratedRecord[];
+}
+
+/** Generates `count` records with `seed` and the generator's fixed start time. */
+export function generate(count: number, seed: string, fraudRate = 0.01): GeneratedRecord[] {
+  const gen = new TransactionGenerator({ seed, fraudRate });
+  const records = gen.take(count);
+  records.push(...gen.flush());
+  return records;
+}
+
+/** Writes `messages` to `topic` with an idempotent producer, acks=all. */
+export async function produceMessages(topic: string, messages: Message[]): Promise<void> {
+  const producer = createKafka({ clientId: "txpipe-test-writer", brokers: BROKERS }).producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+  });
+  await producer.connect();
+  try {
+    for (let i = 0; i < messages.length; i += 4000) {
+      await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 4000) });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** The Kafka message of a generated record, with or without its label headers. */
+export function toMessage(r: GeneratedRecord, withLabels = true): Message {
+  const m: Message = { key: r.key, value: Buffer.from(encodeTransaction(r.tx)) };
+  if (withLabels && r.label) {
+    m.headers = {
+      [FRAUD_PATTERN_HEADER]: r.label.pattern,
+      [FRAUD_INSTANCE_HEADER]: r.label.instanceId,
+    };
+  }
+  return m;
+}
+
+/** A fresh input topic (financial_transactions' settings) holding `messages`. */
+export async function inputTopic(base: string, messages: Message[]): Promise<string> {
+  const topic = await freshTopic(TOPICS.transactions, base);
+  await produceMessages(topic, messages);
+  return topic;
+}
+
+/** The topics of one job run, all fresh, so that runs never see each other's data. */
+export interface JobTopics {
+  input: string;
+  output: string;
+  deadLetters: string;
+  appId: string;
+}
+
+/** Fresh output and dead-letter topic names and app id for a run over `input`. */
+export function runTopics(input: string, label: string): JobTopics {
+  const id = crypto.randomUUID().slice(0, 8);
+  return {
+    input,
+    output: `test_${label}_out_${id}`,
+    deadLetters: `test_${label}_dlq_${id}`,
+    appId: `test-${label}-${id}`,
+  };
+}
+
+/** A running job instance. */
+export interface Instance {
+  child: Deno.ChildProcess;
+  stderr: Promise<string>;
+}
+
+/** Starts one instance of `job` ("aggregate" or "detect") on `topics`. */
+export function startInstance(
+  job: "aggregate" | "detect",
+  topics: JobTopics,
+  extra: string[] = [],
+): Instance {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `jobs/${job}.ts`,
+      "--brokers",
+      BROKERS.join(","),
+      "--input",
+      topics.input,
+      "--output",
+      topics.output,
+      "--dead-letters",
+      topics.deadLetters,
+      "--app-id",
+      topics.appId,
+      "--metrics-port",
+      "0",
+      "--session-timeout",
+      "8s",
+      ...extra,
+    ],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  return { child, stderr };
+}
+
+/** Stops an instance with SIGTERM and returns its exit code. */
+export async function stopInstance(i: Instance): Promise<number> {
+  try {
+    i.child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  const status = await i.child.status;
+  return status.code;
+}
+
+/** Kills an instance with SIGKILL (no chance to commit or clean up). */
+export async function killInstance(i: Instance): Promise<void> {
+  try {
+    i.child.kill("SIGKILL");
+  } catch { /* already gone */ }
+  await i.child.status;
+}
+
+/** The consumer groups and source topics of a job run. */
+export function groupsOf(job: "aggregate" | "detect", t: JobTopics) {
+  if (job === "detect") return [{ group: t.appId, topic: t.input, transactional: false }];
+  return [
+    { group: `${t.appId}-rekey`, topic: t.input, transactional: false },
+    {
+      group: `${t.appId}-windows`,
+      topic: internalTopicNames(t.appId).repartition,
+      transactional: true,
+    },
+  ];
+}
+
+/**
+ * Waits until every consumer group of the run has committed everything in
+ * its source topic, twice in a row a second apart.
+ */
+export async function waitCaughtUp(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+  timeoutMs = 240_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let streak = 0;
+  let last = "";
+  while (Date.now() < deadline) {
+    const lagging: string[] = [];
+    await withAdmin(async (admin) => {
+      // Leaders move (e.g. after another test restarted a broker): retried on the next round.
+      for (const g of groupsOf(job, t)) {
+        const ends = await admin.fetchTopicOffsets(g.topic);
+        const committed = await admin.fetchOffsets({ groupId: g.group, topics: [g.topic] });
+        for (const e of ends) {
+          const c = committed[0]?.partitions.find((p) => p.partition === e.partition);
+          const done = Number(c?.offset ?? -1);
+          const end = Number(e.high);
+          // A transactional topic ends with a commit marker the consumer never sees.
+          const behind = end - Math.max(done, 0) - (g.transactional && end > 0 ? 1 : 0);
+          if (end > 0 && behind > 0) lagging.push(`${g.group}/${e.partition}:${behind}`);
+        }
+      }
+    }).catch((err) => lagging.push(`(offsets unavailable: ${err.message})`));
+    last = lagging.join(" ");
+    streak = lagging.length === 0 ? streak + 1 : 0;
+    if (streak >= 2) return;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  throw new Error(`job ${job} did not catch up within ${timeoutMs}ms; lagging: ${last}`);
+}
+
+/** Reads a topic fully (read_committed) and returns the records' JSON values. */
+export async function readJson<T>(topic: string): Promise<Array<{ record: ReadRecord; value: T }>> {
+  const records = await readTopic(topic, { expected: 1, timeoutMs: 20_000, settleMs: 2500 });
+  return records.map((record) => ({
+    record,
+    value: JSON.parse(decoder.decode(record.value!)) as T,
+  }));
+}
+
+/** Runs one instance of `job` over `t` to completion and returns when it stopped cleanly. */
+export async function runToCompletion(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+  extra: string[] = [],
+): Promise<void> {
+  const i = startInstance(job, t, extra);
+  try {
+    await waitCaughtUp(job, t);
+  } finally {
+    const code = await stopInstance(i);
+    if (code !== 0) throw new Error(`${job} exited ${code}:\n${(await i.stderr).slice(-3000)}`);
+  }
+}
+
+/** A record that must end in the dead-letter topic, and the reason it must carry. */
+export interface Poison {
+  message: Message;
+  reason: string;
+}
+
+/** The poison records every job must dead-letter, one per kind of bad input. */
+export function poisonRecords(template: GeneratedRecord): Poison[] {
+  const good = { ...template.tx };
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+  const without = (field: string) => {
+    const copy: Record<string, unknown> = { ...good };
+    delete copy[field];
+    return copy;
+  };
+  const bad = (value: Buffer | string | null, reason: string): Poison => ({
+    message: { key: template.key, value },
+    reason,
+  });
+  return [
+    bad(Buffer.from('{"transactionId": "abc", "amount": '), "malformed_json"),
+    bad(Buffer.from("not json at all"), "malformed_json"),
+    bad(Buffer.from('{"amount": NaN}'), "malformed_json"),
+    bad(null, "empty_value"),
+    bad(json([1, 2, 3]), "not_object"),
+    bad(json(without("merchantId")), "missing_field"),
+    bad(json(without("amount")), "missing_field"),
+    bad(json({ ...good, amount: "12.50" }), "wrong_type"),
+    bad(json({ ...good, transactionTime: "yesterday" }), "wrong_type"),
+    bad(json({ ...good, isInternational: "no" }), "wrong_type"),
+    bad(json({ ...good, amount: -5 }), "invalid_amount"),
+    bad(json({ ...good, amount: 0 }), "invalid_amount"),
+    bad(json({ ...good, amount: 1.234 }), "invalid_amount"),
+    bad(json({ ...good, currency: "XYZ" }), "unknown_currency"),
+    bad(json({ ...good, transactionId: "not-a-uuid" }), "invalid_uuid"),
+  ];
+}
+
+/** The dead letters of a run, as [reason, count] sorted by reason. */
+export async function deadLetterReasons(topic: string): Promise<Array<[string, number]>> {
+  const records = await readTopic(topic, { expected: 1, timeoutMs: 15_000, settleMs: 2500 });
+  const counts = new Map<string, number>();
+  for (const r of records) {
+    const reason = r.headers["txpipe-dlq-reason"] ?? "(none)";
+    counts.set(reason, (counts.get(reason) ?? 0) + 1);
+  }
+  return [...counts].sort(([a], [b]) => a.localeCompare(b));
+}
+
+/** Expected [reason, count] pairs of a list of reasons, sorted by reason. */
+export function countReasons(reasons: string[]): Array<[string, number]> {
+  const counts = new Map<string, number>();
+  for (const r of reasons) counts.set(r, (counts.get(r) ?? 0) + 1);
+  return [...counts].sort(([a], [b]) => a.localeCompare(b));
+}
+
+/** The shared input of the stream job tests: seeded transactions, then poison and late records. */
+export interface SharedInput {
+  topic: string;
+  /** Valid, on-time transactions in production order. */
+  records: GeneratedRecord[];
+  poison: Poison[];
+  /** Valid transactions far behind every watermark (dead-lettered by the aggregation only). */
+  late: GeneratedRecord[];
+  /** Partition of each transactionId, as read back from Kafka. */
+  partitionOf: Map<string, number>;
+}
+
+let shared: Promise<SharedInput> | undefined;
+
+/** Builds (once per test process) the input topic the stream job tests share. */
+export function sharedInput(): Promise<SharedInput> {
+  shared ??= (async () => {
+    const records = generate(30_000, "stream-tests", 0.03);
+    const poison = poisonRecords(records[0]);
+    const late = generate(6, "late-records").map((r) => ({
+      ...r,
+      tx: { ...r.tx, transactionTime: records[0].tx.transactionTime - 3_600_000 },
+    }));
+    const messages = [
+      ...records.map((r) => toMessage(r)),
+      ...poison.map((p) => p.message),
+      ...late.map((r) => toMessage(r)),
+    ];
+    const topic = await inputTopic("stream_input", messages);
+    const back = await readTopic(topic, { expected: messages.length });
+    const partitionOf = new Map<string, number>();
+    for (const r of back) {
+      try {
+        const v = JSON.parse(decoder.decode(r.value!));
+        if (typeof v?.transactionId === "string") partitionOf.set(v.transactionId, r.partition);
+      } catch { /* poison */ }
+    }
+    return { topic, records, poison, late, partitionOf };
+  })();
+  return shared;
+}
