@@ -364,11 +364,10 @@ export async function runStream<T, S>(
           });
         }
       }
-      if (byTopic.size > 0) {
-        await txn.sendBatch({
-          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-          acks: -1,
-        });
+      // Several requests per transaction keep every record batch well under the
+      // brokers' 1 MB message.max.bytes, however much state a batch changed.
+      for (const chunk of chunks(byTopic, 512 * 1024)) {
+        await txn.sendBatch({ topicMessages: chunk, acks: -1 });
       }
       await txn.sendOffsets({
         consumerGroupId: processor.groupId,
@@ -447,6 +446,41 @@ export async function runStream<T, S>(
   for (const p of [...owned.keys()]) await release(p);
   await admin.disconnect().catch(() => {});
   if (failure) throw failure;
+}
+
+function messageBytes(m: Message): number {
+  const size = (v: unknown) =>
+    v === null || v === undefined ? 0 : typeof v === "string" ? v.length * 3 : (v as Buffer).length;
+  let n = 64 + size(m.key) + size(m.value);
+  for (const [k, v] of Object.entries(m.headers ?? {})) n += k.length + size(v);
+  return n;
+}
+
+/** Splits messages by topic into request-sized groups of at most about `maxBytes`. */
+function chunks(
+  byTopic: Map<string, Message[]>,
+  maxBytes: number,
+): Array<Array<{ topic: string; messages: Message[] }>> {
+  const out: Array<Array<{ topic: string; messages: Message[] }>> = [];
+  let current = new Map<string, Message[]>();
+  let bytes = 0;
+  const flush = () => {
+    if (current.size > 0) out.push([...current].map(([topic, messages]) => ({ topic, messages })));
+    current = new Map();
+    bytes = 0;
+  };
+  for (const [topic, messages] of byTopic) {
+    for (const m of messages) {
+      const n = messageBytes(m);
+      if (bytes + n > maxBytes) flush();
+      let list = current.get(topic);
+      if (!list) current.set(topic, list = []);
+      list.push(m);
+      bytes += n;
+    }
+  }
+  flush();
+  return out;
 }
 
 /**

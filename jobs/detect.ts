@@ -1,0 +1,140 @@
+/**
+ * The anomaly detection job: per-user fraud rules, exactly once.
+ *
+ *   financial_transactions (key userId)
+ *     → parse + validate (invalid → dead letters)
+ *     → per-user state (changelogged) → rules: velocity, amount_spike,
+ *       impossible_travel, card_testing (jobs/lib/rules.ts)
+ *     → transaction_anomalies (key userId)
+ *
+ * The input is already keyed by user, so per-user state needs no
+ * repartition. Anomaly ids hash the rule, the user and the evidence, and
+ * `detectedAt` is the triggering transaction's event time: reprocessing
+ * yields the same records. The detector never reads the generator's label
+ * headers.
+ *
+ * @module
+ */
+import { APP_IDS, internalTopicNames, TOPICS, topicSpec, topology } from "../stacks/topology.ts";
+import { type CommandSpec, parseCommandLine, UsageError } from "./lib/cli.ts";
+import { runJob, streamFlags } from "./lib/job.ts";
+import { runStream, type StreamProcessor } from "./lib/stream.ts";
+import { parseTransaction, type Transaction } from "./lib/transaction.ts";
+import {
+  DEFAULT_DETECT_CONFIG,
+  detect,
+  type DetectConfig,
+  parseDetectConfig,
+  type UserState,
+} from "./lib/rules.ts";
+import { anomaliesDetected } from "./lib/metrics.ts";
+
+/** The detection job's flags. */
+export const DETECT_COMMAND: CommandSpec = {
+  name: "deno task detect",
+  summary: "detect anomalies (velocity, amount spike, impossible travel, card testing)",
+  flags: {
+    ...streamFlags("detect"),
+    input: { kind: "string", default: TOPICS.transactions, help: "topic of transactions" },
+    output: { kind: "string", default: TOPICS.anomalies, help: "topic of anomalies" },
+    "dead-letters": { kind: "string", default: TOPICS.deadLetters, help: "dead-letter topic" },
+    "app-id": {
+      kind: "string",
+      default: APP_IDS.detect,
+      help: "consumer group and internal topic prefix; instances with one app id share the work",
+    },
+    config: {
+      kind: "string",
+      help:
+        "JSON file with thresholds overriding jobs/config/detect_defaults.json (partial is fine)",
+      placeholder: "FILE",
+    },
+  },
+  examples: ["deno task detect", "deno task detect --config my_thresholds.json"],
+};
+
+/** The detection processor: one state entry per user. */
+export function detectProcessor(o: {
+  appId: string;
+  input: string;
+  output: string;
+  config: DetectConfig;
+}): StreamProcessor<{ tx: Transaction; amountMinor: number }, UserState> {
+  return {
+    name: "detect",
+    groupId: o.appId,
+    source: o.input,
+    changelog: internalTopicNames(o.appId).changelog,
+    parse: (r) => {
+      const v = parseTransaction(r.value);
+      return v.ok ? { ok: true, value: { tx: v.tx, amountMinor: v.amountMinor } } : v;
+    },
+    process: ({ tx, amountMinor }, _record, ctx) => {
+      const result = detect(ctx.state.get(tx.userId), tx, amountMinor, o.config);
+      ctx.state.put(tx.userId, result.state);
+      for (const anomaly of result.anomalies) {
+        ctx.emit({
+          topic: o.output,
+          key: anomaly.userId,
+          value: JSON.stringify(anomaly),
+          eventTime: tx.transactionTime,
+        });
+        anomaliesDetected.inc({ rule: anomaly.rule, severity: anomaly.severity });
+      }
+    },
+  };
+}
+
+async function loadConfig(path: string | undefined): Promise<DetectConfig> {
+  if (!path) return DEFAULT_DETECT_CONFIG;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new UsageError(`--config: expected a readable JSON file, got "${path}" (${err})`);
+  }
+  try {
+    return parseDetectConfig(JSON.parse(text));
+  } catch (err) {
+    throw new UsageError(`--config: ${(err as Error).message} (in ${path})`);
+  }
+}
+
+async function main(): Promise<number> {
+  const { values: v } = parseCommandLine(DETECT_COMMAND);
+  let config: DetectConfig;
+  try {
+    config = await loadConfig(v.config as string | undefined);
+  } catch (err) {
+    console.error(`deno task detect: ${(err as Error).message}`);
+    return 2;
+  }
+  const appId = v.appId as string;
+  const topo = topology();
+  const like = (name: string, spec: string) => ({ ...topicSpec(topo, spec), name });
+  return await runJob({
+    name: "detect",
+    brokers: v.brokers as string[],
+    metricsPort: v.metricsPort as number,
+    metricsHost: v.metricsHost as string,
+    connectAttempts: v.connectAttempts as number,
+    topics: [
+      like(v.input as string, TOPICS.transactions),
+      like(v.output as string, TOPICS.anomalies),
+      like(v.deadLetters as string, TOPICS.deadLetters),
+      like(internalTopicNames(appId).changelog, internalTopicNames(APP_IDS.detect).changelog),
+    ],
+  }, ({ kafka, log, stopSignal }) =>
+    runStream(
+      detectProcessor({ appId, input: v.input as string, output: v.output as string, config }),
+      {
+        kafka,
+        logger: log,
+        deadLetterTopic: v.deadLetters as string,
+        sessionTimeoutMs: v.sessionTimeout as number,
+        stopSignal,
+      },
+    ));
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,245 @@
+/**
+ * The evaluator: scores the detector against the generator's ground truth.
+ *
+ *   financial_transactions → label headers (txpipe-fraud-pattern / -instance)
+ *   transaction_anomalies  → anomalies (read_committed)
+ *     → recall per injected pattern, precision per rule and overall
+ *
+ * Only this tool reads the label headers; the detector never does. One-shot
+ * by default (reads both topics to their current end and prints the table);
+ * `--follow` keeps reading and exposes the figures as Prometheus gauges.
+ *
+ * @module
+ */
+import type { Consumer, Kafka } from "kafkajs";
+import { bootstrapServers, TOPICS, topology } from "../stacks/topology.ts";
+import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { createLogger } from "./lib/log.ts";
+import { connectWithRetry, createKafka, KafkaUnreachableError } from "./lib/kafka.ts";
+import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
+import {
+  type Anomaly,
+  evaluate,
+  type Evaluation,
+  formatEvaluation,
+  type GroundTruth,
+} from "./lib/rules.ts";
+import {
+  detectionPrecision,
+  detectionRecall,
+  evaluatedAnomalies,
+  serveMetrics,
+} from "./lib/metrics.ts";
+
+const evaluateJob = topology().jobs.find((j) => j.name === "evaluate")!;
+
+/** The evaluator's flags. */
+export const EVALUATE_COMMAND: CommandSpec = {
+  name: "deno task evaluate",
+  summary: "precision and recall of the detector against the generator's fraud labels",
+  flags: {
+    brokers: {
+      kind: "list",
+      default: bootstrapServers(topology()),
+      help: "Kafka bootstrap servers, comma-separated",
+      placeholder: "HOST:PORT,...",
+    },
+    transactions: {
+      kind: "string",
+      default: TOPICS.transactions,
+      help: "topic of labelled transactions",
+    },
+    anomalies: { kind: "string", default: TOPICS.anomalies, help: "topic of anomalies" },
+    follow: {
+      kind: "boolean",
+      default: false,
+      help: "keep reading and serve the figures on /metrics instead of exiting",
+    },
+    interval: {
+      kind: "duration",
+      min: 1000,
+      default: 15_000,
+      help: "with --follow: how often the figures are recomputed and logged",
+    },
+    "metrics-port": {
+      kind: "int",
+      min: 0,
+      max: 65535,
+      default: evaluateJob.metricsPort,
+      help: "with --follow: port of /metrics; 0 = any free port",
+      placeholder: "PORT",
+    },
+    "metrics-host": {
+      kind: "string",
+      default: "127.0.0.1",
+      help: "address /metrics binds to (0.0.0.0 in containers)",
+    },
+    "connect-attempts": {
+      kind: "int",
+      min: 1,
+      default: 4,
+      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
+      placeholder: "N",
+    },
+  },
+  examples: ["deno task evaluate", "deno task evaluate --follow"],
+};
+
+/** What has been read so far. */
+interface Collected {
+  labels: Map<string, GroundTruth>;
+  anomalies: Map<string, Anomaly>;
+  /** Next offset to read, per "topic/partition". */
+  positions: Map<string, number>;
+}
+
+/** Reads `topics` from the beginning with a throwaway group, feeding `collected`. */
+async function startReading(
+  kafka: Kafka,
+  o: { transactions: string; anomalies: string },
+  collected: Collected,
+): Promise<Consumer> {
+  const consumer = kafka.consumer({
+    groupId: `txpipe-evaluate-${crypto.randomUUID()}`,
+    readUncommitted: false,
+    allowAutoTopicCreation: false,
+    maxBytes: 50 * 1024 * 1024,
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [o.transactions, o.anomalies], fromBeginning: true });
+  const decoder = new TextDecoder();
+  await consumer.run({
+    autoCommit: false,
+    // deno-lint-ignore require-await
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        if (batch.topic === o.transactions) {
+          const pattern = m.headers?.[FRAUD_PATTERN_HEADER]?.toString();
+          const instanceId = m.headers?.[FRAUD_INSTANCE_HEADER]?.toString();
+          if (!pattern || !instanceId || !m.value) continue;
+          try {
+            const id = JSON.parse(decoder.decode(m.value)).transactionId;
+            if (typeof id === "string") collected.labels.set(id, { pattern, instanceId });
+          } catch { /* not a transaction: the detector dead-letters it */ }
+        } else if (m.value) {
+          const a = JSON.parse(decoder.decode(m.value)) as Anomaly;
+          collected.anomalies.set(a.anomalyId, a);
+        }
+      }
+      collected.positions.set(
+        `${batch.topic}/${batch.partition}`,
+        Number(batch.lastOffset()) + 1,
+      );
+    },
+  });
+  return consumer;
+}
+
+/** Waits until every partition of `topics` was read up to the end it had when this started. */
+async function waitForEnd(
+  kafka: Kafka,
+  topics: string[],
+  collected: Collected,
+): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = new Map<string, number>();
+  for (const topic of topics) {
+    for (const p of await admin.fetchTopicOffsets(topic)) {
+      if (Number(p.high) > Number(p.low)) ends.set(`${topic}/${p.partition}`, Number(p.high));
+    }
+  }
+  await admin.disconnect();
+  let lastProgress = Date.now();
+  let lastSum = -1;
+  for (;;) {
+    let done = true;
+    let sum = 0;
+    for (const [key, end] of ends) {
+      const pos = collected.positions.get(key) ?? 0;
+      sum += pos;
+      // A transactional topic can end with a commit marker the consumer never sees.
+      if (pos < end - 1) done = false;
+    }
+    if (done) return;
+    if (sum !== lastSum) {
+      lastSum = sum;
+      lastProgress = Date.now();
+    } else if (Date.now() - lastProgress > 10_000) {
+      return; // nothing new for 10 s: everything readable has been read
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function publish(e: Evaluation): void {
+  for (const p of e.patterns) {
+    if (p.recall !== null) detectionRecall.set({ pattern: p.pattern }, p.recall);
+  }
+  if (e.precision !== null) detectionPrecision.set(e.precision);
+  evaluatedAnomalies.set(e.anomalies);
+}
+
+async function main(): Promise<number> {
+  const { values: v } = parseCommandLine(EVALUATE_COMMAND);
+  const log = createLogger("evaluate");
+  const brokers = v.brokers as string[];
+  const kafka = createKafka({ clientId: "txpipe-evaluate", brokers, logger: log });
+  const topics = { transactions: v.transactions as string, anomalies: v.anomalies as string };
+  const collected: Collected = { labels: new Map(), anomalies: new Map(), positions: new Map() };
+  let consumer: Consumer;
+  try {
+    consumer = await connectWithRetry(brokers, () => startReading(kafka, topics, collected), {
+      attempts: v.connectAttempts as number,
+      onRetry: (attempt, delay, err) =>
+        log.warn(
+          { err, "event.action": "kafka-connect-retry" },
+          `attempt ${attempt}; retry in ${delay}ms`,
+        ),
+    });
+  } catch (err) {
+    if (!(err instanceof KafkaUnreachableError)) throw err;
+    console.error(`deno task evaluate: ${err.message}`);
+    return 1;
+  }
+
+  if (!v.follow) {
+    await waitForEnd(kafka, [topics.transactions, topics.anomalies], collected);
+    await consumer.disconnect();
+    const result = evaluate(collected.labels, collected.anomalies.values());
+    console.log(
+      `${topics.transactions}: ${collected.labels.size} labelled transactions; ` +
+        `${topics.anomalies}: ${collected.anomalies.size} anomalies\n`,
+    );
+    console.log(formatEvaluation(result));
+    return 0;
+  }
+
+  const metrics = serveMetrics({
+    port: v.metricsPort as number,
+    hostname: v.metricsHost as string,
+    onListen: (a) => log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
+  });
+  const tick = () => {
+    const e = evaluate(collected.labels, collected.anomalies.values());
+    publish(e);
+    log.info({
+      "event.action": "evaluation",
+      precision: e.precision,
+      recall: Object.fromEntries(e.patterns.map((p) => [p.pattern, p.recall])),
+      anomalies: e.anomalies,
+    }, "evaluation");
+  };
+  const timer = setInterval(tick, v.interval as number);
+  await new Promise<void>((resolve) => {
+    Deno.addSignalListener("SIGINT", resolve);
+    Deno.addSignalListener("SIGTERM", resolve);
+  });
+  clearInterval(timer);
+  tick();
+  await consumer.disconnect();
+  await metrics.shutdown();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

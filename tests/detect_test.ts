@@ -1,0 +1,146 @@
+/**
+ * The detection job on the real 3+3 cluster: precision and recall against
+ * the injected patterns, blindness to the label headers, poison records,
+ * kill -9 recovery and scale-out, all through read_committed outputs.
+ */
+import assert from "node:assert/strict";
+import {
+  countReasons,
+  deadLetterReasons,
+  inputTopic,
+  type JobTopics,
+  killInstance,
+  readJson,
+  runToCompletion,
+  runTopics,
+  sharedInput,
+  startInstance,
+  stopInstance,
+  toMessage,
+  waitCaughtUp,
+} from "./helpers/jobs.ts";
+import { withAdmin } from "./helpers/cluster.ts";
+import { type Anomaly, evaluate, formatEvaluation, type GroundTruth } from "../jobs/lib/rules.ts";
+
+const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
+
+/** Canonical text of an anomaly set, for exact comparison between runs. */
+function canonical(anomalies: Anomaly[]): string[] {
+  return anomalies.map((a) => JSON.stringify(a)).sort();
+}
+
+interface Baseline {
+  topics: JobTopics;
+  anomalies: Anomaly[];
+}
+
+let baselineRun: Promise<Baseline> | undefined;
+
+/** The uninterrupted single-instance run every other test compares with. */
+function baseline(): Promise<Baseline> {
+  baselineRun ??= (async () => {
+    const input = await sharedInput();
+    const topics = runTopics(input.topic, "det");
+    await runToCompletion("detect", topics);
+    return { topics, anomalies: (await readJson<Anomaly>(topics.output)).map((x) => x.value) };
+  })();
+  return baselineRun;
+}
+
+Deno.test(
+  "detect: recall >= 0.99 for every injected pattern and precision >= 0.95 at the default thresholds",
+  kafkaTest,
+  async () => {
+    const input = await sharedInput();
+    const { anomalies } = await baseline();
+    const labels = new Map<string, GroundTruth>();
+    for (const r of input.records) {
+      if (r.label) labels.set(r.tx.transactionId, r.label);
+    }
+    const result = evaluate(labels, anomalies);
+    console.log(formatEvaluation(result));
+    for (const p of result.patterns) {
+      assert.ok(p.instances >= 20, `${p.pattern}: enough injected instances (${p.instances})`);
+      assert.ok(p.recall! >= 0.99, `${p.pattern}: recall ${p.recall}`);
+    }
+    assert.ok(result.precision! >= 0.95, `precision ${result.precision}`);
+    const ids = anomalies.map((a) => a.anomalyId);
+    assert.equal(new Set(ids).size, ids.length, "no anomaly is emitted twice");
+    for (const a of anomalies) {
+      assert.ok(a.transactionIds.length > 0, "every anomaly names its evidence");
+      assert.equal(typeof a.observed, "number");
+      assert.equal(typeof a.threshold, "number");
+    }
+  },
+);
+
+Deno.test(
+  "detect: identical anomalies when the label headers are stripped from the input",
+  kafkaTest,
+  async () => {
+    const input = await sharedInput();
+    const expected = canonical((await baseline()).anomalies);
+    const unlabelled = await inputTopic(
+      "stream_input_unlabelled",
+      [
+        ...input.records.map((r) => toMessage(r, false)),
+        ...input.poison.map((p) => p.message),
+        ...input.late.map((r) => toMessage(r, false)),
+      ],
+    );
+    const t = runTopics(unlabelled, "detnolabel");
+    await runToCompletion("detect", t);
+    assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);
+  },
+);
+
+Deno.test(
+  "detect: poison records land in the dead-letter topic with their reasons; late records are not poison here",
+  kafkaTest,
+  async () => {
+    const input = await sharedInput();
+    const { topics } = await baseline();
+    assert.deepEqual(
+      await deadLetterReasons(topics.deadLetters),
+      countReasons(input.poison.map((p) => p.reason)),
+    );
+  },
+);
+
+Deno.test(
+  "detect: kill -9 three times at random moments, then restart, yields output identical to an uninterrupted run",
+  kafkaTest,
+  async () => {
+    const expected = canonical((await baseline()).anomalies);
+    const input = await sharedInput();
+    const t = runTopics(input.topic, "detcrash");
+    for (let kill = 0; kill < 3; kill++) {
+      const i = startInstance("detect", t);
+      await new Promise((r) => setTimeout(r, 3000 + Math.random() * 7000));
+      await killInstance(i);
+    }
+    await runToCompletion("detect", t);
+    assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);
+  },
+);
+
+Deno.test(
+  "detect: two instances in one group give output identical to one instance",
+  kafkaTest,
+  async () => {
+    const expected = canonical((await baseline()).anomalies);
+    const input = await sharedInput();
+    const t = runTopics(input.topic, "detscale");
+    const a = startInstance("detect", t);
+    const b = startInstance("detect", t);
+    try {
+      await waitCaughtUp("detect", t);
+      const { groups } = await withAdmin((admin) => admin.describeGroups([t.appId]));
+      assert.equal(groups[0].members.length, 2, "both instances are members of the group");
+    } finally {
+      assert.equal(await stopInstance(a), 0, await a.stderr);
+      assert.equal(await stopInstance(b), 0, await b.stderr);
+    }
+    assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);
+  },
+);
