@@ -214,12 +214,15 @@ export async function runToCompletion(
   extra: string[] = [],
 ): Promise<void> {
   const i = startInstance(job, t, extra);
+  let caughtUp: unknown;
   try {
     await waitCaughtUp(job, t);
-  } finally {
-    const code = await stopInstance(i);
-    if (code !== 0) throw new Error(`${job} exited ${code}:\n${(await i.stderr).slice(-3000)}`);
+  } catch (err) {
+    caughtUp = err;
   }
+  const code = await stopInstance(i);
+  if (code !== 0) throw new Error(`${job} exited ${code}:\n${(await i.stderr).slice(-3000)}`);
+  if (caughtUp) throw caughtUp;
 }
 
 /** A record that must end in the dead-letter topic, and the reason it must carry. */
