@@ -79,7 +79,7 @@ export interface Topology {
 
 /** A Deno job, its default replicas (Docker) and metrics port (local, first instance). */
 export interface JobSpec {
-  readonly name: "produce" | "aggregate" | "detect";
+  readonly name: "produce" | "aggregate" | "detect" | "evaluate";
   readonly script: string;
   readonly metricsPort: number;
   readonly replicas: number;
@@ -190,6 +190,7 @@ const JOBS: readonly JobSpec[] = [
   { name: "produce", script: "jobs/produce.ts", metricsPort: 9464, replicas: 1 },
   { name: "aggregate", script: "jobs/aggregate.ts", metricsPort: 9465, replicas: 2 },
   { name: "detect", script: "jobs/detect.ts", metricsPort: 9466, replicas: 2 },
+  { name: "evaluate", script: "jobs/evaluate.ts", metricsPort: 9467, replicas: 1 },
 ];
 
 /**
