@@ -1,7 +1,8 @@
 /**
  * `deno task start`: the whole local pipeline with one command.
  *
- * Brings the 3+3 KRaft cluster up (unless it is running already), then runs
+ * Brings the 3+3 KRaft cluster up (unless it is running already) and Debian's
+ * Prometheus (when installed) with the rendered config, then runs
  * the producer at a modest rate, the aggregation, the detection and the
  * evaluator, and shows a live one-screen summary read from their /metrics.
  * Ctrl-C stops the producer first (it flushes), then the stream jobs (each
@@ -22,6 +23,7 @@ import {
 import { bootstrapServers, type ClusterMode, TOPICS, topology } from "../stacks/topology.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { scrape, sum, sumBy } from "./lib/scrape.ts";
+import { PrometheusStartError, startPrometheus, stopPrometheus } from "./lib/prometheus_local.ts";
 import { parseCommandLine } from "./lib/cli.ts";
 
 const COMMAND = {
@@ -75,8 +77,10 @@ async function startJob(name: string, script: string, args: string[]): Promise<R
   await Deno.mkdir(logDir, { recursive: true });
   const out = await Deno.open(join(logDir, `${name}.log`), { create: true, append: true });
   const err = await Deno.open(join(logDir, `${name}.stderr.log`), { create: true, append: true });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(ROOT, script), ...args],
+  // setsid: the terminal's Ctrl-C reaches only `start`, which then stops the
+  // jobs in order (producer first, so nothing is left half-sent).
+  const child = new Deno.Command("setsid", {
+    args: [Deno.execPath(), "run", "-A", join(ROOT, script), ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -101,6 +105,7 @@ async function summaryScreen(
   prev: Previous,
   seconds: number,
   header: string,
+  prometheusUrl?: string,
 ): Promise<string> {
   const url = (job: string) =>
     `http://127.0.0.1:${topo.jobs.find((j) => j.name === job)!.metricsPort}/metrics`;
@@ -132,7 +137,9 @@ async function summaryScreen(
     }   recall: ${recall}`,
     `dead letters ${formatCount(dead)}`,
     "",
-    `metrics    ${topo.jobs.map((j) => `${j.name} :${j.metricsPort}`).join("  ")}`,
+    `metrics    ${topo.jobs.map((j) => `${j.name} :${j.metricsPort}`).join("  ")}${
+      prometheusUrl ? `   prometheus ${prometheusUrl}` : ""
+    }`,
     `logs       ${join(homeDir(), "logs")}/<job>.log (ECS JSON)`,
     `kafka      ${bootstrapServers(topo).join(",")}`,
   ];
@@ -148,6 +155,11 @@ async function main(): Promise<number> {
 
   console.log(`==> Kafka (${mode})`);
   await clusterUp({ mode });
+  console.log("==> Prometheus");
+  const prom = await startPrometheus({ mode });
+  if (prom.status === "started") {
+    console.log(`    ${prom.prometheus.url} (alerts: ${prom.prometheus.url}/alerts)`);
+  } else console.log(`    ${prom.message}`);
 
   const jobs: Running[] = [];
   let stopping = false;
@@ -198,7 +210,13 @@ async function main(): Promise<number> {
     const header = `txpipe: local pipeline (${mode}, Kafka ${topo.kafkaVersion})   up ${
       formatElapsed((now - started) / 1000)
     }   Ctrl-C stops everything`;
-    const screen = await summaryScreen(topo, prev, (now - last) / 1000, header);
+    const screen = await summaryScreen(
+      topo,
+      prev,
+      (now - last) / 1000,
+      header,
+      prom.status === "started" ? prom.prometheus.url : undefined,
+    );
     last = now;
     if (live) console.log(`\x1b[2J\x1b[H${screen}`);
     else console.log(screen.split("\n").slice(2, 7).join(" | "));
@@ -206,6 +224,10 @@ async function main(): Promise<number> {
 
   console.log("\n==> stopping: producer first, then the stream jobs (each commits its last batch)");
   const failed = await stopAll(jobs);
+  if (prom.status === "started") {
+    await stopPrometheus(prom.prometheus);
+    console.log("    prometheus stopped");
+  }
   if (!wasRunning && !v.keepCluster) {
     console.log("==> stopping the cluster this command started (data is kept)");
     await clusterDown({ mode });
@@ -238,7 +260,7 @@ if (import.meta.main) {
   try {
     Deno.exit(await main());
   } catch (err) {
-    if (err instanceof ClusterError) {
+    if (err instanceof ClusterError || err instanceof PrometheusStartError) {
       console.error(`deno task start: ${err.message}`);
       Deno.exit(1);
     }

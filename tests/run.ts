@@ -6,7 +6,8 @@
  * @module
  */
 import { clusterDown, clusterUp, runningPid } from "../stacks/local/cluster.ts";
-import { topology } from "../stacks/topology.ts";
+import { bootstrapServers, topology } from "../stacks/topology.ts";
+import { createKafka } from "../jobs/lib/kafka.ts";
 
 const topo = topology("cluster");
 const running = await Promise.all(topo.nodes.map((n) => runningPid("cluster", n)));
@@ -23,6 +24,18 @@ const test = new Deno.Command(Deno.execPath(), {
   env: { TXPIPE_TEST_CLUSTER: "up" },
 }).spawn();
 const { code } = await test.status;
+
+// The suite's topics are all named test_…/test-…: remove them.
+try {
+  const admin = createKafka({ clientId: "txpipe-test-cleanup", brokers: bootstrapServers(topo) })
+    .admin();
+  await admin.connect();
+  const topics = (await admin.listTopics()).filter((t) => /^test[_-]/.test(t));
+  if (topics.length > 0) await admin.deleteTopics({ topics });
+  await admin.disconnect();
+} catch (err) {
+  console.error(`could not delete the test topics: ${(err as Error).message}`);
+}
 
 if (startedHere) {
   console.log("\n==> stopping the test cluster (this run started it)");

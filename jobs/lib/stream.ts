@@ -223,7 +223,13 @@ export async function runStream<T, S>(
   const release = async (partition: number) => {
     const o = owned.get(partition);
     owned.delete(partition);
-    stateEntries.set({ processor: processor.groupId, partition: String(partition) }, 0);
+    // Another instance reports this partition now: no stale series here.
+    stateEntries.remove({ processor: processor.groupId, partition: String(partition) });
+    consumerLag.remove({
+      processor: processor.groupId,
+      topic: processor.source,
+      partition: String(partition),
+    });
     await o?.producer.disconnect().catch(() => {});
   };
 
@@ -414,7 +420,9 @@ export async function runStream<T, S>(
   await consumer.run({
     autoCommit: false,
     eachBatchAutoResolve: false,
-    partitionsConsumedConcurrently: 1,
+    // Partitions are independent (own state, own transactional producer), so their
+    // batches overlap: one partition's processing hides another's commit round trips.
+    partitionsConsumedConcurrently: 8,
     eachBatch: async (payload) => {
       try {
         await eachBatch(payload);

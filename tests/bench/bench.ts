@@ -14,17 +14,18 @@ import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
+import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
 
 const COMMAND = {
   name: "deno task bench",
   summary: "benchmark txpipe against Kafka's own performance tools on the local cluster",
-  usage: "deno task bench [producer] [flags]",
+  usage: "deno task bench [producer|consumer|all] [flags]",
   flags: {
     records: {
       kind: "int",
       min: 1000,
       default: 500_000,
-      help: "records per measured run",
+      help: "records per measured run (producer) or in the backlog (consumer)",
       placeholder: "N",
     },
     runs: { kind: "int", min: 1, max: 10, default: 2, help: "runs of each side (best is kept)" },
@@ -39,6 +40,8 @@ interface Measurement {
 }
 
 const TOPO = topology("cluster");
+/** Topics this benchmark creates (its own, and the jobs' outputs and internal topics). */
+const BENCH_PREFIXES = ["bench_", "test_bench_", "test-bench_"];
 const BROKERS = bootstrapServers(TOPO);
 const decoder = new TextDecoder();
 
@@ -54,11 +57,11 @@ async function freshBenchTopic(label: string): Promise<string> {
   return name;
 }
 
-async function deleteTopics(prefix: string): Promise<void> {
+async function deleteTopics(...prefixes: string[]): Promise<void> {
   const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
   await admin.connect();
   try {
-    const old = (await admin.listTopics()).filter((t) => t.startsWith(prefix));
+    const old = (await admin.listTopics()).filter((t) => prefixes.some((p) => t.startsWith(p)));
     if (old.length) await admin.deleteTopics({ topics: old });
   } finally {
     await admin.disconnect();
@@ -122,18 +125,11 @@ async function runProducerPerformance(
   extraProps: string[],
 ): Promise<Measurement> {
   const topic = await freshBenchTopic("kafka");
-  const lib = join(homeDir(), "kafka", "lib");
-  const jars: string[] = [];
-  for await (const e of Deno.readDir(lib)) {
-    if (e.name.endsWith(".jar") && !e.name.startsWith("jmx_prometheus")) {
-      jars.push(join(lib, e.name));
-    }
-  }
   const out = await new Deno.Command("java", {
     args: [
       "-Xmx512m",
       "-cp",
-      jars.join(":"),
+      await kafkaClasspath(),
       "org.apache.kafka.tools.ProducerPerformance",
       "--topic",
       topic,
@@ -180,18 +176,116 @@ function row(name: string, m: Measurement): string {
   } MB/s  (${formatCount(m.records)} records in ${m.seconds.toFixed(1)}s)`;
 }
 
+async function runConsumerPerformance(topic: string, records: number): Promise<Measurement> {
+  const out = await new Deno.Command("java", {
+    args: [
+      "-Xmx512m",
+      "-cp",
+      await kafkaClasspath(),
+      "org.apache.kafka.tools.ConsumerPerformance",
+      "--bootstrap-server",
+      BROKERS.join(","),
+      "--topic",
+      topic,
+      "--messages",
+      String(records),
+      "--group",
+      `bench-consumer-performance-${Date.now()}`,
+      "--timeout",
+      "120000",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = decoder.decode(out.stdout);
+  // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
+  const line = text.trim().split("\n").pop() ?? "";
+  const cells = line.split(",").map((c) => c.trim());
+  const mb = Number(cells[2]);
+  const n = Number(cells[4]);
+  const perSecond = Number(cells[5]);
+  if (!out.success || !(n > 0) || !(perSecond > 0)) {
+    throw new Error(`ConsumerPerformance failed:\n${text.slice(-1500)}`);
+  }
+  return { records: n, seconds: n / perSecond, bytes: mb * 1024 * 1024 };
+}
+
+/** Wall time for one fresh instance of `job` to process the whole backlog of `topic`. */
+async function runCatchUp(
+  job: "aggregate" | "detect",
+  topic: string,
+  m: { records: number; bytes: number },
+): Promise<Measurement> {
+  const t = runTopics(topic, `bench_${job}`);
+  const started = performance.now();
+  const instance = startInstance(job, t, job === "aggregate" ? ["--window", "60s"] : []);
+  try {
+    await waitCaughtUp(job, t, 1_800_000);
+  } finally {
+    await stopInstance(instance);
+  }
+  return { ...m, seconds: (performance.now() - started) / 1000 };
+}
+
+async function consumerBenchmark(records: number): Promise<void> {
+  const topic = await freshBenchTopic("backlog");
+  console.log(`==> consumer benchmark: a backlog of ${formatCount(records)} transactions`);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(ROOT, "jobs/produce.ts"),
+      "--topic",
+      topic,
+      "--count",
+      String(records),
+      "--seed",
+      "bench-backlog",
+      "--metrics-port",
+      "0",
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`producing the backlog failed:\n${decoder.decode(out.stderr)}`);
+  const theirs = await runConsumerPerformance(topic, records);
+  console.log(`    ${row("ConsumerPerformance (plain consumer)", theirs)}`);
+  const rate = (m: Measurement) => m.records / m.seconds;
+  for (const job of ["aggregate", "detect"] as const) {
+    const ours = await runCatchUp(job, topic, theirs);
+    console.log(`    ${row(`txpipe ${job} (exactly-once, 1 instance)`, ours)}`);
+    console.log(
+      `        ratio ${job} / ConsumerPerformance: ${(rate(ours) / rate(theirs)).toFixed(3)}`,
+    );
+  }
+  await deleteTopics(...BENCH_PREFIXES);
+}
+
+async function kafkaClasspath(): Promise<string> {
+  const lib = join(homeDir(), "kafka", "lib");
+  const jars: string[] = [];
+  for await (const e of Deno.readDir(lib)) {
+    if (e.name.endsWith(".jar") && !e.name.startsWith("jmx_prometheus")) {
+      jars.push(join(lib, e.name));
+    }
+  }
+  return jars.join(":");
+}
+
 async function main(): Promise<void> {
   const { values, positional } = parseCommandLine(COMMAND);
-  const mode = positional[0] ?? "producer";
-  if (mode !== "producer") {
-    console.error(`deno task bench: expected a mode (producer), got "${mode}"`);
+  const mode = positional[0] ?? "all";
+  if (!["producer", "consumer", "all"].includes(mode)) {
+    console.error(`deno task bench: expected a mode (producer, consumer, all), got "${mode}"`);
     Deno.exit(2);
   }
   const records = values.records as number;
   const runs = values.runs as number;
   console.log("==> cluster");
   await clusterUp({ mode: "cluster" });
-  await deleteTopics("bench_");
+  await deleteTopics(...BENCH_PREFIXES);
+  if (mode !== "producer") await consumerBenchmark(records);
+  if (mode === "consumer") return;
   const payload = await writePayloadFile(records);
   console.log(
     `==> producer benchmark: ${formatCount(records)} records of ~${
@@ -209,7 +303,7 @@ async function main(): Promise<void> {
       console.log(`    ${row(`ProducerPerformance, ${variant} (run ${i + 1})`, m)}`);
     }
   }
-  await deleteTopics("bench_");
+  await deleteTopics(...BENCH_PREFIXES);
   const a = best(ours);
   const rate = (m: Measurement) => m.records / m.seconds;
   console.log("\nbest of each:");

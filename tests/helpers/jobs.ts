@@ -161,6 +161,33 @@ export function groupsOf(job: "aggregate" | "detect", t: JobTopics) {
   ];
 }
 
+/** How far the run's consumer groups are: committed records and records left, summed. */
+export async function progress(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+): Promise<{ committed: number; behind: number; detail: string }> {
+  let committed = 0;
+  let behind = 0;
+  const detail: string[] = [];
+  await withAdmin(async (admin) => {
+    for (const g of groupsOf(job, t)) {
+      const ends = await admin.fetchTopicOffsets(g.topic);
+      const offsets = await admin.fetchOffsets({ groupId: g.group, topics: [g.topic] });
+      for (const e of ends) {
+        const c = offsets[0]?.partitions.find((p) => p.partition === e.partition);
+        const done = Math.max(Number(c?.offset ?? -1), 0);
+        const end = Number(e.high);
+        // A transactional topic ends with a commit marker the consumer never sees.
+        const left = Math.max(0, end - done - (g.transactional && end > 0 ? 1 : 0));
+        committed += done;
+        behind += left;
+        if (left > 0) detail.push(`${g.group}/${e.partition}:${left}`);
+      }
+    }
+  });
+  return { committed, behind, detail: detail.join(" ") };
+}
+
 /**
  * Waits until every consumer group of the run has committed everything in
  * its source topic, twice in a row a second apart.
@@ -174,28 +201,47 @@ export async function waitCaughtUp(
   let streak = 0;
   let last = "";
   while (Date.now() < deadline) {
-    const lagging: string[] = [];
-    await withAdmin(async (admin) => {
-      // Leaders move (e.g. after another test restarted a broker): retried on the next round.
-      for (const g of groupsOf(job, t)) {
-        const ends = await admin.fetchTopicOffsets(g.topic);
-        const committed = await admin.fetchOffsets({ groupId: g.group, topics: [g.topic] });
-        for (const e of ends) {
-          const c = committed[0]?.partitions.find((p) => p.partition === e.partition);
-          const done = Number(c?.offset ?? -1);
-          const end = Number(e.high);
-          // A transactional topic ends with a commit marker the consumer never sees.
-          const behind = end - Math.max(done, 0) - (g.transactional && end > 0 ? 1 : 0);
-          if (end > 0 && behind > 0) lagging.push(`${g.group}/${e.partition}:${behind}`);
-        }
-      }
-    }).catch((err) => lagging.push(`(offsets unavailable: ${err.message})`));
-    last = lagging.join(" ");
-    streak = lagging.length === 0 ? streak + 1 : 0;
+    // Leaders move (e.g. after another test restarted a broker): retried on the next round.
+    const p = await progress(job, t).catch((err) => ({
+      behind: -1,
+      detail: `(offsets unavailable: ${err.message})`,
+    }));
+    last = p.detail;
+    streak = p.behind === 0 ? streak + 1 : 0;
     if (streak >= 2) return;
     await new Promise((r) => setTimeout(r, 1000));
   }
   throw new Error(`job ${job} did not catch up within ${timeoutMs}ms; lagging: ${last}`);
+}
+
+/**
+ * Runs `kills` instances of `job` one after another and kills each with
+ * SIGKILL at a random moment after it has committed new progress and while
+ * records are still left. Returns how many records were left at each kill.
+ */
+export async function killDuringRun(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+  kills: number,
+  extra: string[] = [],
+): Promise<number[]> {
+  const leftAtKill: number[] = [];
+  for (let k = 0; k < kills; k++) {
+    const before = await progress(job, t).catch(() => ({ committed: 0, behind: 1 }));
+    const instance = startInstance(job, t, extra);
+    const deadline = Date.now() + 60_000;
+    let now = before;
+    while (Date.now() < deadline) {
+      now = await progress(job, t).catch(() => before);
+      if (now.committed > before.committed) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, Math.random() * 700));
+    const atKill = await progress(job, t).catch(() => now);
+    await killInstance(instance);
+    leftAtKill.push(atKill.behind);
+  }
+  return leftAtKill;
 }
 
 /** Reads a topic fully (read_committed) and returns the records' JSON values. */
@@ -298,7 +344,7 @@ let shared: Promise<SharedInput> | undefined;
 /** Builds (once per test process) the input topic the stream job tests share. */
 export function sharedInput(): Promise<SharedInput> {
   shared ??= (async () => {
-    const records = generate(30_000, "stream-tests", 0.03);
+    const records = generate(80_000, "stream-tests", 0.03);
     const poison = poisonRecords(records[0]);
     const late = generate(6, "late-records").map((r) => ({
       ...r,
