@@ -61,6 +61,14 @@ export const EVALUATE_COMMAND: CommandSpec = {
       default: 15_000,
       help: "with --follow: how often the figures are recomputed and logged",
     },
+    settle: {
+      kind: "duration",
+      min: 0,
+      default: 300_000,
+      help:
+        "with --follow: count an injected instance in recall once its last record is this old " +
+        "(event time), so patterns still unfolding are not misses",
+    },
     "metrics-port": {
       kind: "int",
       min: 0,
@@ -88,6 +96,10 @@ export const EVALUATE_COMMAND: CommandSpec = {
 /** What has been read so far. */
 interface Collected {
   labels: Map<string, GroundTruth>;
+  /** Event time of each instance's latest labelled transaction. */
+  instanceLast: Map<string, number>;
+  /** Highest event time seen on the transactions topic. */
+  maxEventTime: number;
   anomalies: Map<string, Anomaly>;
   /** Next offset to read, per "topic/partition". */
   positions: Map<string, number>;
@@ -118,8 +130,15 @@ async function startReading(
           const instanceId = m.headers?.[FRAUD_INSTANCE_HEADER]?.toString();
           if (!pattern || !instanceId || !m.value) continue;
           try {
-            const id = JSON.parse(decoder.decode(m.value)).transactionId;
-            if (typeof id === "string") collected.labels.set(id, { pattern, instanceId });
+            const tx = JSON.parse(decoder.decode(m.value));
+            if (typeof tx.transactionId !== "string") continue;
+            collected.labels.set(tx.transactionId, { pattern, instanceId });
+            const t = Number(tx.transactionTime);
+            collected.instanceLast.set(
+              instanceId,
+              Math.max(collected.instanceLast.get(instanceId) ?? 0, t),
+            );
+            collected.maxEventTime = Math.max(collected.maxEventTime, t);
           } catch { /* not a transaction: the detector dead-letters it */ }
         } else if (m.value) {
           const a = JSON.parse(decoder.decode(m.value)) as Anomaly;
@@ -186,7 +205,13 @@ async function main(): Promise<number> {
   const brokers = v.brokers as string[];
   const kafka = createKafka({ clientId: "txpipe-evaluate", brokers, logger: log });
   const topics = { transactions: v.transactions as string, anomalies: v.anomalies as string };
-  const collected: Collected = { labels: new Map(), anomalies: new Map(), positions: new Map() };
+  const collected: Collected = {
+    labels: new Map(),
+    instanceLast: new Map(),
+    maxEventTime: 0,
+    anomalies: new Map(),
+    positions: new Map(),
+  };
   let consumer: Consumer;
   try {
     consumer = await connectWithRetry(brokers, () => startReading(kafka, topics, collected), {
@@ -221,7 +246,15 @@ async function main(): Promise<number> {
     onListen: (a) => log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
   });
   const tick = () => {
-    const e = evaluate(collected.labels, collected.anomalies.values());
+    // Live, an instance still unfolding (card testing spans minutes) is not a
+    // miss yet: recall counts instances whose last record is --settle old.
+    const settled = new Map<string, GroundTruth>();
+    for (const [id, label] of collected.labels) {
+      const last = collected.instanceLast.get(label.instanceId) ?? 0;
+      if (collected.maxEventTime - last >= (v.settle as number)) settled.set(id, label);
+    }
+    const all = evaluate(collected.labels, collected.anomalies.values());
+    const e = { ...all, patterns: evaluate(settled, collected.anomalies.values()).patterns };
     publish(e);
     log.info({
       "event.action": "evaluation",

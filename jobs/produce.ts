@@ -35,6 +35,7 @@ import {
   encodeTransaction,
   FRAUD_INSTANCE_HEADER,
   FRAUD_PATTERN_HEADER,
+  GENERATOR_DEFAULTS,
   TransactionGenerator,
 } from "./lib/generator.ts";
 
@@ -75,7 +76,8 @@ export const PRODUCE_COMMAND: CommandSpec = {
     "start-time": {
       kind: "int",
       min: 0,
-      help: "simulated event time of the first record, epoch ms (default: now)",
+      help: "simulated event time of the first record, epoch ms (default: now; for an " +
+        "unthrottled --count run, so that its history ends about now)",
       placeholder: "MS",
     },
     "fraud-rate": {
@@ -158,7 +160,7 @@ async function main(): Promise<number> {
   const rate = v.rate as number;
   const generator = new TransactionGenerator({
     seed,
-    startTime: (v.startTime as number | undefined) ?? Date.now(),
+    startTime: (v.startTime as number | undefined) ?? defaultStartTime(rate, v.count as number),
     // Paced runs keep event time on the wall clock; unthrottled runs simulate
     // the default arrival rate (event time then runs ahead of the clock).
     ...(rate > 0 ? { eventsPerSecond: rate } : {}),
@@ -327,6 +329,18 @@ async function main(): Promise<number> {
   log.info({ "event.action": "summary", ...summary }, "producer finished");
   console.error(formatSummary(summary));
   return exitCode;
+}
+
+/**
+ * The first event time when --start-time is not given: now, except for an
+ * unthrottled run of known size, whose simulated history then ends about
+ * now instead of running ahead of the clock (later live records would all be
+ * behind the aggregation's watermark).
+ */
+function defaultStartTime(rate: number, count: number): number {
+  const now = Date.now();
+  if (rate > 0 || count === 0) return now;
+  return now - Math.round((count * 1000) / GENERATOR_DEFAULTS.eventsPerSecond);
 }
 
 function sendAll(producer: Producer, topic: string, messages: Message[]): Promise<unknown> {

@@ -182,7 +182,7 @@ async function main(): Promise<number> {
       "--fraud-rate",
       String(v.fraudRate),
     ]),
-    await startJob("aggregate", "jobs/aggregate.ts", [...common, "--window", String(v.window)]),
+    await startJob("aggregate", "jobs/aggregate.ts", [...common, "--window", `${v.window}ms`]),
     await startJob("detect", "jobs/detect.ts", common),
     await startJob("evaluate", "jobs/evaluate.ts", [...common, "--follow", "--interval", "5s"]),
   );

@@ -160,6 +160,9 @@ export function labelHeaders(label: FraudLabel | undefined): Record<string, stri
   return { [FRAUD_PATTERN_HEADER]: label.pattern, [FRAUD_INSTANCE_HEADER]: label.instanceId };
 }
 
+/** Seed of the simulated population, fixed so that every run shares it. */
+const POPULATION_SEED = "txpipe-population-v1";
+
 /** Records per instance on average when patterns are drawn uniformly. */
 const MEAN_INSTANCE_RECORDS = (FRAUD_SHAPES.velocityBurst.transactions + 1 + 2 +
   (FRAUD_SHAPES.cardTesting.minTransactions + FRAUD_SHAPES.cardTesting.maxTransactions) / 2) /
@@ -184,7 +187,10 @@ export class TransactionGenerator {
   constructor(options: GeneratorOptions = {}) {
     const o = checkOptions(options);
     this.#rng = new Random(String(o.seed));
-    this.#pop = buildPopulation(this.#rng, o.users, o.merchants);
+    // The population (homes, currencies, merchants) depends only on its size,
+    // not on the seed: runs with different seeds into the same topic describe
+    // the same people, so no user "moves" between runs.
+    this.#pop = buildPopulation(new Random(POPULATION_SEED), o.users, o.merchants);
     this.#meanGapMs = 1000 / o.eventsPerSecond;
     this.#clock = o.startTime;
     const f = o.fraudRate;
