@@ -132,6 +132,7 @@ async function main(): Promise<number> {
         logger: log,
         deadLetterTopic: v.deadLetters as string,
         sessionTimeoutMs: v.sessionTimeout as number,
+        maxBatchBytes: v.maxBatchBytes as number,
         stopSignal,
       },
     ));

@@ -150,7 +150,8 @@ Deno.test(
     const expected = canonical((await baseline()).aggregates);
     const input = await sharedInput();
     const t = runTopics(input.topic, "aggcrash");
-    const left = await killDuringRun("aggregate", t, 3, FLAGS);
+    // Small batches: many transactions, so every kill lands mid-run.
+    const left = await killDuringRun("aggregate", t, 3, [...FLAGS, "--max-batch-bytes", "65536"]);
     for (const n of left) assert.ok(n > 0, `each kill came mid-run (records left: ${left})`);
     await runToCompletion("aggregate", t, FLAGS);
     const got = canonical((await readJson<Aggregate>(t.output)).map((x) => x.value));

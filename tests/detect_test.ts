@@ -114,7 +114,8 @@ Deno.test(
     const expected = canonical((await baseline()).anomalies);
     const input = await sharedInput();
     const t = runTopics(input.topic, "detcrash");
-    const left = await killDuringRun("detect", t, 3);
+    // Small batches: many transactions, so every kill lands mid-run.
+    const left = await killDuringRun("detect", t, 3, ["--max-batch-bytes", "65536"]);
     for (const n of left) assert.ok(n > 0, `each kill came mid-run (records left: ${left})`);
     await runToCompletion("detect", t);
     assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);

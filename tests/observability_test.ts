@@ -405,6 +405,9 @@ Deno.test(
           "--follow",
           "--interval",
           "3s",
+          // Recall counts only instances whose last record is this old (default 5 min).
+          "--settle",
+          "5s",
         ]),
         await startJob("produce", work, [
           "--brokers",

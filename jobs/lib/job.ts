@@ -42,6 +42,14 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       default: 30_000,
       help: "consumer group session timeout: how soon a crashed instance's partitions move",
     },
+    "max-batch-bytes": {
+      kind: "int",
+      min: 1024,
+      max: 64 * 1024 * 1024,
+      default: 2 * 1024 * 1024,
+      help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
+      placeholder: "N",
+    },
     "connect-attempts": {
       kind: "int",
       min: 1,

@@ -159,6 +159,8 @@ export interface RunOptions {
   deadLetterTopic: string;
   /** Resolves when the job should stop; the batch in progress commits first. */
   stopSignal: Promise<void>;
+  /** Most bytes fetched per partition per batch (default 2 MiB); one batch is one transaction. */
+  maxBatchBytes?: number;
   /** Consumer group session timeout in ms (default 30 s). */
   sessionTimeoutMs?: number;
   /** Transaction timeout in ms (the broker aborts a transaction open longer). */
@@ -207,7 +209,7 @@ export async function runStream<T, S>(
     allowAutoTopicCreation: false,
     sessionTimeout: options.sessionTimeoutMs ?? 30_000,
     heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 5)),
-    maxBytesPerPartition: 2 * 1024 * 1024,
+    maxBytesPerPartition: options.maxBatchBytes ?? 2 * 1024 * 1024,
     retry: {
       initialRetryTime: 300,
       maxRetryTime: 5000,
@@ -220,7 +222,13 @@ export async function runStream<T, S>(
   let stopping = false;
   let failure: unknown;
 
-  const release = async (partition: number) => {
+  // The batch in progress per partition: kafkajs may hand out a partition's
+  // batch again while the previous one still runs (after an error elsewhere
+  // or a rebalance); state must never see the same records twice at once.
+  const busy = new Map<number, Promise<void>>();
+
+  const release = async (partition: number, options: { waitForBatch?: boolean } = {}) => {
+    if (options.waitForBatch) await busy.get(partition)?.catch(() => {});
     const o = owned.get(partition);
     owned.delete(partition);
     // Another instance reports this partition now: no stale series here.
@@ -236,7 +244,9 @@ export async function runStream<T, S>(
   consumer.on(consumer.events.GROUP_JOIN, async (e) => {
     const mine = new Set(e.payload.memberAssignment[processor.source] ?? []);
     log.info({ partitions: [...mine] }, `assigned partitions of ${processor.source}`);
-    for (const p of [...owned.keys()]) if (!mine.has(p)) await release(p);
+    for (const p of [...owned.keys()]) {
+      if (!mine.has(p)) await release(p, { waitForBatch: true });
+    }
   });
   consumer.on(consumer.events.CRASH, (e) => {
     if (!e.payload.restart) {
@@ -424,16 +434,29 @@ export async function runStream<T, S>(
     // batches overlap: one partition's processing hides another's commit round trips.
     partitionsConsumedConcurrently: 8,
     eachBatch: async (payload) => {
+      const partition = payload.batch.partition;
+      if (busy.has(partition)) return; // a batch of this partition is still running: fetch again later
+      // A batch that never finishes (a request lost in a rebalance) would stall
+      // its partition for good: crash-only instead, the restart resumes exactly.
+      const watchdog = setTimeout(() => {
+        log.error({ partition, "event.action": "batch-stuck" }, "batch stuck for 180 s; exiting");
+        Deno.exit(1);
+      }, 180_000);
+      const run = eachBatch(payload);
+      busy.set(partition, run);
       try {
-        await eachBatch(payload);
+        await run;
       } catch (err) {
         // The partition's in-memory state may hold this batch's uncommitted
         // changes: drop it, so the next owner (maybe us) restores from the
         // changelog. kafkajs then retries or rejoins the group; errors it
         // cannot recover from arrive as a CRASH event without restart.
-        log.warn({ err, partition: payload.batch.partition }, "batch failed; state dropped");
-        await release(payload.batch.partition);
+        log.warn({ err, partition }, "batch failed; state dropped");
+        await release(partition);
         throw err;
+      } finally {
+        clearTimeout(watchdog);
+        busy.delete(partition);
       }
     },
   });

@@ -236,7 +236,7 @@ export async function killDuringRun(
       if (now.committed > before.committed) break;
       await new Promise((r) => setTimeout(r, 100));
     }
-    await new Promise((r) => setTimeout(r, Math.random() * 700));
+    await new Promise((r) => setTimeout(r, Math.random() * 1500));
     const atKill = await progress(job, t).catch(() => now);
     await killInstance(instance);
     leftAtKill.push(atKill.behind);
