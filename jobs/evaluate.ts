@@ -12,8 +12,9 @@
  * @module
  */
 import type { Consumer, Kafka } from "kafkajs";
-import { bootstrapServers, TOPICS, topology } from "../stacks/topology.ts";
+import { TOPICS } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { commonFlags } from "./lib/job.ts";
 import { createLogger } from "./lib/log.ts";
 import { connectWithRetry, createKafka, KafkaUnreachableError } from "./lib/kafka.ts";
 import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
@@ -31,19 +32,12 @@ import {
   serveMetrics,
 } from "./lib/metrics.ts";
 
-const evaluateJob = topology().jobs.find((j) => j.name === "evaluate")!;
-
 /** The evaluator's flags. */
 export const EVALUATE_COMMAND: CommandSpec = {
   name: "deno task evaluate",
   summary: "precision and recall of the detector against the generator's fraud labels",
   flags: {
-    brokers: {
-      kind: "list",
-      default: bootstrapServers(topology()),
-      help: "Kafka bootstrap servers, comma-separated",
-      placeholder: "HOST:PORT,...",
-    },
+    ...commonFlags("evaluate"),
     transactions: {
       kind: "string",
       default: TOPICS.transactions,
@@ -68,26 +62,6 @@ export const EVALUATE_COMMAND: CommandSpec = {
       help:
         "with --follow: count an injected instance in recall once its last record is this old " +
         "(event time), so patterns still unfolding are not misses",
-    },
-    "metrics-port": {
-      kind: "int",
-      min: 0,
-      max: 65535,
-      default: evaluateJob.metricsPort,
-      help: "with --follow: port of /metrics; 0 = any free port",
-      placeholder: "PORT",
-    },
-    "metrics-host": {
-      kind: "string",
-      default: "127.0.0.1",
-      help: "address /metrics binds to (0.0.0.0 in containers)",
-    },
-    "connect-attempts": {
-      kind: "int",
-      min: 1,
-      default: 4,
-      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
-      placeholder: "N",
     },
   },
   examples: ["deno task evaluate", "deno task evaluate --follow"],

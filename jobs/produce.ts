@@ -12,8 +12,9 @@
 import { Buffer } from "node:buffer";
 import { CompressionTypes } from "kafkajs";
 import type { Message, Producer } from "kafkajs";
-import { bootstrapServers, TOPICS, topicSpec, topology } from "../stacks/topology.ts";
+import { TOPICS, topicSpec, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { commonFlags } from "./lib/job.ts";
 import { createLogger } from "./lib/log.ts";
 import {
   connectWithRetry,
@@ -39,19 +40,12 @@ import {
   TransactionGenerator,
 } from "./lib/generator.ts";
 
-const produceJob = topology().jobs.find((j) => j.name === "produce")!;
-
 /** The producer's flags. */
 export const PRODUCE_COMMAND: CommandSpec = {
   name: "deno task produce",
   summary: "produce synthetic financial transactions into Kafka",
   flags: {
-    brokers: {
-      kind: "list",
-      default: bootstrapServers(topology()),
-      help: "Kafka bootstrap servers, comma-separated",
-      placeholder: "HOST:PORT,...",
-    },
+    ...commonFlags("produce"),
     topic: { kind: "string", default: TOPICS.transactions, help: "topic to write to" },
     rate: {
       kind: "number",
@@ -102,26 +96,6 @@ export const PRODUCE_COMMAND: CommandSpec = {
       max: 10_000,
       default: 4_000,
       help: "records per send; split across partitions, each part under the 1 MB request limit",
-      placeholder: "N",
-    },
-    "metrics-port": {
-      kind: "int",
-      min: 0,
-      max: 65535,
-      default: produceJob.metricsPort,
-      help: "port of the Prometheus /metrics endpoint; 0 = any free port",
-      placeholder: "PORT",
-    },
-    "metrics-host": {
-      kind: "string",
-      default: "127.0.0.1",
-      help: "address the /metrics endpoint binds to (0.0.0.0 in containers)",
-    },
-    "connect-attempts": {
-      kind: "int",
-      min: 1,
-      default: 4,
-      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
       placeholder: "N",
     },
     "send-timeout": {

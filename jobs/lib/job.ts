@@ -6,14 +6,17 @@
  * @module
  */
 import type { Kafka } from "kafkajs";
-import { bootstrapServers, type TopicSpec, topology } from "../../stacks/topology.ts";
+import { bootstrapServers, type JobSpec, type TopicSpec, topology } from "../../stacks/topology.ts";
 import type { FlagSpec } from "./cli.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { serveMetrics } from "./metrics.ts";
 import { connectWithRetry, createKafka, ensureTopics, KafkaUnreachableError } from "./kafka.ts";
 
-/** Flags every stream job takes, besides its own. */
-export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpec> {
+/**
+ * Flags every txpipe job takes: where Kafka is, where /metrics is served, and
+ * how long to keep trying an unreachable Kafka.
+ */
+export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
   const spec = topology().jobs.find((j) => j.name === job)!;
   return {
     brokers: {
@@ -35,6 +38,20 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       default: "127.0.0.1",
       help: "address the /metrics endpoint binds to (0.0.0.0 in containers)",
     },
+    "connect-attempts": {
+      kind: "int",
+      min: 1,
+      default: 4,
+      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
+      placeholder: "N",
+    },
+  };
+}
+
+/** Flags every stream job takes, besides its own. */
+export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpec> {
+  return {
+    ...commonFlags(job),
     "session-timeout": {
       kind: "duration",
       min: 6000,
@@ -48,13 +65,6 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       max: 64 * 1024 * 1024,
       default: 2 * 1024 * 1024,
       help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
-      placeholder: "N",
-    },
-    "connect-attempts": {
-      kind: "int",
-      min: 1,
-      default: 4,
-      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
       placeholder: "N",
     },
   };
