@@ -171,6 +171,12 @@ export interface RunOptions {
 interface Owned<S> {
   producer: Producer;
   state: PartitionState<S>;
+  /**
+   * The first offset not yet in `state`. kafkajs can hand out records again
+   * (after it restarts its consumer on an error, it fetches from an older
+   * position); records below this are already applied and are skipped.
+   */
+  next: number;
 }
 
 function headersOf(h: Record<string, unknown> | undefined): Record<string, string> {
@@ -280,7 +286,7 @@ export async function runStream<T, S>(
       restoredStateRecords.inc({ processor: processor.groupId }, n);
       log.info({ partition, records: n, entries: state.size }, "state restored from changelog");
     }
-    return { producer, state };
+    return { producer, state, next: 0 };
   };
 
   const committedOffset = async (partition: number): Promise<string> => {
@@ -303,16 +309,23 @@ export async function runStream<T, S>(
       await heartbeat();
       // The group's offset was read at assignment, perhaps while the previous
       // owner's last transaction was still pending. After fencing it is
-      // stable: resume exactly there.
-      const committed = await committedOffset(partition);
-      if (committed !== "-1" && committed !== batch.firstOffset()) {
+      // stable: the state restored matches it exactly.
+      const committed = Number(await committedOffset(partition));
+      o.next = Math.max(committed, 0);
+      if (committed >= 0 && Number(batch.firstOffset()) > committed) {
         log.info(
           { partition, committed, fetched: batch.firstOffset() },
-          "seeking to the committed offset",
+          "seeking back to the committed offset",
         );
-        consumer.seek({ topic: processor.source, partition, offset: committed });
+        consumer.seek({ topic: processor.source, partition, offset: String(committed) });
         return;
       }
+    }
+    const next = o.next;
+    const fresh = batch.messages.filter((m) => Number(m.offset) >= next);
+    if (fresh.length === 0) {
+      resolveOffset(batch.lastOffset()); // all already applied and committed
+      return;
     }
 
     const outputs: OutputRecord[] = [];
@@ -338,7 +351,7 @@ export async function runStream<T, S>(
       },
     };
 
-    for (const m of batch.messages) {
+    for (const m of fresh) {
       const record: SourceRecord = {
         topic: batch.topic,
         partition,
@@ -402,13 +415,11 @@ export async function runStream<T, S>(
       throw err;
     }
     transactions.inc({ processor: processor.groupId, result: "committed" });
+    o.next = Number(nextOffset);
     resolveOffset(batch.lastOffset());
 
     const now = Date.now();
-    consumedRecords.inc(
-      { processor: processor.groupId, topic: batch.topic },
-      batch.messages.length,
-    );
+    consumedRecords.inc({ processor: processor.groupId, topic: batch.topic }, fresh.length);
     for (const r of outputs) {
       outputRecords.inc({ processor: processor.groupId, topic: r.topic });
       if (r.eventTime !== undefined) {
