@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { APP_IDS, internalTopicNames, TOPICS, topicSpec, topology } from "../stacks/topology.ts";
+import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
 import { runJob, streamFlags } from "./lib/job.ts";
 import { type Parsed, runStream, type StreamProcessor } from "./lib/stream.ts";
@@ -242,8 +242,8 @@ async function main(): Promise<number> {
   const appId = v.appId as string;
   const topo = topology();
   const internal = internalTopicNames(appId);
-  const inputSpec = { ...topicSpec(topo, TOPICS.transactions), name: v.input as string };
-  const like = (name: string, spec: string) => ({ ...topicSpec(topo, spec), name });
+  const inputSpec = topicAs(topo, TOPICS.transactions, v.input as string);
+  const like = (name: string, spec: string) => topicAs(topo, spec, name);
   const defaults = internalTopicNames(APP_IDS.aggregate);
   const repartition = like(internal.repartition, defaults.repartition);
   return await runJob({

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { APP_IDS, internalTopicNames, TOPICS, topicSpec, topology } from "../stacks/topology.ts";
+import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine, UsageError } from "./lib/cli.ts";
 import { runJob, streamFlags } from "./lib/job.ts";
 import { runStream, type StreamProcessor } from "./lib/stream.ts";
@@ -111,7 +111,7 @@ async function main(): Promise<number> {
   }
   const appId = v.appId as string;
   const topo = topology();
-  const like = (name: string, spec: string) => ({ ...topicSpec(topo, spec), name });
+  const like = (name: string, spec: string) => topicAs(topo, spec, name);
   return await runJob({
     name: "detect",
     brokers: v.brokers as string[],

@@ -14,9 +14,7 @@
 import type { Consumer, Kafka } from "kafkajs";
 import { TOPICS } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { commonFlags } from "./lib/job.ts";
-import { createLogger } from "./lib/log.ts";
-import { connectWithRetry, createKafka, KafkaUnreachableError } from "./lib/kafka.ts";
+import { commonFlags, runJob } from "./lib/job.ts";
 import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
 import {
   type Anomaly,
@@ -25,12 +23,7 @@ import {
   formatEvaluation,
   type GroundTruth,
 } from "./lib/rules.ts";
-import {
-  detectionPrecision,
-  detectionRecall,
-  evaluatedAnomalies,
-  serveMetrics,
-} from "./lib/metrics.ts";
+import { detectionPrecision, detectionRecall, evaluatedAnomalies } from "./lib/metrics.ts";
 
 /** The evaluator's flags. */
 export const EVALUATE_COMMAND: CommandSpec = {
@@ -175,9 +168,6 @@ function publish(e: Evaluation): void {
 
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(EVALUATE_COMMAND);
-  const log = createLogger("evaluate");
-  const brokers = v.brokers as string[];
-  const kafka = createKafka({ clientId: "txpipe-evaluate", brokers, logger: log });
   const topics = { transactions: v.transactions as string, anomalies: v.anomalies as string };
   const collected: Collected = {
     labels: new Map(),
@@ -186,67 +176,52 @@ async function main(): Promise<number> {
     anomalies: new Map(),
     positions: new Map(),
   };
-  let consumer: Consumer;
-  try {
-    consumer = await connectWithRetry(brokers, () => startReading(kafka, topics, collected), {
-      attempts: v.connectAttempts as number,
-      onRetry: (attempt, delay, err) =>
-        log.warn(
-          { err, "event.action": "kafka-connect-retry" },
-          `attempt ${attempt}; retry in ${delay}ms`,
-        ),
-    });
-  } catch (err) {
-    if (!(err instanceof KafkaUnreachableError)) throw err;
-    console.error(`deno task evaluate: ${err.message}`);
-    return 1;
-  }
-
-  if (!v.follow) {
-    await waitForEnd(kafka, [topics.transactions, topics.anomalies], collected);
-    await consumer.disconnect();
-    const result = evaluate(collected.labels, collected.anomalies.values());
-    console.log(
-      `${topics.transactions}: ${collected.labels.size} labelled transactions; ` +
-        `${topics.anomalies}: ${collected.anomalies.size} anomalies\n`,
-    );
-    console.log(formatEvaluation(result));
-    return 0;
-  }
-
-  const metrics = serveMetrics({
-    port: v.metricsPort as number,
-    hostname: v.metricsHost as string,
-    onListen: (a) => log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
-  });
-  const tick = () => {
-    // Live, an instance still unfolding (card testing spans minutes) is not a
-    // miss yet: recall counts instances whose last record is --settle old.
-    const settled = new Map<string, GroundTruth>();
-    for (const [id, label] of collected.labels) {
-      const last = collected.instanceLast.get(label.instanceId) ?? 0;
-      if (collected.maxEventTime - last >= (v.settle as number)) settled.set(id, label);
+  return await runJob({
+    name: "evaluate",
+    brokers: v.brokers as string[],
+    metricsPort: v.follow ? v.metricsPort as number : undefined,
+    metricsHost: v.metricsHost as string,
+    connectAttempts: v.connectAttempts as number,
+    topics: [], // it only reads; the jobs it evaluates create their topics
+    // One-shot, the table is the output: only warnings and errors are logged.
+    logLevel: v.follow ? undefined : "warn",
+  }, async ({ kafka, log, stopSignal }) => {
+    const consumer = await startReading(kafka, topics, collected);
+    if (!v.follow) {
+      await waitForEnd(kafka, [topics.transactions, topics.anomalies], collected);
+      await consumer.disconnect();
+      const result = evaluate(collected.labels, collected.anomalies.values());
+      console.log(
+        `${topics.transactions}: ${collected.labels.size} labelled transactions; ` +
+          `${topics.anomalies}: ${collected.anomalies.size} anomalies\n`,
+      );
+      console.log(formatEvaluation(result));
+      return;
     }
-    const all = evaluate(collected.labels, collected.anomalies.values());
-    const e = { ...all, patterns: evaluate(settled, collected.anomalies.values()).patterns };
-    publish(e);
-    log.info({
-      "event.action": "evaluation",
-      precision: e.precision,
-      recall: Object.fromEntries(e.patterns.map((p) => [p.pattern, p.recall])),
-      anomalies: e.anomalies,
-    }, "evaluation");
-  };
-  const timer = setInterval(tick, v.interval as number);
-  await new Promise<void>((resolve) => {
-    Deno.addSignalListener("SIGINT", resolve);
-    Deno.addSignalListener("SIGTERM", resolve);
+    const tick = () => {
+      // Live, an instance still unfolding (card testing spans minutes) is not a
+      // miss yet: recall counts instances whose last record is --settle old.
+      const settled = new Map<string, GroundTruth>();
+      for (const [id, label] of collected.labels) {
+        const last = collected.instanceLast.get(label.instanceId) ?? 0;
+        if (collected.maxEventTime - last >= (v.settle as number)) settled.set(id, label);
+      }
+      const all = evaluate(collected.labels, collected.anomalies.values());
+      const e = { ...all, patterns: evaluate(settled, collected.anomalies.values()).patterns };
+      publish(e);
+      log.info({
+        "event.action": "evaluation",
+        precision: e.precision,
+        recall: Object.fromEntries(e.patterns.map((p) => [p.pattern, p.recall])),
+        anomalies: e.anomalies,
+      }, "evaluation");
+    };
+    const timer = setInterval(tick, v.interval as number);
+    await stopSignal;
+    clearInterval(timer);
+    tick();
+    await consumer.disconnect();
   });
-  clearInterval(timer);
-  tick();
-  await consumer.disconnect();
-  await metrics.shutdown();
-  return 0;
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -12,24 +12,17 @@
 import { Buffer } from "node:buffer";
 import { CompressionTypes } from "kafkajs";
 import type { Message, Producer } from "kafkajs";
-import { TOPICS, topicSpec, topology } from "../stacks/topology.ts";
+import { topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { commonFlags } from "./lib/job.ts";
-import { createLogger } from "./lib/log.ts";
-import {
-  connectWithRetry,
-  createKafka,
-  ensureTopics,
-  KafkaUnreachableError,
-  PRODUCER_RETRY,
-} from "./lib/kafka.ts";
+import { commonFlags, runJob } from "./lib/job.ts";
+import type { Logger } from "./lib/log.ts";
+import { PRODUCER_RETRY } from "./lib/kafka.ts";
 import {
   injectedFraud,
   produceBatchSeconds,
   producedBytes,
   producedRecords,
   produceErrors,
-  serveMetrics,
 } from "./lib/metrics.ts";
 import { formatCount, formatElapsed, formatMBps, LiveLine } from "./lib/progress.ts";
 import {
@@ -126,11 +119,9 @@ class SendTimeout extends Error {}
 
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(PRODUCE_COMMAND);
-  const log = createLogger("produce");
   const seed = (v.seed as string | undefined) ?? crypto.randomUUID().slice(0, 8);
   const brokers = v.brokers as string[];
   const topic = v.topic as string;
-
   const rate = v.rate as number;
   const generator = new TransactionGenerator({
     seed,
@@ -143,53 +134,49 @@ async function main(): Promise<number> {
     merchants: v.merchants as number,
   });
 
-  const metrics = serveMetrics({
-    port: v.metricsPort as number,
-    hostname: v.metricsHost as string,
-    onListen: (addr) =>
-      log.info({ "url.full": `http://${addr.hostname}:${addr.port}/metrics` }, "metrics served"),
-  });
-
-  const kafka = createKafka({ clientId: "txpipe-produce", brokers, logger: log });
-  const producer = kafka.producer({
-    retry: PRODUCER_RETRY,
-    idempotent: true, // with acks=all: no duplicates from retries, order kept per partition
-    maxInFlightRequests: 1, // kafkajs keeps idempotent sequences right only with one in flight
-    allowAutoTopicCreation: false,
-  });
-  try {
-    await connectWithRetry(brokers, () => producer.connect(), {
-      attempts: v.connectAttempts as number,
-      onRetry: (attempt, delay, err) =>
-        log.warn(
-          { err, "event.action": "kafka-connect-retry" },
-          `Kafka unreachable at ${brokers.join(",")} (attempt ${attempt}); retrying in ${delay}ms`,
-        ),
-    });
-  } catch (err) {
-    if (!(err instanceof KafkaUnreachableError)) throw err;
-    log.error({ "event.action": "kafka-unreachable" }, err.message);
-    console.error(`deno task produce: ${err.message}`);
-    await metrics.shutdown();
-    return 1;
-  }
   // A topic outside the spec (e.g. a test's) gets financial_transactions' settings.
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    await ensureTopics(admin, [{ ...topicSpec(topology(), TOPICS.transactions), name: topic }]);
-  } finally {
-    await admin.disconnect().catch(() => {});
-  }
-  produceErrors.inc({ topic }, 0); // the series exists (at 0) before the first failure
-  log.info({ seed, topic, brokers, rate: v.rate, count: v.count }, "producing");
+  const topics = [topicAs(topology(), TOPICS.transactions, topic)];
+  return await runJob({
+    name: "produce",
+    brokers,
+    metricsPort: v.metricsPort as number,
+    metricsHost: v.metricsHost as string,
+    connectAttempts: v.connectAttempts as number,
+    topics,
+  }, async ({ kafka, log, stopSignal }) => {
+    const producer = kafka.producer({
+      retry: PRODUCER_RETRY,
+      idempotent: true, // with acks=all: no duplicates from retries, order kept per partition
+      maxInFlightRequests: 1, // kafkajs keeps idempotent sequences right only with one in flight
+      allowAutoTopicCreation: false,
+    });
+    await producer.connect();
+    try {
+      return await produceUntilDone(producer, generator, { v, log, stopSignal, seed, topic });
+    } finally {
+      await producer.disconnect().catch(() => {});
+    }
+  });
+}
 
+/** The send loop: batches until --count, --duration or a signal, then the summary. */
+async function produceUntilDone(
+  producer: Producer,
+  generator: TransactionGenerator,
+  o: {
+    v: Record<string, unknown>;
+    log: Logger;
+    stopSignal: Promise<void>;
+    seed: string;
+    topic: string;
+  },
+): Promise<number> {
+  const { v, log, seed, topic } = o;
+  const rate = v.rate as number;
+  produceErrors.inc({ topic }, 0); // the series exists (at 0) before the first failure
+  log.info({ seed, topic, rate: v.rate, count: v.count }, "producing");
   let stopping = false;
-  const stop = () => {
-    stopping = true;
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  o.stopSignal.then(() => stopping = true);
 
   const summary: ProduceSummary = {
     acknowledged: 0,
@@ -295,10 +282,6 @@ async function main(): Promise<number> {
   clearInterval(logTicker);
   summary.seconds = elapsed();
   live.done();
-  await producer.disconnect().catch(() => {});
-  await metrics.shutdown();
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
 
   log.info({ "event.action": "summary", ...summary }, "producer finished");
   console.error(formatSummary(summary));

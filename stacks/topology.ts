@@ -242,6 +242,15 @@ export function quorumVoters(topo: Topology, hostOf: (n: KafkaNode) => string): 
   return controllerNodes(topo).map((n) => `${n.id}@${hostOf(n)}:${n.controllerPort}`).join(",");
 }
 
+/**
+ * The settings (partitions, replication, configs) of spec topic `like` under
+ * another name: for topics named by flags, such as a test's or a second
+ * application id's.
+ */
+export function topicAs(topo: Topology, like: string, name: string): TopicSpec {
+  return { ...topicSpec(topo, like), name };
+}
+
 /** A topic spec by name; throws naming the known topics when absent. */
 export function topicSpec(topo: Topology, name: string): TopicSpec {
   const found = topo.topics.find((t) => t.name === name);

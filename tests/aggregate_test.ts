@@ -5,11 +5,12 @@
  */
 import assert from "node:assert/strict";
 import {
+  baselineRun,
+  canonical,
   countReasons,
   deadLetterReasons,
-  type JobTopics,
   killDuringRun,
-  readJson,
+  outputsOf,
   runToCompletion,
   runTopics,
   sharedInput,
@@ -24,11 +25,6 @@ const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 const WINDOW_MS = 10_000;
 const LATENESS_MS = 5_000;
 const FLAGS = ["--window", "10s", "--allowed-lateness", "5s"];
-
-/** Canonical text of an aggregate set, for exact comparison between runs. */
-function canonical(aggs: Aggregate[]): string[] {
-  return aggs.map((a) => JSON.stringify(a)).sort();
-}
 
 /** The reference: computed here from the generator's own integer amounts, not by the job's code. */
 async function reference(): Promise<Map<string, Omit<Aggregate, "minAmount" | "maxAmount">>> {
@@ -82,28 +78,13 @@ async function reference(): Promise<Map<string, Omit<Aggregate, "minAmount" | "m
 }
 
 /** The uninterrupted single-instance run every other test compares with. */
-interface Baseline {
-  topics: JobTopics;
-  aggregates: Aggregate[];
-}
-
-let baselineRun: Promise<Baseline> | undefined;
-
-function baseline(): Promise<Baseline> {
-  baselineRun ??= (async () => {
-    const input = await sharedInput();
-    const topics = runTopics(input.topic, "agg");
-    await runToCompletion("aggregate", topics, FLAGS);
-    return { topics, aggregates: (await readJson<Aggregate>(topics.output)).map((x) => x.value) };
-  })();
-  return baselineRun;
-}
+const baseline = baselineRun<Aggregate>("aggregate", "agg", FLAGS);
 
 Deno.test(
   "aggregate: every closed window equals an independent reference to the cent; none missing or doubled",
   kafkaTest,
   async () => {
-    const got = (await baseline()).aggregates;
+    const got = (await baseline()).outputs;
     const expected = await reference();
 
     const keys = got.map((a) => `${a.merchantId}|${a.currency}|${a.windowStart}`);
@@ -147,14 +128,14 @@ Deno.test(
   "aggregate: kill -9 three times at random moments, then restart, yields output identical to an uninterrupted run",
   kafkaTest,
   async () => {
-    const expected = canonical((await baseline()).aggregates);
+    const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "aggcrash");
     // Small batches: many transactions, so every kill lands mid-run.
     const left = await killDuringRun("aggregate", t, 3, [...FLAGS, "--max-batch-bytes", "65536"]);
     for (const n of left) assert.ok(n > 0, `each kill came mid-run (records left: ${left})`);
     await runToCompletion("aggregate", t, FLAGS);
-    const got = canonical((await readJson<Aggregate>(t.output)).map((x) => x.value));
+    const got = canonical(await outputsOf<Aggregate>(t));
     assert.equal(got.length, expected.length);
     assert.deepEqual(got, expected);
   },
@@ -164,7 +145,7 @@ Deno.test(
   "aggregate: two instances in one group give output identical to one instance",
   kafkaTest,
   async () => {
-    const expected = canonical((await baseline()).aggregates);
+    const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "aggscale");
     const a = startInstance("aggregate", t, FLAGS);
@@ -179,7 +160,7 @@ Deno.test(
       assert.equal(await stopInstance(a), 0, await a.stderr);
       assert.equal(await stopInstance(b), 0, await b.stderr);
     }
-    const got = canonical((await readJson<Aggregate>(t.output)).map((x) => x.value));
+    const got = canonical(await outputsOf<Aggregate>(t));
     assert.deepEqual(got, expected);
   },
 );

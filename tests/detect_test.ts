@@ -5,12 +5,13 @@
  */
 import assert from "node:assert/strict";
 import {
+  baselineRun,
+  canonical,
   countReasons,
   deadLetterReasons,
   inputTopic,
-  type JobTopics,
   killDuringRun,
-  readJson,
+  outputsOf,
   runToCompletion,
   runTopics,
   sharedInput,
@@ -24,35 +25,15 @@ import { type Anomaly, evaluate, formatEvaluation, type GroundTruth } from "../j
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
-/** Canonical text of an anomaly set, for exact comparison between runs. */
-function canonical(anomalies: Anomaly[]): string[] {
-  return anomalies.map((a) => JSON.stringify(a)).sort();
-}
-
-interface Baseline {
-  topics: JobTopics;
-  anomalies: Anomaly[];
-}
-
-let baselineRun: Promise<Baseline> | undefined;
-
 /** The uninterrupted single-instance run every other test compares with. */
-function baseline(): Promise<Baseline> {
-  baselineRun ??= (async () => {
-    const input = await sharedInput();
-    const topics = runTopics(input.topic, "det");
-    await runToCompletion("detect", topics);
-    return { topics, anomalies: (await readJson<Anomaly>(topics.output)).map((x) => x.value) };
-  })();
-  return baselineRun;
-}
+const baseline = baselineRun<Anomaly>("detect", "det");
 
 Deno.test(
   "detect: recall >= 0.99 for every injected pattern and precision >= 0.95 at the default thresholds",
   kafkaTest,
   async () => {
     const input = await sharedInput();
-    const { anomalies } = await baseline();
+    const anomalies = (await baseline()).outputs;
     const labels = new Map<string, GroundTruth>();
     for (const r of input.records) {
       if (r.label) labels.set(r.tx.transactionId, r.label);
@@ -79,7 +60,7 @@ Deno.test(
   kafkaTest,
   async () => {
     const input = await sharedInput();
-    const expected = canonical((await baseline()).anomalies);
+    const expected = canonical((await baseline()).outputs);
     const unlabelled = await inputTopic(
       "stream_input_unlabelled",
       [
@@ -90,7 +71,7 @@ Deno.test(
     );
     const t = runTopics(unlabelled, "detnolabel");
     await runToCompletion("detect", t);
-    assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);
+    assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );
 
@@ -111,14 +92,14 @@ Deno.test(
   "detect: kill -9 three times at random moments, then restart, yields output identical to an uninterrupted run",
   kafkaTest,
   async () => {
-    const expected = canonical((await baseline()).anomalies);
+    const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "detcrash");
     // Small batches: many transactions, so every kill lands mid-run.
     const left = await killDuringRun("detect", t, 3, ["--max-batch-bytes", "65536"]);
     for (const n of left) assert.ok(n > 0, `each kill came mid-run (records left: ${left})`);
     await runToCompletion("detect", t);
-    assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);
+    assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );
 
@@ -126,7 +107,7 @@ Deno.test(
   "detect: two instances in one group give output identical to one instance",
   kafkaTest,
   async () => {
-    const expected = canonical((await baseline()).anomalies);
+    const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "detscale");
     const a = startInstance("detect", t);
@@ -139,6 +120,6 @@ Deno.test(
       assert.equal(await stopInstance(a), 0, await a.stderr);
       assert.equal(await stopInstance(b), 0, await b.stderr);
     }
-    assert.deepEqual(canonical((await readJson<Anomaly>(t.output)).map((x) => x.value)), expected);
+    assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );

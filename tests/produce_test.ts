@@ -19,16 +19,13 @@ import {
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 const decoder = new TextDecoder();
 
+/** The producer's flags for `topic` on the test cluster, plus `args`. */
+function produceArgs(topic: string, ...args: string[]): string[] {
+  return ["--brokers", BROKERS.join(","), "--topic", topic, "--metrics-port", "0", ...args];
+}
+
 function produce(topic: string, ...args: string[]) {
-  return runScript("jobs/produce.ts", [
-    "--brokers",
-    BROKERS.join(","),
-    "--topic",
-    topic,
-    "--metrics-port",
-    "0",
-    ...args,
-  ]);
+  return runScript("jobs/produce.ts", produceArgs(topic, ...args));
 }
 
 function checkRecords(records: ReadRecord[]): Set<string> {
@@ -77,19 +74,7 @@ Deno.test(
   async () => {
     const topic = await freshTopic(TOPICS.transactions);
     const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "jobs/produce.ts",
-        "--brokers",
-        BROKERS.join(","),
-        "--topic",
-        topic,
-        "--metrics-port",
-        "0",
-        "--seed",
-        "sigterm",
-      ],
+      args: ["run", "-A", "jobs/produce.ts", ...produceArgs(topic, "--seed", "sigterm")],
       cwd: new URL("../", import.meta.url),
       stdout: "piped",
       stderr: "piped",

@@ -1,7 +1,7 @@
 /**
- * The shell every stream job shares: its common flags, the ECS logger, the
- * /metrics endpoint, connecting to Kafka with retries, creating the topics it
- * needs, and stopping cleanly on SIGINT/SIGTERM.
+ * The shell every job shares (producer, stream jobs, evaluator): the common
+ * flags, the ECS logger, the /metrics endpoint, connecting to Kafka with
+ * retries, creating the topics it needs, and stopping cleanly on SIGINT/SIGTERM.
  *
  * @module
  */
@@ -80,25 +80,30 @@ export interface JobContext {
 
 /** Options of {@link runJob}. */
 export interface RunJobOptions {
-  name: "aggregate" | "detect";
+  name: JobSpec["name"];
   brokers: string[];
-  metricsPort: number;
+  /** Serve /metrics on this port (0 = any free port); undefined = no endpoint. */
+  metricsPort?: number;
   metricsHost: string;
   connectAttempts: number;
   /** Topics the job reads and writes; created from their specs when missing. */
   topics: TopicSpec[];
+  /** Log level; default TXPIPE_LOG_LEVEL or "info". */
+  logLevel?: string;
 }
 
 /**
- * Runs a stream job's `body` inside the shared shell and returns the exit
- * code: 0 after a clean stop, 1 when Kafka is unreachable or the job failed.
+ * Runs a job's `body` inside the shared shell (ECS logger, /metrics, signals,
+ * Kafka reached with retries, its topics created) and returns the exit code:
+ * the body's own code, 0 when it returns nothing, 1 when Kafka is unreachable
+ * or the body threw.
  */
 export async function runJob(
   options: RunJobOptions,
-  body: (ctx: JobContext) => Promise<void>,
+  body: (ctx: JobContext) => Promise<number | void>,
 ): Promise<number> {
-  const log = createLogger(options.name);
-  const metrics = serveMetrics({
+  const log = createLogger(options.name, { level: options.logLevel });
+  const metrics = options.metricsPort === undefined ? undefined : serveMetrics({
     port: options.metricsPort,
     hostname: options.metricsHost,
     onListen: (a) => log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
@@ -134,8 +139,8 @@ export async function runJob(
       await admin.disconnect();
     }
     log.info({ "event.action": "started" }, `${options.name} running`);
-    await body({ kafka, log, stopSignal });
-    log.info({ "event.action": "stopped" }, `${options.name} stopped cleanly`);
+    code = (await body({ kafka, log, stopSignal })) ?? 0;
+    log.info({ "event.action": "stopped", "process.exit_code": code }, `${options.name} stopped`);
   } catch (err) {
     code = 1;
     if (err instanceof KafkaUnreachableError) {
@@ -148,7 +153,7 @@ export async function runJob(
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
-    await metrics.shutdown();
+    await metrics?.shutdown();
   }
   return code;
 }

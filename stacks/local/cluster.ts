@@ -120,7 +120,8 @@ export async function ensureJars(say: Say): Promise<void> {
   }
 }
 
-async function classpath(): Promise<string> {
+/** The Kafka jars of the cache as a Java classpath (the JMX agent jar left out). */
+export async function kafkaClasspath(): Promise<string> {
   const jars: string[] = [];
   for await (const e of Deno.readDir(libDir())) {
     if (e.name.endsWith(".jar") && !e.name.startsWith("jmx_prometheus_javaagent")) {
@@ -320,7 +321,7 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
   const started = performance.now();
   await checkJava();
   await ensureJars(say);
-  const cp = await classpath();
+  const cp = await kafkaClasspath();
 
   const toStart: KafkaNode[] = [];
   for (const node of topo.nodes) {

@@ -8,8 +8,8 @@
  * @module
  */
 import { join } from "node:path";
-import { clusterUp, homeDir, ROOT } from "../../stacks/local/cluster.ts";
-import { bootstrapServers, TOPICS, topicSpec, topology } from "../../stacks/topology.ts";
+import { clusterUp, homeDir, kafkaClasspath, ROOT } from "../../stacks/local/cluster.ts";
+import { bootstrapServers, topicAs, TOPICS, topology } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
@@ -50,7 +50,7 @@ async function freshBenchTopic(label: string): Promise<string> {
   const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
   await admin.connect();
   try {
-    await ensureTopics(admin, [{ ...topicSpec(TOPO, TOPICS.transactions), name }]);
+    await ensureTopics(admin, [topicAs(TOPO, TOPICS.transactions, name)]);
   } finally {
     await admin.disconnect();
   }
@@ -68,8 +68,8 @@ async function deleteTopics(...prefixes: string[]): Promise<void> {
   }
 }
 
-async function runOurs(records: number): Promise<Measurement> {
-  const topic = await freshBenchTopic("ours");
+/** Runs our producer for `records` records into `topic`; its own summary is the measurement. */
+async function runOurs(topic: string, records: number, seed: string): Promise<Measurement> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -80,7 +80,7 @@ async function runOurs(records: number): Promise<Measurement> {
       "--count",
       String(records),
       "--seed",
-      "bench",
+      seed,
       "--metrics-port",
       "0",
     ],
@@ -230,24 +230,7 @@ async function runCatchUp(
 async function consumerBenchmark(records: number): Promise<void> {
   const topic = await freshBenchTopic("backlog");
   console.log(`==> consumer benchmark: a backlog of ${formatCount(records)} transactions`);
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      join(ROOT, "jobs/produce.ts"),
-      "--topic",
-      topic,
-      "--count",
-      String(records),
-      "--seed",
-      "bench-backlog",
-      "--metrics-port",
-      "0",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) throw new Error(`producing the backlog failed:\n${decoder.decode(out.stderr)}`);
+  await runOurs(topic, records, "bench-backlog");
   const theirs = await runConsumerPerformance(topic, records);
   console.log(`    ${row("ConsumerPerformance (plain consumer)", theirs)}`);
   const rate = (m: Measurement) => m.records / m.seconds;
@@ -259,17 +242,6 @@ async function consumerBenchmark(records: number): Promise<void> {
     );
   }
   await deleteTopics(...BENCH_PREFIXES);
-}
-
-async function kafkaClasspath(): Promise<string> {
-  const lib = join(homeDir(), "kafka", "lib");
-  const jars: string[] = [];
-  for await (const e of Deno.readDir(lib)) {
-    if (e.name.endsWith(".jar") && !e.name.startsWith("jmx_prometheus")) {
-      jars.push(join(lib, e.name));
-    }
-  }
-  return jars.join(":");
 }
 
 async function main(): Promise<void> {
@@ -295,7 +267,7 @@ async function main(): Promise<void> {
   const ours: Measurement[] = [];
   const theirs: Record<string, Measurement[]> = {};
   for (let i = 0; i < runs; i++) {
-    ours.push(await runOurs(records));
+    ours.push(await runOurs(await freshBenchTopic("ours"), records, "bench"));
     console.log(`    ${row(`txpipe produce (run ${i + 1})`, ours[i])}`);
     for (const [variant, props] of Object.entries(JAVA_VARIANTS)) {
       const m = await runProducerPerformance(records, payload.path, props);

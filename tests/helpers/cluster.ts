@@ -7,7 +7,7 @@
  */
 import type { Admin, KafkaMessage } from "kafkajs";
 import { clusterUp } from "../../stacks/local/cluster.ts";
-import { bootstrapServers, topicSpec, topology } from "../../stacks/topology.ts";
+import { bootstrapServers, topicAs, topology } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 
 /** The shared 3+3 topology the integration tests run against. */
@@ -41,7 +41,7 @@ export async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T>
 export async function freshTopic(like: string, base = like): Promise<string> {
   await ensureCluster();
   const name = `test_${base}_${crypto.randomUUID().slice(0, 8)}`;
-  await withAdmin((admin) => ensureTopics(admin, [{ ...topicSpec(TOPO, like), name }]));
+  await withAdmin((admin) => ensureTopics(admin, [topicAs(TOPO, like, name)]));
   return name;
 }
 

@@ -368,3 +368,37 @@ export function sharedInput(): Promise<SharedInput> {
   })();
   return shared;
 }
+
+/** Output values as sorted JSON texts, to compare two runs exactly. */
+export function canonical(values: readonly unknown[]): string[] {
+  return values.map((v) => JSON.stringify(v)).sort();
+}
+
+/** A finished run: its topics and the output values it committed (read_committed). */
+export interface CompletedRun<T> {
+  topics: JobTopics;
+  outputs: T[];
+}
+
+/** The output values of a run, read back read_committed. */
+export async function outputsOf<T>(topics: JobTopics): Promise<T[]> {
+  return (await readJson<T>(topics.output)).map((x) => x.value);
+}
+
+/**
+ * A memoised uninterrupted single-instance run of `job` over the shared
+ * input: the baseline that crash and scale-out runs are compared with.
+ */
+export function baselineRun<T>(
+  job: "aggregate" | "detect",
+  label: string,
+  flags: string[] = [],
+): () => Promise<CompletedRun<T>> {
+  let run: Promise<CompletedRun<T>> | undefined;
+  return () =>
+    run ??= (async () => {
+      const topics = runTopics((await sharedInput()).topic, label);
+      await runToCompletion(job, topics, flags);
+      return { topics, outputs: await outputsOf<T>(topics) };
+    })();
+}
