@@ -20,7 +20,13 @@ import {
   ROOT,
   runningPid,
 } from "../stacks/local/cluster.ts";
-import { bootstrapServers, type ClusterMode, TOPICS, topology } from "../stacks/topology.ts";
+import {
+  bootstrapServers,
+  type ClusterMode,
+  type JobSpec,
+  TOPICS,
+  topology,
+} from "../stacks/topology.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { scrape, sum, sumBy } from "./lib/scrape.ts";
 import { PrometheusStartError, startPrometheus, stopPrometheus } from "./lib/prometheus_local.ts";
@@ -72,7 +78,8 @@ interface Running {
   child: Deno.ChildProcess;
 }
 
-async function startJob(name: string, script: string, args: string[]): Promise<Running> {
+async function startJob(name: JobSpec["name"], args: string[]): Promise<Running> {
+  const script = topology().jobs.find((j) => j.name === name)!.script;
   const logDir = join(homeDir(), "logs");
   await Deno.mkdir(logDir, { recursive: true });
   const out = await Deno.open(join(logDir, `${name}.log`), { create: true, append: true });
@@ -175,16 +182,16 @@ async function main(): Promise<number> {
   const brokers = bootstrapServers(topo).join(",");
   const common = ["--brokers", brokers];
   jobs.push(
-    await startJob("produce", "jobs/produce.ts", [
+    await startJob("produce", [
       ...common,
       "--rate",
       String(v.rate),
       "--fraud-rate",
       String(v.fraudRate),
     ]),
-    await startJob("aggregate", "jobs/aggregate.ts", [...common, "--window", `${v.window}ms`]),
-    await startJob("detect", "jobs/detect.ts", common),
-    await startJob("evaluate", "jobs/evaluate.ts", [...common, "--follow", "--interval", "5s"]),
+    await startJob("aggregate", [...common, "--window", `${v.window}ms`]),
+    await startJob("detect", common),
+    await startJob("evaluate", [...common, "--follow", "--interval", "5s"]),
   );
 
   const live = Deno.stdout.isTerminal();
