@@ -15,7 +15,7 @@ import {
   runTopics,
   sharedInput,
   startInstance,
-  stopInstance,
+  stopAll,
   waitCaughtUp,
 } from "./helpers/jobs.ts";
 import type { Aggregate } from "../jobs/lib/windows.ts";
@@ -150,16 +150,17 @@ Deno.test(
     const t = runTopics(input.topic, "aggscale");
     const a = startInstance("aggregate", t, FLAGS);
     const b = startInstance("aggregate", t, FLAGS);
+    let failure: unknown;
     try {
       await waitCaughtUp("aggregate", t);
       for (const group of [`${t.appId}-rekey`, `${t.appId}-windows`]) {
         const { groups } = await withAdmin((admin) => admin.describeGroups([group]));
         assert.equal(groups[0].members.length, 2, `${group} has both instances as members`);
       }
-    } finally {
-      assert.equal(await stopInstance(a), 0, await a.stderr);
-      assert.equal(await stopInstance(b), 0, await b.stderr);
+    } catch (err) {
+      failure = err;
     }
+    await stopAll([a, b], failure);
     const got = canonical(await outputsOf<Aggregate>(t));
     assert.deepEqual(got, expected);
   },

@@ -16,7 +16,7 @@ import {
   runTopics,
   sharedInput,
   startInstance,
-  stopInstance,
+  stopAll,
   toMessage,
   waitCaughtUp,
 } from "./helpers/jobs.ts";
@@ -112,14 +112,15 @@ Deno.test(
     const t = runTopics(input.topic, "detscale");
     const a = startInstance("detect", t);
     const b = startInstance("detect", t);
+    let failure: unknown;
     try {
       await waitCaughtUp("detect", t);
       const { groups } = await withAdmin((admin) => admin.describeGroups([t.appId]));
       assert.equal(groups[0].members.length, 2, "both instances are members of the group");
-    } finally {
-      assert.equal(await stopInstance(a), 0, await a.stderr);
-      assert.equal(await stopInstance(b), 0, await b.stderr);
+    } catch (err) {
+      failure = err;
     }
+    await stopAll([a, b], failure);
     assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );

@@ -232,6 +232,8 @@ export async function runStream<T, S>(
   // batch again while the previous one still runs (after an error elsewhere
   // or a rebalance); state must never see the same records twice at once.
   const busy = new Map<number, Promise<void>>();
+  // What each running batch is doing, so a stuck one says where it stuck.
+  const step = new Map<number, string>();
 
   const release = async (partition: number, options: { waitForBatch?: boolean } = {}) => {
     if (options.waitForBatch) await busy.get(partition)?.catch(() => {});
@@ -272,9 +274,11 @@ export async function runStream<T, S>(
       transactionTimeout: options.transactionTimeoutMs ?? 60_000,
       allowAutoTopicCreation: false,
     });
+    step.set(partition, "fencing the previous owner (InitProducerId)");
     await producer.connect(); // InitProducerId: fences and aborts the previous owner's transaction
     const state = new PartitionState<S>();
     if (processor.changelog) {
+      step.set(partition, "writing the restore barrier");
       const barrier = crypto.randomUUID();
       const txn = await producer.transaction();
       await txn.send({
@@ -282,6 +286,7 @@ export async function runStream<T, S>(
         messages: [{ key: BARRIER_KEY, value: barrier, partition }],
       });
       await txn.commit();
+      step.set(partition, "restoring state from the changelog");
       const n = await restoreState(kafka, processor.changelog, partition, barrier, state);
       restoredStateRecords.inc({ processor: processor.groupId }, n);
       log.info({ partition, records: n, entries: state.size }, "state restored from changelog");
@@ -310,6 +315,7 @@ export async function runStream<T, S>(
       // The group's offset was read at assignment, perhaps while the previous
       // owner's last transaction was still pending. After fencing it is
       // stable: the state restored matches it exactly.
+      step.set(partition, "reading the committed offset");
       const committed = Number(await committedOffset(partition));
       o.next = Math.max(committed, 0);
       if (committed >= 0 && Number(batch.firstOffset()) > committed) {
@@ -321,6 +327,7 @@ export async function runStream<T, S>(
         return;
       }
     }
+    step.set(partition, "processing records");
     const next = o.next;
     const fresh = batch.messages.filter((m) => Number(m.offset) >= next);
     if (fresh.length === 0) {
@@ -367,6 +374,7 @@ export async function runStream<T, S>(
     processor.endBatch?.(ctx);
 
     const nextOffset = String(Number(batch.lastOffset()) + 1);
+    step.set(partition, "beginning the transaction");
     const txn = await o.producer.transaction();
     try {
       const byTopic = new Map<string, Message[]>();
@@ -395,13 +403,16 @@ export async function runStream<T, S>(
       }
       // Several requests per transaction keep every record batch well under the
       // brokers' 1 MB message.max.bytes, however much state a batch changed.
+      step.set(partition, "sending outputs");
       for (const chunk of chunks(byTopic, 512 * 1024)) {
         await txn.sendBatch({ topicMessages: chunk, acks: -1 });
       }
+      step.set(partition, "sending offsets to the transaction");
       await txn.sendOffsets({
         consumerGroupId: processor.groupId,
         topics: [{ topic: batch.topic, partitions: [{ partition, offset: nextOffset }] }],
       });
+      step.set(partition, "committing the transaction");
       await txn.commit();
     } catch (err) {
       await txn.abort().catch(() => {});
@@ -450,7 +461,11 @@ export async function runStream<T, S>(
       // A batch that never finishes (a request lost in a rebalance) would stall
       // its partition for good: crash-only instead, the restart resumes exactly.
       const watchdog = setTimeout(() => {
-        log.error({ partition, "event.action": "batch-stuck" }, "batch stuck for 180 s; exiting");
+        const where = step.get(partition) ?? "processing";
+        const message = `${processor.name}: batch of partition ${partition} stuck for 180 s ` +
+          `while ${where}; exiting (a restart resumes from the last commit)`;
+        log.error({ partition, "event.action": "batch-stuck" }, message);
+        console.error(message);
         Deno.exit(1);
       }, 180_000);
       const run = eachBatch(payload);
@@ -468,6 +483,7 @@ export async function runStream<T, S>(
       } finally {
         clearTimeout(watchdog);
         busy.delete(partition);
+        step.delete(partition);
       }
     },
   });

@@ -93,7 +93,14 @@ export function runTopics(input: string, label: string): JobTopics {
 export interface Instance {
   child: Deno.ChildProcess;
   stderr: Promise<string>;
+  /** File holding the instance's ECS log (its stdout), kept for diagnosis. */
+  logFile: string;
+  /** Resolves when the whole log is written. */
+  logged: Promise<void>;
 }
+
+const LOG_DIR = new URL(".cache/test-logs/", ROOT).pathname;
+let instanceCount = 0;
 
 /** Starts one instance of `job` ("aggregate" or "detect") on `topics`. */
 export function startInstance(
@@ -124,11 +131,54 @@ export function startInstance(
     ],
     cwd: ROOT,
     stdin: "null",
-    stdout: "null",
+    stdout: "piped",
     stderr: "piped",
   }).spawn();
   const stderr = new Response(child.stderr).text();
-  return { child, stderr };
+  Deno.mkdirSync(LOG_DIR, { recursive: true });
+  const logFile = `${LOG_DIR}${topics.appId}-${job}-${++instanceCount}.log`;
+  const logged = Deno.open(logFile, { write: true, create: true, truncate: true })
+    .then((f) => child.stdout.pipeTo(f.writable));
+  return { child, stderr, logFile, logged };
+}
+
+/**
+ * What an instance left behind, for a failure message: its stderr and the
+ * warnings and errors of its log.
+ */
+export async function diagnosis(i: Instance): Promise<string> {
+  await i.logged.catch(() => {});
+  const stderr = (await i.stderr).slice(-3000);
+  const problems = (await Deno.readTextFile(i.logFile).catch(() => ""))
+    .split("\n")
+    .filter((l) => /"log\.level":"(warn|error|fatal)"/.test(l))
+    .slice(-15)
+    .map((l) => l.slice(0, 800));
+  return `stderr:\n${stderr}\nlast warnings/errors of ${i.logFile}:\n${problems.join("\n")}`;
+}
+
+/** Stops an instance with SIGTERM and throws, with its diagnosis, unless it exits 0. */
+export async function stopCleanly(i: Instance, what: string): Promise<void> {
+  const code = await stopInstance(i);
+  if (code !== 0) throw new Error(`${what} exited ${code}\n${await diagnosis(i)}`);
+}
+
+/**
+ * Stops every instance (all of them, whatever happens), then throws the
+ * error of `failure` if any, else the first unclean exit with its diagnosis.
+ */
+export async function stopAll(instances: Instance[], failure?: unknown): Promise<void> {
+  const stops = await Promise.allSettled(
+    instances.map((i, n) => stopCleanly(i, `instance ${n + 1} of ${instances.length}`)),
+  );
+  const unclean = stops.flatMap((s) => s.status === "rejected" ? [s.reason as Error] : []);
+  if (failure) {
+    if (unclean.length > 0 && failure instanceof Error) {
+      failure.message += `\n(also: ${unclean.map((e) => e.message).join("\n")})`;
+    }
+    throw failure;
+  }
+  if (unclean.length > 0) throw unclean[0];
 }
 
 /** Stops an instance with SIGTERM and returns its exit code. */
@@ -266,8 +316,7 @@ export async function runToCompletion(
   } catch (err) {
     caughtUp = err;
   }
-  const code = await stopInstance(i);
-  if (code !== 0) throw new Error(`${job} exited ${code}:\n${(await i.stderr).slice(-3000)}`);
+  await stopCleanly(i, job);
   if (caughtUp) throw caughtUp;
 }
 
