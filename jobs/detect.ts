@@ -133,6 +133,7 @@ async function main(): Promise<number> {
         deadLetterTopic: v.deadLetters as string,
         sessionTimeoutMs: v.sessionTimeout as number,
         maxBatchBytes: v.maxBatchBytes as number,
+        batchTimeoutMs: v.batchTimeout as number,
         stopSignal,
       },
     ));

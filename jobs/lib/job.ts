@@ -59,6 +59,13 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       default: 30_000,
       help: "consumer group session timeout: how soon a crashed instance's partitions move",
     },
+    "batch-timeout": {
+      kind: "duration",
+      min: 10_000,
+      max: 3_600_000,
+      default: 120_000,
+      help: "a batch running longer is abandoned and its partition taken over again",
+    },
     "max-batch-bytes": {
       kind: "int",
       min: 1024,

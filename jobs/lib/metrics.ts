@@ -148,6 +148,15 @@ export const stateEntries = new client.Gauge({
   registers: [registry],
 });
 
+/** Stream jobs: batches abandoned after running over --batch-timeout. */
+export const stuckBatches = new client.Counter({
+  name: "txpipe_stuck_batches_total",
+  help:
+    "Batches abandoned after running over the batch timeout (the partition was taken over again)",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
 /** Stream jobs: changelog records read back while restoring state. */
 export const restoredStateRecords = new client.Counter({
   name: "txpipe_restored_state_records_total",

@@ -35,6 +35,7 @@ import {
   outputRecords,
   restoredStateRecords,
   stateEntries,
+  stuckBatches,
   transactions,
 } from "./metrics.ts";
 
@@ -165,6 +166,31 @@ export interface RunOptions {
   sessionTimeoutMs?: number;
   /** Transaction timeout in ms (the broker aborts a transaction open longer). */
   transactionTimeoutMs?: number;
+  /**
+   * How long one batch may take, taking over its partition included (default
+   * 120 s). A batch over it is abandoned: its producer is dropped, the
+   * partition is taken over again (which fences the stuck producer) and
+   * resumes from its last commit. Three in a row on one partition end the
+   * process.
+   */
+  batchTimeoutMs?: number;
+}
+
+/** A batch that ran over its time and was abandoned; the consumer restarts past it. */
+export class StuckBatchError extends Error {
+  constructor(readonly partition: number, readonly where: string, readonly ms: number) {
+    super(`batch of partition ${partition} stuck for ${ms / 1000} s while ${where}`);
+    this.name = "StuckBatchError";
+  }
+}
+
+/** Marks one run of a batch; set once the runtime has given up on it. */
+interface BatchRun {
+  abandoned: boolean;
+  /** What the batch is doing, so a stuck one says where it stuck. */
+  step: string;
+  /** When it last made progress (a long restore keeps moving this). */
+  progressAt: number;
 }
 
 /** One source partition this instance owns. */
@@ -222,7 +248,8 @@ export async function runStream<T, S>(
       retries: 10,
       // Kafka errors (rebalances, leader moves, fencing) restart the consumer;
       // a bug in the job's own code does not loop forever.
-      restartOnFailure: (err) => Promise.resolve(err.name.startsWith("KafkaJS")),
+      restartOnFailure: (err) =>
+        Promise.resolve(err.name.startsWith("KafkaJS") || err instanceof StuckBatchError),
     },
   });
   let stopping = false;
@@ -231,12 +258,13 @@ export async function runStream<T, S>(
   // The batch in progress per partition: kafkajs may hand out a partition's
   // batch again while the previous one still runs (after an error elsewhere
   // or a rebalance); state must never see the same records twice at once.
-  const busy = new Map<number, Promise<void>>();
-  // What each running batch is doing, so a stuck one says where it stuck.
-  const step = new Map<number, string>();
+  // (Settles when the batch does or when it is abandoned.)
+  const busy = new Map<number, Promise<unknown>>();
+  const stuckInARow = new Map<number, number>();
+  const batchTimeoutMs = options.batchTimeoutMs ?? 120_000;
 
   const release = async (partition: number, options: { waitForBatch?: boolean } = {}) => {
-    if (options.waitForBatch) await busy.get(partition)?.catch(() => {});
+    if (options.waitForBatch) await busy.get(partition);
     const o = owned.get(partition);
     owned.delete(partition);
     // Another instance reports this partition now: no stale series here.
@@ -246,7 +274,8 @@ export async function runStream<T, S>(
       topic: processor.source,
       partition: String(partition),
     });
-    await o?.producer.disconnect().catch(() => {});
+    // Bounded: a producer stuck in a request must not hold up the release.
+    if (o) await withTimeout(o.producer.disconnect().catch(() => {}), 10_000);
   };
 
   consumer.on(consumer.events.GROUP_JOIN, async (e) => {
@@ -265,7 +294,7 @@ export async function runStream<T, S>(
 
   // Fences older owners of `partition`, restores its state, and returns the
   // offset processing must start from (the group's committed offset).
-  const takeOver = async (partition: number): Promise<Owned<S>> => {
+  const takeOver = async (partition: number, run: BatchRun): Promise<Owned<S>> => {
     const producer = kafka.producer({
       transactionalId: `${processor.groupId}-${processor.source}-${partition}`,
       idempotent: true,
@@ -274,11 +303,11 @@ export async function runStream<T, S>(
       transactionTimeout: options.transactionTimeoutMs ?? 60_000,
       allowAutoTopicCreation: false,
     });
-    step.set(partition, "fencing the previous owner (InitProducerId)");
+    run.step = "fencing the previous owner (InitProducerId)";
     await producer.connect(); // InitProducerId: fences and aborts the previous owner's transaction
     const state = new PartitionState<S>();
     if (processor.changelog) {
-      step.set(partition, "writing the restore barrier");
+      run.step = "writing the restore barrier";
       const barrier = crypto.randomUUID();
       const txn = await producer.transaction();
       await txn.send({
@@ -286,10 +315,21 @@ export async function runStream<T, S>(
         messages: [{ key: BARRIER_KEY, value: barrier, partition }],
       });
       await txn.commit();
-      step.set(partition, "restoring state from the changelog");
-      const n = await restoreState(kafka, processor.changelog, partition, barrier, state);
+      run.step = "restoring state from the changelog";
+      const started = Date.now();
+      const n = await restoreState(kafka, processor.changelog, partition, barrier, state, () => {
+        run.progressAt = Date.now();
+      });
       restoredStateRecords.inc({ processor: processor.groupId }, n);
-      log.info({ partition, records: n, entries: state.size }, "state restored from changelog");
+      log.info(
+        {
+          partition,
+          records: n,
+          entries: state.size,
+          "event.duration": (Date.now() - started) * 1e6,
+        },
+        "state restored from changelog",
+      );
     }
     return { producer, state, next: 0 };
   };
@@ -303,19 +343,25 @@ export async function runStream<T, S>(
     return p && Number(p.offset) >= 0 ? p.offset : "-1";
   };
 
-  const eachBatch = async (payload: EachBatchPayload) => {
+  const eachBatch = async (payload: EachBatchPayload, run: BatchRun) => {
     const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
     const partition = batch.partition;
     if (stopping || !isRunning() || isStale() || batch.messages.length === 0) return;
     let o = owned.get(partition);
     if (!o) {
-      o = await takeOver(partition);
+      const taken = await takeOver(partition, run);
+      if (run.abandoned) {
+        // Given up on while taking over: a newer run owns the partition now.
+        await taken.producer.disconnect().catch(() => {});
+        return;
+      }
+      o = taken;
       owned.set(partition, o);
       await heartbeat();
       // The group's offset was read at assignment, perhaps while the previous
       // owner's last transaction was still pending. After fencing it is
       // stable: the state restored matches it exactly.
-      step.set(partition, "reading the committed offset");
+      run.step = "reading the committed offset";
       const committed = Number(await committedOffset(partition));
       o.next = Math.max(committed, 0);
       if (committed >= 0 && Number(batch.firstOffset()) > committed) {
@@ -327,7 +373,7 @@ export async function runStream<T, S>(
         return;
       }
     }
-    step.set(partition, "processing records");
+    run.step = "processing records";
     const next = o.next;
     const fresh = batch.messages.filter((m) => Number(m.offset) >= next);
     if (fresh.length === 0) {
@@ -374,7 +420,7 @@ export async function runStream<T, S>(
     processor.endBatch?.(ctx);
 
     const nextOffset = String(Number(batch.lastOffset()) + 1);
-    step.set(partition, "beginning the transaction");
+    run.step = "beginning the transaction";
     const txn = await o.producer.transaction();
     try {
       const byTopic = new Map<string, Message[]>();
@@ -403,20 +449,21 @@ export async function runStream<T, S>(
       }
       // Several requests per transaction keep every record batch well under the
       // brokers' 1 MB message.max.bytes, however much state a batch changed.
-      step.set(partition, "sending outputs");
+      run.step = "sending outputs";
       for (const chunk of chunks(byTopic, 512 * 1024)) {
         await txn.sendBatch({ topicMessages: chunk, acks: -1 });
       }
-      step.set(partition, "sending offsets to the transaction");
+      run.step = "sending offsets to the transaction";
       await txn.sendOffsets({
         consumerGroupId: processor.groupId,
         topics: [{ topic: batch.topic, partitions: [{ partition, offset: nextOffset }] }],
       });
-      step.set(partition, "committing the transaction");
+      run.step = "committing the transaction";
       await txn.commit();
     } catch (err) {
       await txn.abort().catch(() => {});
       transactions.inc({ processor: processor.groupId, result: "aborted" });
+      if (run.abandoned) throw err; // the partition is not ours to release any more
       if (isFenced(err)) {
         // Another instance owns this partition now; its restore starts from our last commit.
         log.warn({ err, partition }, "fenced by a newer owner of the partition; letting it go");
@@ -426,6 +473,7 @@ export async function runStream<T, S>(
       throw err;
     }
     transactions.inc({ processor: processor.groupId, result: "committed" });
+    if (run.abandoned) return; // committed late; the new run restores from this commit
     o.next = Number(nextOffset);
     resolveOffset(batch.lastOffset());
 
@@ -459,34 +507,62 @@ export async function runStream<T, S>(
       const partition = payload.batch.partition;
       if (busy.has(partition)) return; // a batch of this partition is still running: fetch again later
       // A batch that never finishes (a request lost in a rebalance) would stall
-      // its partition for good: crash-only instead, the restart resumes exactly.
-      const watchdog = setTimeout(() => {
-        const where = step.get(partition) ?? "processing";
-        const message = `${processor.name}: batch of partition ${partition} stuck for 180 s ` +
-          `while ${where}; exiting (a restart resumes from the last commit)`;
-        log.error({ partition, "event.action": "batch-stuck" }, message);
-        console.error(message);
-        Deno.exit(1);
-      }, 180_000);
-      const run = eachBatch(payload);
-      busy.set(partition, run);
+      // its partition for good: past the deadline it is abandoned, and the
+      // partition taken over again from its last commit.
+      const run: BatchRun = { abandoned: false, step: "starting", progressAt: Date.now() };
+      let timer: ReturnType<typeof setInterval> | undefined;
+      const deadline = new Promise<"stuck">((resolve) => {
+        timer = setInterval(() => {
+          if (Date.now() - run.progressAt > batchTimeoutMs) resolve("stuck");
+        }, Math.min(1000, batchTimeoutMs / 4));
+      });
+      const work = eachBatch(payload, run);
+      const outcome = Promise.race([work.then(() => "done" as const), deadline]);
+      busy.set(partition, outcome.catch(() => {}));
       try {
-        await run;
+        if (await outcome === "stuck") {
+          run.abandoned = true;
+          work.catch(() => {}); // it fails later, once its producer is gone or fenced
+          throw stuck(partition, run.step);
+        }
+        stuckInARow.delete(partition);
       } catch (err) {
         // The partition's in-memory state may hold this batch's uncommitted
         // changes: drop it, so the next owner (maybe us) restores from the
         // changelog. kafkajs then retries or rejoins the group; errors it
         // cannot recover from arrive as a CRASH event without restart.
-        log.warn({ err, partition }, "batch failed; state dropped");
+        if (!(err instanceof StuckBatchError)) {
+          log.warn({ err, partition }, "batch failed; state dropped");
+        }
         await release(partition);
         throw err;
       } finally {
-        clearTimeout(watchdog);
+        clearInterval(timer);
         busy.delete(partition);
-        step.delete(partition);
       }
     },
   });
+
+  // Counts an abandoned batch; the third in a row on one partition ends the process.
+  function stuck(partition: number, where: string): StuckBatchError {
+    const err = new StuckBatchError(partition, where, batchTimeoutMs);
+    const n = (stuckInARow.get(partition) ?? 0) + 1;
+    stuckInARow.set(partition, n);
+    stuckBatches.inc({ processor: processor.groupId });
+    if (n >= 3) {
+      const message = `${processor.name}: ${err.message}, ${n} times in a row; exiting ` +
+        "(a restart resumes from the last commit)";
+      log.error({ partition, "event.action": "batch-stuck" }, message);
+      console.error(message);
+      Deno.exit(1);
+    }
+    log.error(
+      { partition, "event.action": "batch-abandoned" },
+      `${processor.name}: ${err.message}; abandoning it and taking the partition over again ` +
+        "from its last commit",
+    );
+    return err;
+  }
 
   await Promise.race([
     options.stopSignal,
@@ -552,12 +628,17 @@ async function restoreState<S>(
   partition: number,
   barrier: string,
   state: PartitionState<S>,
+  onProgress: () => void,
 ): Promise<number> {
   const consumer = kafka.consumer({
     groupId: `txpipe-restore-${crypto.randomUUID()}`,
     readUncommitted: false,
     allowAutoTopicCreation: false,
     maxBytesPerPartition: 8 * 1024 * 1024,
+    // The barrier becomes readable (read_committed) only once its commit
+    // markers are written, just after the commit returns: poll briskly
+    // instead of parking in the broker's default 5 s fetch wait.
+    maxWaitTimeInMs: 100,
   });
   let count = 0;
   let done = false;
@@ -586,19 +667,38 @@ async function restoreState<S>(
           state.restore(key, m.value ? JSON.parse(m.value.toString()) as S : null);
           count++;
         }
+        onProgress();
       },
     }).catch(reject);
   });
-  const timeout = new Promise<never>((_, reject) =>
-    setTimeout(
-      () => !done && reject(new Error(`restoring ${changelog}/${partition} timed out`)),
-      120_000,
-    )
-  );
+  // Gives up when 30 s pass without a record: a large changelog may take
+  // long, a stalled read never ends.
+  let seen = -1;
+  let idle: ReturnType<typeof setInterval> | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    idle = setInterval(() => {
+      if (done || count > seen) {
+        seen = count;
+        return;
+      }
+      reject(new Error(`restoring ${changelog}/${partition}: no progress for 30 s`));
+    }, 30_000);
+  });
   try {
-    await Promise.race([finished, timeout]);
+    await Promise.race([finished, stalled]);
   } finally {
-    await consumer.disconnect().catch(() => {});
+    clearInterval(idle);
+    // Bounded: kafkajs can wait long on a consumer still joining its group.
+    await withTimeout(consumer.disconnect().catch(() => {}), 10_000);
   }
   return count;
+}
+
+/** Waits for `promise`, but no longer than `ms`; resolves either way. */
+function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise.then(() => {}),
+    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+  ]).finally(() => clearTimeout(timer));
 }

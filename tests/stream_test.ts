@@ -1,0 +1,166 @@
+/**
+ * The stream runtime itself on the real 3+3 cluster, with one fault
+ * injected: a batch whose transaction never finishes. The runtime must
+ * abandon it, take the partition over again (fencing the stuck producer, so
+ * its open transaction is aborted) and carry on with exact state, every
+ * input applied exactly once.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { Writable } from "node:stream";
+import type { Kafka, Producer, ProducerConfig, Transaction } from "kafkajs";
+import { APP_IDS, internalTopicNames, TOPICS } from "../stacks/topology.ts";
+import { createKafka } from "../jobs/lib/kafka.ts";
+import { createLogger } from "../jobs/lib/log.ts";
+import { stuckBatches } from "../jobs/lib/metrics.ts";
+import { runStream, type StreamProcessor } from "../jobs/lib/stream.ts";
+import { BROKERS, freshTopic, readTopic, withAdmin } from "./helpers/cluster.ts";
+import { produceMessages } from "./helpers/jobs.ts";
+
+const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
+
+/** A running sum per key: each input emits "<offset>:<sum so far>", so a lost or doubled update shows. */
+function summing(groupId: string, source: string, output: string, changelog: string) {
+  const processor: StreamProcessor<number, number> = {
+    name: "test-sum",
+    groupId,
+    source,
+    changelog,
+    parse: (r) => {
+      const n = Number(new TextDecoder().decode(r.value ?? new Uint8Array()));
+      return Number.isInteger(n)
+        ? { ok: true, value: n }
+        : { ok: false, reason: "not_integer", message: "expected an integer" };
+    },
+    process: (n, r, ctx) => {
+      const sum = (ctx.state.get(r.key!) ?? 0) + n;
+      ctx.state.put(r.key!, sum);
+      ctx.emit({ topic: output, key: r.key, value: `${r.offset}:${sum}` });
+    },
+  };
+  return processor;
+}
+
+/**
+ * A kafkajs client whose first batch transaction for source partition 0
+ * sends its outputs and then hangs in sendOffsets for good, its transaction
+ * left open on the brokers.
+ */
+function kafkaWithStuckTransaction(real: Kafka): { kafka: Kafka; stalled: () => boolean } {
+  let stalled = false;
+  const producer = (config?: ProducerConfig): Producer => {
+    const p = real.producer(config);
+    if (stalled || !config?.transactionalId?.endsWith("-0")) return p;
+    const transaction = p.transaction.bind(p);
+    p.transaction = async (): Promise<Transaction> => {
+      const txn = await transaction();
+      const sendOffsets = txn.sendOffsets.bind(txn);
+      txn.sendOffsets = (offsets) => {
+        if (stalled) return sendOffsets(offsets);
+        stalled = true;
+        return new Promise<void>(() => {});
+      };
+      return txn;
+    };
+    return p;
+  };
+  const kafka = new Proxy(real, {
+    get: (target, prop) => {
+      if (prop === "producer") return producer;
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { kafka, stalled: () => stalled };
+}
+
+Deno.test(
+  "stream runtime: a batch stuck in its transaction is abandoned, its producer fenced, and every input is applied exactly once",
+  kafkaTest,
+  async () => {
+    const source = await freshTopic(TOPICS.transactions, "stuck_in");
+    const output = await freshTopic(TOPICS.aggregates, "stuck_out");
+    const deadLetters = await freshTopic(TOPICS.deadLetters, "stuck_dlq");
+    const changelog = await freshTopic(internalTopicNames(APP_IDS.detect).changelog, "stuck_cl");
+    const groupId = `test-stuck-${crypto.randomUUID().slice(0, 8)}`;
+
+    // 2 000 records over 20 keys; each key's inputs are 1, 2, 3, ... in order.
+    const count = 2000;
+    const keys = 20;
+    const messages = Array.from({ length: count }, (_, i) => ({
+      key: `k${i % keys}`,
+      value: Buffer.from(String(Math.floor(i / keys) + 1)),
+    }));
+    await produceMessages(source, messages);
+
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(...String(chunk).split("\n").filter(Boolean));
+        done();
+      },
+    });
+    const log = createLogger("test-stream", { destination: sink });
+    const real = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
+    const { kafka, stalled } = kafkaWithStuckTransaction(real);
+    const before = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
+      ?.value ?? 0;
+
+    let stop!: () => void;
+    const stopSignal = new Promise<void>((r) => stop = r);
+    const running = runStream(summing(groupId, source, output, changelog), {
+      kafka,
+      logger: log,
+      deadLetterTopic: deadLetters,
+      stopSignal,
+      batchTimeoutMs: 10_000,
+      sessionTimeoutMs: 10_000,
+      maxBatchBytes: 4096, // many small batches, many transactions
+    });
+
+    // Caught up: the group's committed offsets reach the end of every partition.
+    const deadline = Date.now() + 120_000;
+    let left = -1;
+    while (Date.now() < deadline) {
+      left = await withAdmin(async (admin) => {
+        const ends = await admin.fetchTopicOffsets(source);
+        const done = await admin.fetchOffsets({ groupId, topics: [source] });
+        return ends.reduce((sum, e) => {
+          const c = done[0]?.partitions.find((p) => p.partition === e.partition);
+          return sum + Math.max(0, Number(e.high) - Math.max(Number(c?.offset ?? -1), 0));
+        }, 0);
+      });
+      if (left === 0) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    stop();
+    await running;
+
+    assert.ok(stalled(), "the fault was injected");
+    assert.equal(left, 0, "the job caught up after the stuck batch");
+    const after = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
+      ?.value ?? 0;
+    assert.equal(after - before, 1, "one batch counted as stuck");
+    const abandoned = lines.filter((l) => l.includes('"event.action":"batch-abandoned"'));
+    assert.equal(abandoned.length, 1, "one abandonment logged");
+    assert.match(abandoned[0], /partition 0 stuck .* while sending offsets to the transaction/);
+
+    // read_committed: the stuck transaction's outputs were aborted, so each
+    // input appears once, and each key's running sums are 1, 1+2, 1+2+3, ...
+    const records = await readTopic(output, { expected: count, timeoutMs: 60_000 });
+    assert.equal(records.length, count, "one output per input, none lost or doubled");
+    const sums = new Map<string, number[]>();
+    for (const r of records) {
+      const [, sum] = new TextDecoder().decode(r.value!).split(":");
+      const list = sums.get(r.key!) ?? [];
+      list.push(Number(sum));
+      sums.set(r.key!, list);
+    }
+    const perKey = count / keys;
+    const expected = Array.from({ length: perKey }, (_, i) => ((i + 1) * (i + 2)) / 2);
+    for (let k = 0; k < keys; k++) {
+      const got = (sums.get(`k${k}`) ?? []).sort((a, b) => a - b);
+      assert.deepEqual(got, expected, `running sums of k${k}`);
+    }
+  },
+);
