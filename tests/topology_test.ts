@@ -9,7 +9,9 @@ import {
   TOPICS,
   topology,
 } from "../stacks/topology.ts";
+import { brokerDefaults, topicAs } from "../stacks/topology.ts";
 import { nodeProperties } from "../stacks/local/cluster.ts";
+import { fitToCluster } from "../jobs/lib/kafka.ts";
 
 const SEVEN_DAYS_MS = String(7 * 24 * 3600 * 1000);
 
@@ -57,6 +59,28 @@ Deno.test("topology: single mode is one combined node with replication 1 and the
     assert.equal(t.config["min.insync.replicas"], "1");
     assert.equal(t.partitions, cluster.topics.find((c) => c.name === t.name)!.partitions);
   }
+});
+
+Deno.test("topology: a job's topic on a single-node cluster takes the node's replication, a full cluster keeps the spec's", () => {
+  const cluster = topology("cluster");
+  const spec = topicAs(cluster, TOPICS.aggregates, "my_aggregates");
+  const single = brokerDefaults(topology("single"));
+  const limits = {
+    replicationFactor: Number(single["default.replication.factor"]),
+    minInsyncReplicas: Number(single["min.insync.replicas"]),
+  };
+  const fitted = fitToCluster(spec, limits);
+  assert.equal(fitted.replicationFactor, 1);
+  assert.equal(fitted.config["min.insync.replicas"], "1");
+  assert.equal(fitted.partitions, spec.partitions);
+  assert.equal(fitted.config["retention.ms"], spec.config["retention.ms"]);
+  const full = brokerDefaults(cluster);
+  const onFull = {
+    replicationFactor: Number(full["default.replication.factor"]),
+    minInsyncReplicas: Number(full["min.insync.replicas"]),
+  };
+  assert.deepEqual(fitToCluster(spec, onFull), spec);
+  assert.deepEqual(fitToCluster(spec, undefined), spec, "unknown limits: the spec stands");
 });
 
 Deno.test("topology: the Maven pom resolves the same Kafka version as the spec", async () => {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { Kafka, logLevel } from "kafkajs";
+import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
 import type { Admin, ITopicConfig } from "kafkajs";
 import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
@@ -118,14 +118,17 @@ export async function ensureTopics(
   topics: readonly TopicSpec[],
 ): Promise<TopicResult[]> {
   const existing = new Set(await admin.listTopics());
-  const missing: ITopicConfig[] = topics
-    .filter((t) => !existing.has(t.name))
-    .map((t) => ({
+  const absentSpecs = topics.filter((t) => !existing.has(t.name));
+  const limits = absentSpecs.length > 0 ? await replicationLimits(admin) : undefined;
+  const missing: ITopicConfig[] = absentSpecs.map((spec) => {
+    const t = fitToCluster(spec, limits);
+    return {
       topic: t.name,
       numPartitions: t.partitions,
       replicationFactor: t.replicationFactor,
       configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
-    }));
+    };
+  });
   if (missing.length > 0) {
     try {
       await admin.createTopics({ topics: missing, waitForLeaders: true, timeout: 30_000 });
@@ -156,6 +159,57 @@ export async function ensureTopics(
     name: t.name,
     action: existing.has(t.name) ? "exists" as const : "created" as const,
   }));
+}
+
+/** A cluster's replication defaults, as its brokers are configured. */
+export interface ReplicationLimits {
+  /** `default.replication.factor` */
+  replicationFactor: number;
+  /** `min.insync.replicas` */
+  minInsyncReplicas: number;
+}
+
+/**
+ * The topic spec as it can be created on a cluster with `limits`. A cluster
+ * built smaller than the spec (single mode: one broker, default replication
+ * 1) gets its own replication and min.insync.replicas instead of impossible
+ * ones; a full cluster, even with a broker down, keeps the spec.
+ */
+export function fitToCluster(t: TopicSpec, limits: ReplicationLimits | undefined): TopicSpec {
+  if (!limits || limits.replicationFactor >= t.replicationFactor) return t;
+  const config = { ...t.config };
+  if (Number(config["min.insync.replicas"]) > limits.minInsyncReplicas) {
+    config["min.insync.replicas"] = String(limits.minInsyncReplicas);
+  }
+  return { ...t, replicationFactor: limits.replicationFactor, config };
+}
+
+/**
+ * The cluster's own replication defaults (`default.replication.factor`,
+ * `min.insync.replicas` of a broker), or undefined when they cannot be read.
+ */
+async function replicationLimits(admin: Admin): Promise<ReplicationLimits | undefined> {
+  try {
+    const { brokers } = await admin.describeCluster();
+    const broker = brokers[0];
+    if (!broker) return undefined;
+    const { resources } = await admin.describeConfigs({
+      includeSynonyms: false,
+      resources: [{
+        type: ConfigResourceTypes.BROKER,
+        name: String(broker.nodeId),
+        configNames: ["default.replication.factor", "min.insync.replicas"],
+      }],
+    });
+    const value = (name: string) =>
+      Number(resources[0]?.configEntries.find((e) => e.configName === name)?.configValue);
+    const replicationFactor = value("default.replication.factor");
+    const minInsyncReplicas = value("min.insync.replicas");
+    if (!(replicationFactor >= 1) || !(minInsyncReplicas >= 1)) return undefined;
+    return { replicationFactor, minInsyncReplicas };
+  } catch {
+    return undefined; // then the spec's replication stands, and Kafka says if it cannot
+  }
 }
 
 /** Partitions of `topics` that lack a leader or a full ISR, as "topic/partition" strings. */
