@@ -40,6 +40,7 @@ Deno.test("alert rules: issue 5's six alerts exist with a severity, a summary an
     "KafkaNoActiveController", // no active controller
     "KafkaOfflinePartitions", // partitions without a leader (beyond issue 5's list)
     "KafkaUnderReplicatedPartitions", // under-replicated partitions
+    "TxpipeBatchStuck", // a batch abandoned after --batch-timeout (beyond issue 5's list)
     "TxpipeConsumerLagGrowing", // consumer lag growing for several minutes
     "TxpipeDeadLetterSpike", // a dead-letter spike
     "TxpipeJobDown", // a job down (an instance stops answering) ...

@@ -116,7 +116,7 @@ Deno.test("prometheus: promtool check config accepts the rendered local and dock
       assert.equal(code, 0, out);
       assert.match(out, /SUCCESS: prometheus\.yml is valid prometheus config file syntax/);
       // 3 Kafka rules + lag, down, missing, dead letters + latency for aggregate and detect
-      assert.match(out, /SUCCESS: 9 rules found/);
+      assert.match(out, /SUCCESS: 10 rules found/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -157,6 +157,7 @@ Deno.test("prometheus: every txpipe_ metric an alert uses is defined in jobs/lib
     "txpipe_consumer_lag",
     "txpipe_dead_letters_total",
     "txpipe_event_to_output_latency_seconds_bucket",
+    "txpipe_stuck_batches_total",
   ]);
   for (const name of used) {
     const defined = name.replace(/_bucket$/, "");

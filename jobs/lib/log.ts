@@ -34,10 +34,16 @@ export function createLogger(job: string, options: LoggerOptions = {}): Logger {
 
 /** A kafkajs `logCreator` that writes kafkajs's log entries through `logger`. */
 export function kafkaLogCreator(logger: Logger): logCreator {
-  return () => ({ level, log }) => {
+  return () => ({ namespace, level, log }) => {
     const { message, ...extra } = log;
-    const fields = { "log.logger": `kafkajs.${log.namespace ?? ""}`, kafka: extra };
-    if (level === KafkaLogLevel.ERROR) logger.error(fields, message);
+    const fields = { "log.logger": namespace ? `kafkajs.${namespace}` : "kafkajs", kafka: extra };
+    // kafkajs logs every error response of a request ("Response Heartbeat(...)")
+    // as an error, even those it retries or we handle (a rebalance, a
+    // transaction still completing, a topic another instance just created):
+    // warnings; what is not handled surfaces as an error of ours.
+    const handled = /^Response \w+\(key: \d+, version: \d+\)$/.test(message);
+    if (level === KafkaLogLevel.ERROR && !handled) logger.error(fields, message);
+    else if (level === KafkaLogLevel.ERROR) logger.warn(fields, message);
     else if (level === KafkaLogLevel.WARN) logger.warn(fields, message);
     else if (level === KafkaLogLevel.INFO) logger.info(fields, message);
     else logger.debug(fields, message);

@@ -232,6 +232,7 @@ export async function runStream<T, S>(
   const { kafka, logger } = options;
   const log = logger.child({ "txpipe.processor": processor.groupId });
   const owned = new Map<number, Owned<S>>();
+  stuckBatches.inc({ processor: processor.groupId }, 0); // the series exists (at 0) from the start
   const admin = kafka.admin();
   await admin.connect();
 

@@ -269,6 +269,19 @@ export function alertRules(topo: Topology, options: AlertOptions = {}): Record<s
           `dead-letter topic for reason {{ $labels.reason }} (threshold ${deadLetterRate}/s).`,
       },
     },
+    {
+      alert: "TxpipeBatchStuck",
+      expr: "sum by (job, processor) (increase(txpipe_stuck_batches_total[15m])) > 0",
+      for: "0m",
+      labels: { severity: "warning", component: "jobs" },
+      annotations: {
+        summary: "{{ $labels.processor }} abandoned a stuck batch",
+        description: "{{ $labels.processor }} ({{ $labels.job }}) abandoned " +
+          "{{ $value | humanize }} batch(es) in 15 minutes after they ran over --batch-timeout; " +
+          "their partitions were taken over again. The job log (event.action batch-abandoned) " +
+          "names the step each one stuck in.",
+      },
+    },
     // Only the stream jobs expose txpipe_event_to_output_latency_seconds.
     ...topo.jobs.filter((job) => budgets[job.name] !== undefined).map((job): AlertRule => ({
       alert: "TxpipeLatencyP99OverBudget",

@@ -1,0 +1,36 @@
+/** The ECS logger's handling of kafkajs's own log lines. */
+import assert from "node:assert/strict";
+import { Writable } from "node:stream";
+import { logLevel } from "kafkajs";
+import { createLogger, kafkaLogCreator } from "../jobs/lib/log.ts";
+
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const l of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(l));
+      done();
+    },
+  });
+  return { lines, logger: createLogger("test", { destination: sink, level: "debug" }) };
+}
+
+Deno.test("log: kafkajs error responses it retries or we handle are warnings; other kafkajs errors stay errors", async () => {
+  const { lines, logger } = capture();
+  const log = kafkaLogCreator(logger)(logLevel.ERROR);
+  const entry = (message: string) => ({
+    namespace: "Connection",
+    level: logLevel.ERROR,
+    label: "ERROR",
+    log: { timestamp: "", logger: "kafkajs", message, error: "The group is rebalancing" },
+  });
+  log(entry("Response Heartbeat(key: 12, version: 3)"));
+  log(entry("Crash: KafkaJSNumberOfRetriesExceeded"));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(lines.map((l) => [l["log.level"], l.message]), [
+    ["warn", "Response Heartbeat(key: 12, version: 3)"],
+    ["error", "Crash: KafkaJSNumberOfRetriesExceeded"],
+  ]);
+  assert.equal(lines[0]["log.logger"], "kafkajs.Connection");
+  assert.deepEqual((lines[0].kafka as Record<string, unknown>).error, "The group is rebalancing");
+});
