@@ -16,7 +16,7 @@ import { topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob } from "./lib/job.ts";
 import type { Logger } from "./lib/log.ts";
-import { PRODUCER_RETRY } from "./lib/kafka.ts";
+import { PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./lib/kafka.ts";
 import {
   injectedFraud,
   produceBatchSeconds,
@@ -150,11 +150,22 @@ async function main(): Promise<number> {
       maxInFlightRequests: 1, // kafkajs keeps idempotent sequences right only with one in flight
       allowAutoTopicCreation: false,
     });
+    const admin = kafka.admin(); // the topic's partition count, for routing
+    await admin.connect();
     await producer.connect();
     try {
-      return await produceUntilDone(producer, generator, { v, log, stopSignal, seed, topic });
+      const router = new PartitionRouter(admin);
+      return await produceUntilDone(producer, generator, {
+        v,
+        log,
+        stopSignal,
+        seed,
+        topic,
+        router,
+      });
     } finally {
       await producer.disconnect().catch(() => {});
+      await admin.disconnect().catch(() => {});
     }
   });
 }
@@ -169,6 +180,7 @@ async function produceUntilDone(
     stopSignal: Promise<void>;
     seed: string;
     topic: string;
+    router: PartitionRouter;
   },
 ): Promise<number> {
   const { v, log, seed, topic } = o;
@@ -215,7 +227,7 @@ async function produceUntilDone(
       timer = setTimeout(() => reject(new SendTimeout()), v.sendTimeout as number);
     });
     try {
-      await Promise.race([sendAll(producer, topic, messages), timeout]);
+      await Promise.race([sendAll(producer, o.router, topic, messages), timeout]);
       summary.acknowledged += messages.length;
       summary.bytes += bytes;
       producedRecords.inc({ topic }, messages.length);
@@ -300,8 +312,20 @@ function defaultStartTime(rate: number, count: number): number {
   return now - Math.round((count * 1000) / GENERATOR_DEFAULTS.eventsPerSecond);
 }
 
-function sendAll(producer: Producer, topic: string, messages: Message[]): Promise<unknown> {
-  return producer.send({ topic, messages, acks: -1, compression: CompressionTypes.None });
+/** One kafkajs send per partition (see sendByPartition: a multi-broker send can duplicate). */
+function sendAll(
+  producer: Producer,
+  router: PartitionRouter,
+  topic: string,
+  messages: Message[],
+): Promise<void> {
+  return sendByPartition(
+    (topicMessages) =>
+      producer.sendBatch({ topicMessages, acks: -1, compression: CompressionTypes.None }),
+    router,
+    new Map([[topic, messages]]),
+    4 * 1024 * 1024,
+  );
 }
 
 /** The human-readable end-of-run summary. */

@@ -25,10 +25,12 @@ Deno.test("log: kafkajs error responses it retries or we handle are warnings; ot
     log: { timestamp: "", logger: "kafkajs", message, error: "The group is rebalancing" },
   });
   log(entry("Response Heartbeat(key: 12, version: 3)"));
+  log(entry("Failed to send messages: The producer attempted to update a transaction while"));
   log(entry("Crash: KafkaJSNumberOfRetriesExceeded"));
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(lines.map((l) => [l["log.level"], l.message]), [
     ["warn", "Response Heartbeat(key: 12, version: 3)"],
+    ["warn", "Failed to send messages: The producer attempted to update a transaction while"],
     ["error", "Crash: KafkaJSNumberOfRetriesExceeded"],
   ]);
   assert.equal(lines[0]["log.logger"], "kafkajs.Connection");

@@ -70,7 +70,7 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       kind: "int",
       min: 1024,
       max: 64 * 1024 * 1024,
-      default: 2 * 1024 * 1024,
+      default: 8 * 1024 * 1024,
       help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
       placeholder: "N",
     },

@@ -5,8 +5,10 @@
  *
  * @module
  */
-import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
-import type { Admin, ITopicConfig } from "kafkajs";
+import "./read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
+import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
+import type { Admin, ITopicConfig, Message } from "kafkajs";
+import type { Buffer } from "node:buffer";
 import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
 import type { TopicSpec } from "../../stacks/topology.ts";
@@ -231,4 +233,119 @@ export async function unhealthyPartitions(
     }
   }
   return bad;
+}
+
+/**
+ * Which partition a record goes to, decided before it is sent: its explicit
+ * partition, else Kafka's default partitioner (murmur2 of the key, like the
+ * Java client) over the topic's partition count, else round robin.
+ */
+export class PartitionRouter {
+  readonly #admin: Admin;
+  readonly #counts = new Map<string, Promise<number>>();
+  readonly #partitioner = Partitioners.DefaultPartitioner();
+
+  constructor(admin: Admin) {
+    this.#admin = admin;
+  }
+
+  /** The topic's partition count (read once). */
+  partitionCount(topic: string): Promise<number> {
+    let count = this.#counts.get(topic);
+    if (!count) {
+      count = this.#admin.fetchTopicMetadata({ topics: [topic] }).then((m) => {
+        const n = m.topics[0]?.partitions.length ?? 0;
+        if (n === 0) throw new Error(`topic ${topic} has no partitions (does it exist?)`);
+        return n;
+      });
+      count.catch(() => this.#counts.delete(topic)); // asked again next time
+      this.#counts.set(topic, count);
+    }
+    return count;
+  }
+
+  /** `messages` of `topic` by partition, each list in the original order. */
+  async route(topic: string, messages: readonly Message[]): Promise<Map<number, Message[]>> {
+    const n = await this.partitionCount(topic);
+    const partitionMetadata = Array.from({ length: n }, (_, i) => ({
+      partitionErrorCode: 0,
+      partitionId: i,
+      leader: 0,
+      replicas: [],
+      isr: [],
+    }));
+    const out = new Map<number, Message[]>();
+    for (const message of messages) {
+      const p = this.#partitioner({ topic, partitionMetadata, message });
+      let list = out.get(p);
+      if (!list) out.set(p, list = []);
+      list.push(message);
+    }
+    return out;
+  }
+}
+
+/** One request's worth of records, as kafkajs's sendBatch takes them. */
+export type TopicMessages = Array<{ topic: string; messages: Message[] }>;
+
+/**
+ * Sends records with one kafkajs send per partition: the partitions
+ * concurrently, each one's records in order, in requests of about
+ * `maxRequestBytes`.
+ *
+ * Why: when one send spans several brokers and a request to one of them
+ * fails, kafkajs retries by sending again to every broker that has not
+ * answered yet, including one whose request is still in flight, under new
+ * sequence numbers, which idempotence cannot catch: the records are written
+ * twice (seen here as doubled window counts when retries came 30 ms apart).
+ * A send to one partition talks to one broker, so a retry only ever repeats
+ * a request that failed.
+ */
+export async function sendByPartition(
+  send: (topicMessages: TopicMessages) => Promise<unknown>,
+  router: PartitionRouter,
+  byTopic: ReadonlyMap<string, readonly Message[]>,
+  maxRequestBytes = 512 * 1024,
+): Promise<void> {
+  const sends: Array<Promise<void>> = [];
+  for (const [topic, messages] of byTopic) {
+    for (const [partition, list] of await router.route(topic, messages)) {
+      sends.push((async () => {
+        for (const chunk of requestChunks(list, maxRequestBytes)) {
+          await send([{ topic, messages: chunk.map((m) => ({ ...m, partition })) }]);
+        }
+      })());
+    }
+  }
+  const results = await Promise.allSettled(sends);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/** A generous estimate of a record's size on the wire. */
+function messageBytes(m: Message): number {
+  const size = (v: unknown) =>
+    v === null || v === undefined ? 0 : typeof v === "string" ? v.length * 3 : (v as Buffer).length;
+  let n = 64 + size(m.key) + size(m.value);
+  for (const [k, v] of Object.entries(m.headers ?? {})) n += k.length + size(v);
+  return n;
+}
+
+/** Consecutive runs of `messages` of at most about `maxBytes` each (at least one record). */
+function requestChunks(messages: readonly Message[], maxBytes: number): Message[][] {
+  const out: Message[][] = [];
+  let current: Message[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const n = messageBytes(m);
+    if (current.length > 0 && bytes + n > maxBytes) {
+      out.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(m);
+    bytes += n;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }

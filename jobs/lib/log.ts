@@ -41,7 +41,8 @@ export function kafkaLogCreator(logger: Logger): logCreator {
     // as an error, even those it retries or we handle (a rebalance, a
     // transaction still completing, a topic another instance just created):
     // warnings; what is not handled surfaces as an error of ours.
-    const handled = /^Response \w+\(key: \d+, version: \d+\)$/.test(message);
+    const handled = /^Response \w+\(key: \d+, version: \d+\)$/.test(message) ||
+      message.startsWith("Failed to send messages: "); // retried by kafkajs
     if (level === KafkaLogLevel.ERROR && !handled) logger.error(fields, message);
     else if (level === KafkaLogLevel.ERROR) logger.warn(fields, message);
     else if (level === KafkaLogLevel.WARN) logger.warn(fields, message);

@@ -26,7 +26,7 @@
 import { Buffer } from "node:buffer";
 import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { PRODUCER_RETRY } from "./kafka.ts";
+import { PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./kafka.ts";
 import {
   consumedRecords,
   consumerLag,
@@ -50,6 +50,12 @@ export const DLQ_HEADERS = {
 } as const;
 
 const BARRIER_KEY = "__txpipe_restore_barrier__";
+/**
+ * Changelog key of the source offset the state is at: written in every
+ * batch's transaction, so the state restored and the offset to resume from
+ * always come from the same commits.
+ */
+const OFFSET_KEY = "__txpipe_next_offset__";
 
 /** A consumed record as a processor sees it. */
 export interface SourceRecord {
@@ -160,7 +166,7 @@ export interface RunOptions {
   deadLetterTopic: string;
   /** Resolves when the job should stop; the batch in progress commits first. */
   stopSignal: Promise<void>;
-  /** Most bytes fetched per partition per batch (default 2 MiB); one batch is one transaction. */
+  /** Most bytes fetched per partition per batch (default 8 MiB); one batch is one transaction. */
   maxBatchBytes?: number;
   /** Consumer group session timeout in ms (default 30 s). */
   sessionTimeoutMs?: number;
@@ -235,6 +241,7 @@ export async function runStream<T, S>(
   stuckBatches.inc({ processor: processor.groupId }, 0); // the series exists (at 0) from the start
   const admin = kafka.admin();
   await admin.connect();
+  const router = new PartitionRouter(admin);
 
   const consumer: Consumer = kafka.consumer({
     groupId: processor.groupId,
@@ -242,7 +249,10 @@ export async function runStream<T, S>(
     allowAutoTopicCreation: false,
     sessionTimeout: options.sessionTimeoutMs ?? 30_000,
     heartbeatInterval: Math.min(3_000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 5)),
-    maxBytesPerPartition: options.maxBatchBytes ?? 2 * 1024 * 1024,
+    // Big batches while catching up: each one costs a transaction's round
+    // trips (8 MiB instead of 2 MiB took detect from 26k to 37k records/s).
+    maxBytesPerPartition: options.maxBatchBytes ?? 8 * 1024 * 1024,
+    maxBytes: 64 * 1024 * 1024,
     retry: {
       initialRetryTime: 300,
       maxRetryTime: 5000,
@@ -299,7 +309,11 @@ export async function runStream<T, S>(
     const producer = kafka.producer({
       transactionalId: `${processor.groupId}-${processor.source}-${partition}`,
       idempotent: true,
-      retry: PRODUCER_RETRY,
+      // A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
+      // while the commit markers are written: retry within milliseconds, not 300.
+      // A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
+      // while the commit markers are written: retry within milliseconds, not 300.
+      retry: { ...PRODUCER_RETRY, initialRetryTime: 30 },
       maxInFlightRequests: 1,
       transactionTimeout: options.transactionTimeoutMs ?? 60_000,
       allowAutoTopicCreation: false,
@@ -318,21 +332,32 @@ export async function runStream<T, S>(
       await txn.commit();
       run.step = "restoring state from the changelog";
       const started = Date.now();
-      const n = await restoreState(kafka, processor.changelog, partition, barrier, state, () => {
-        run.progressAt = Date.now();
-      });
-      restoredStateRecords.inc({ processor: processor.groupId }, n);
+      const restored = await restoreState(
+        kafka,
+        processor.changelog,
+        partition,
+        barrier,
+        state,
+        () => run.progressAt = Date.now(),
+      );
+      restoredStateRecords.inc({ processor: processor.groupId }, restored.records);
       log.info(
         {
           partition,
-          records: n,
+          records: restored.records,
           entries: state.size,
+          "txpipe.next_offset": restored.next,
           "event.duration": (Date.now() - started) * 1e6,
         },
         "state restored from changelog",
       );
+      if (restored.next !== undefined) return { producer, state, next: restored.next };
     }
-    return { producer, state, next: 0 };
+    // A stateless processor, or nothing committed yet: the group's offset.
+    // (Read after fencing, so the previous owner's last transaction is done.)
+    run.step = "reading the committed offset";
+    const committed = Number(await committedOffset(partition));
+    return { producer, state, next: Math.max(committed, 0) };
   };
 
   const committedOffset = async (partition: number): Promise<string> => {
@@ -359,18 +384,16 @@ export async function runStream<T, S>(
       o = taken;
       owned.set(partition, o);
       await heartbeat();
-      // The group's offset was read at assignment, perhaps while the previous
-      // owner's last transaction was still pending. After fencing it is
-      // stable: the state restored matches it exactly.
-      run.step = "reading the committed offset";
-      const committed = Number(await committedOffset(partition));
-      o.next = Math.max(committed, 0);
-      if (committed >= 0 && Number(batch.firstOffset()) > committed) {
+      // kafkajs starts from the group's offset as it read it at assignment,
+      // which can lag behind the last commit (its offsets were not yet
+      // materialized) or, in principle, differ from it: the restored offset
+      // rules. Records before it are skipped below; a gap is fetched again.
+      if (Number(batch.firstOffset()) > o.next) {
         log.info(
-          { partition, committed, fetched: batch.firstOffset() },
-          "seeking back to the committed offset",
+          { partition, next: o.next, fetched: batch.firstOffset() },
+          "seeking back to the offset the state is at",
         );
-        consumer.seek({ topic: processor.source, partition, offset: String(committed) });
+        consumer.seek({ topic: processor.source, partition, offset: String(o.next) });
         return;
       }
     }
@@ -447,13 +470,17 @@ export async function runStream<T, S>(
             partition,
           });
         }
+        add(processor.changelog, { key: OFFSET_KEY, value: nextOffset, partition });
       }
-      // Several requests per transaction keep every record batch well under the
-      // brokers' 1 MB message.max.bytes, however much state a batch changed.
+      // One send per partition (see sendByPartition: kafkajs can duplicate a
+      // send spanning brokers), in requests well under the brokers' 1 MB
+      // message.max.bytes, however much state a batch changed.
       run.step = "sending outputs";
-      for (const chunk of chunks(byTopic, 512 * 1024)) {
-        await txn.sendBatch({ topicMessages: chunk, acks: -1 });
-      }
+      await sendByPartition(
+        (topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }),
+        router,
+        byTopic,
+      );
       run.step = "sending offsets to the transaction";
       await txn.sendOffsets({
         consumerGroupId: processor.groupId,
@@ -583,45 +610,11 @@ export async function runStream<T, S>(
   if (failure) throw failure;
 }
 
-function messageBytes(m: Message): number {
-  const size = (v: unknown) =>
-    v === null || v === undefined ? 0 : typeof v === "string" ? v.length * 3 : (v as Buffer).length;
-  let n = 64 + size(m.key) + size(m.value);
-  for (const [k, v] of Object.entries(m.headers ?? {})) n += k.length + size(v);
-  return n;
-}
-
-/** Splits messages by topic into request-sized groups of at most about `maxBytes`. */
-function chunks(
-  byTopic: Map<string, Message[]>,
-  maxBytes: number,
-): Array<Array<{ topic: string; messages: Message[] }>> {
-  const out: Array<Array<{ topic: string; messages: Message[] }>> = [];
-  let current = new Map<string, Message[]>();
-  let bytes = 0;
-  const flush = () => {
-    if (current.size > 0) out.push([...current].map(([topic, messages]) => ({ topic, messages })));
-    current = new Map();
-    bytes = 0;
-  };
-  for (const [topic, messages] of byTopic) {
-    for (const m of messages) {
-      const n = messageBytes(m);
-      if (bytes + n > maxBytes) flush();
-      let list = current.get(topic);
-      if (!list) current.set(topic, list = []);
-      list.push(m);
-      bytes += n;
-    }
-  }
-  flush();
-  return out;
-}
-
 /**
  * Reads partition `partition` of `changelog` (read_committed) into `state`
- * until the barrier record with value `barrier`. Returns how many records it
- * read.
+ * until the barrier record with value `barrier`. Returns how many state
+ * records it read and the source offset the state is at (undefined when no
+ * batch was ever committed).
  */
 async function restoreState<S>(
   kafka: Kafka,
@@ -630,7 +623,7 @@ async function restoreState<S>(
   barrier: string,
   state: PartitionState<S>,
   onProgress: () => void,
-): Promise<number> {
+): Promise<{ records: number; next?: number }> {
   const consumer = kafka.consumer({
     groupId: `txpipe-restore-${crypto.randomUUID()}`,
     readUncommitted: false,
@@ -642,6 +635,7 @@ async function restoreState<S>(
     maxWaitTimeInMs: 100,
   });
   let count = 0;
+  let next: number | undefined;
   let done = false;
   await consumer.connect();
   await consumer.subscribe({ topics: [changelog], fromBeginning: true });
@@ -663,6 +657,10 @@ async function restoreState<S>(
               resolve();
               return;
             }
+            continue;
+          }
+          if (key === OFFSET_KEY) {
+            next = Number(m.value?.toString());
             continue;
           }
           state.restore(key, m.value ? JSON.parse(m.value.toString()) as S : null);
@@ -692,7 +690,7 @@ async function restoreState<S>(
     // Bounded: kafkajs can wait long on a consumer still joining its group.
     await withTimeout(consumer.disconnect().catch(() => {}), 10_000);
   }
-  return count;
+  return { records: count, next };
 }
 
 /** Waits for `promise`, but no longer than `ms`; resolves either way. */
