@@ -13,7 +13,11 @@
  *   fences the old one (zombie fencing);
  * - state recovery: the changelog topic (compacted, one partition per source
  *   partition) is read back when a partition is assigned, up to a barrier
- *   record this owner wrote after fencing, so no update is missed;
+ *   record this owner wrote after fencing, so no update is missed; the
+ *   source offset the state is at is restored with it, and processing
+ *   resumes there;
+ * - a batch stuck past its deadline is abandoned and its partition taken
+ *   over again (see {@link RunOptions.batchTimeoutMs});
  * - dead letters: a record the parse step rejects goes to the dead-letter
  *   topic with its original key and value and reason headers;
  * - metrics, ECS logs and a graceful stop (the batch in progress commits).
