@@ -22,7 +22,7 @@
  */
 import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { runJob, streamFlags } from "./lib/job.ts";
+import { runJob, shellOptions, streamFlags, streamOptions } from "./lib/job.ts";
 import { type Parsed, runStream, type StreamProcessor } from "./lib/stream.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
@@ -43,14 +43,7 @@ export const AGGREGATE_COMMAND: CommandSpec = {
   summary: "per merchant and currency totals in tumbling event-time windows, exactly once",
   flags: {
     ...streamFlags("aggregate"),
-    input: { kind: "string", default: TOPICS.transactions, help: "topic of transactions" },
     output: { kind: "string", default: TOPICS.aggregates, help: "topic of window aggregates" },
-    "dead-letters": { kind: "string", default: TOPICS.deadLetters, help: "dead-letter topic" },
-    "app-id": {
-      kind: "string",
-      default: APP_IDS.aggregate,
-      help: "consumer group and internal topic prefix; instances with one app id share the work",
-    },
     window: { kind: "duration", min: 1000, default: 60_000, help: "tumbling window size" },
     "allowed-lateness": {
       kind: "duration",
@@ -247,11 +240,7 @@ async function main(): Promise<number> {
   const defaults = internalTopicNames(APP_IDS.aggregate);
   const repartition = like(internal.repartition, defaults.repartition);
   return await runJob({
-    name: "aggregate",
-    brokers: v.brokers as string[],
-    metricsPort: v.metricsPort as number,
-    metricsHost: v.metricsHost as string,
-    connectAttempts: v.connectAttempts as number,
+    ...shellOptions("aggregate", v),
     topics: [
       inputSpec,
       like(v.output as string, TOPICS.aggregates),
@@ -260,18 +249,13 @@ async function main(): Promise<number> {
       like(internal.rekeyChangelog, defaults.rekeyChangelog),
       like(internal.changelog, defaults.changelog),
     ],
-  }, async ({ kafka, log, stopSignal }) => {
+  }, async (ctx) => {
     // Either stage failing stops the other, and the job exits non-zero.
     let failed!: () => void;
     const failure = new Promise<void>((r) => failed = r);
     const run = {
-      kafka,
-      logger: log,
-      deadLetterTopic: v.deadLetters as string,
-      sessionTimeoutMs: v.sessionTimeout as number,
-      maxBatchBytes: v.maxBatchBytes as number,
-      batchTimeoutMs: v.batchTimeout as number,
-      stopSignal: Promise.race([stopSignal, failure]),
+      ...streamOptions(v, ctx),
+      stopSignal: Promise.race([ctx.stopSignal, failure]),
     };
     const stages = [
       runStream(

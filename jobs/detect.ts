@@ -17,7 +17,7 @@
  */
 import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine, UsageError } from "./lib/cli.ts";
-import { runJob, streamFlags } from "./lib/job.ts";
+import { runJob, shellOptions, streamFlags, streamOptions } from "./lib/job.ts";
 import { runStream, type StreamProcessor } from "./lib/stream.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
@@ -35,14 +35,7 @@ export const DETECT_COMMAND: CommandSpec = {
   summary: "detect anomalies (velocity, amount spike, impossible travel, card testing)",
   flags: {
     ...streamFlags("detect"),
-    input: { kind: "string", default: TOPICS.transactions, help: "topic of transactions" },
     output: { kind: "string", default: TOPICS.anomalies, help: "topic of anomalies" },
-    "dead-letters": { kind: "string", default: TOPICS.deadLetters, help: "dead-letter topic" },
-    "app-id": {
-      kind: "string",
-      default: APP_IDS.detect,
-      help: "consumer group and internal topic prefix; instances with one app id share the work",
-    },
     config: {
       kind: "string",
       help:
@@ -113,29 +106,17 @@ async function main(): Promise<number> {
   const topo = topology();
   const like = (name: string, spec: string) => topicAs(topo, spec, name);
   return await runJob({
-    name: "detect",
-    brokers: v.brokers as string[],
-    metricsPort: v.metricsPort as number,
-    metricsHost: v.metricsHost as string,
-    connectAttempts: v.connectAttempts as number,
+    ...shellOptions("detect", v),
     topics: [
       like(v.input as string, TOPICS.transactions),
       like(v.output as string, TOPICS.anomalies),
       like(v.deadLetters as string, TOPICS.deadLetters),
       like(internalTopicNames(appId).changelog, internalTopicNames(APP_IDS.detect).changelog),
     ],
-  }, ({ kafka, log, stopSignal }) =>
+  }, (ctx) =>
     runStream(
       detectProcessor({ appId, input: v.input as string, output: v.output as string, config }),
-      {
-        kafka,
-        logger: log,
-        deadLetterTopic: v.deadLetters as string,
-        sessionTimeoutMs: v.sessionTimeout as number,
-        maxBatchBytes: v.maxBatchBytes as number,
-        batchTimeoutMs: v.batchTimeout as number,
-        stopSignal,
-      },
+      streamOptions(v, ctx),
     ));
 }
 

@@ -14,7 +14,7 @@
 import type { Consumer, Kafka } from "kafkajs";
 import { TOPICS } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { commonFlags, runJob } from "./lib/job.ts";
+import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
 import {
   type Anomaly,
@@ -177,11 +177,8 @@ async function main(): Promise<number> {
     positions: new Map(),
   };
   return await runJob({
-    name: "evaluate",
-    brokers: v.brokers as string[],
+    ...shellOptions("evaluate", v),
     metricsPort: v.follow ? v.metricsPort as number : undefined,
-    metricsHost: v.metricsHost as string,
-    connectAttempts: v.connectAttempts as number,
     topics: [], // it only reads; the jobs it evaluates create their topics
     // One-shot, the table is the output: only warnings and errors are logged.
     logLevel: v.follow ? undefined : "warn",

@@ -14,7 +14,7 @@ import { CompressionTypes } from "kafkajs";
 import type { Message, Producer } from "kafkajs";
 import { topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { commonFlags, runJob } from "./lib/job.ts";
+import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import type { Logger } from "./lib/log.ts";
 import { PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./lib/kafka.ts";
 import {
@@ -120,7 +120,6 @@ class SendTimeout extends Error {}
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(PRODUCE_COMMAND);
   const seed = (v.seed as string | undefined) ?? crypto.randomUUID().slice(0, 8);
-  const brokers = v.brokers as string[];
   const topic = v.topic as string;
   const rate = v.rate as number;
   const generator = new TransactionGenerator({
@@ -137,11 +136,7 @@ async function main(): Promise<number> {
   // A topic outside the spec (e.g. a test's) gets financial_transactions' settings.
   const topics = [topicAs(topology(), TOPICS.transactions, topic)];
   return await runJob({
-    name: "produce",
-    brokers,
-    metricsPort: v.metricsPort as number,
-    metricsHost: v.metricsHost as string,
-    connectAttempts: v.connectAttempts as number,
+    ...shellOptions("produce", v),
     topics,
   }, async ({ kafka, log, stopSignal }) => {
     const producer = kafka.producer({

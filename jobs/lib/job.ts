@@ -6,11 +6,19 @@
  * @module
  */
 import type { Kafka } from "kafkajs";
-import { bootstrapServers, type JobSpec, type TopicSpec, topology } from "../../stacks/topology.ts";
+import {
+  APP_IDS,
+  bootstrapServers,
+  type JobSpec,
+  TOPICS,
+  type TopicSpec,
+  topology,
+} from "../../stacks/topology.ts";
 import type { FlagSpec } from "./cli.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { serveMetrics } from "./metrics.ts";
 import { connectWithRetry, createKafka, ensureTopics, KafkaUnreachableError } from "./kafka.ts";
+import type { RunOptions } from "./stream.ts";
 
 /**
  * Flags every txpipe job takes: where Kafka is, where /metrics is served, and
@@ -48,10 +56,17 @@ export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
   };
 }
 
-/** Flags every stream job takes, besides its own. */
+/** Flags every stream job takes, besides its own (its --output among them). */
 export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpec> {
   return {
     ...commonFlags(job),
+    input: { kind: "string", default: TOPICS.transactions, help: "topic of transactions" },
+    "dead-letters": { kind: "string", default: TOPICS.deadLetters, help: "dead-letter topic" },
+    "app-id": {
+      kind: "string",
+      default: APP_IDS[job],
+      help: "consumer group and internal topic prefix; instances with one app id share the work",
+    },
     "session-timeout": {
       kind: "duration",
       min: 6000,
@@ -74,6 +89,33 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
       placeholder: "N",
     },
+  };
+}
+
+/** The {@link runJob} options the common flags set (see {@link commonFlags}). */
+export function shellOptions(
+  name: JobSpec["name"],
+  v: Record<string, unknown>,
+): Pick<RunJobOptions, "name" | "brokers" | "metricsPort" | "metricsHost" | "connectAttempts"> {
+  return {
+    name,
+    brokers: v.brokers as string[],
+    metricsPort: v.metricsPort as number,
+    metricsHost: v.metricsHost as string,
+    connectAttempts: v.connectAttempts as number,
+  };
+}
+
+/** The runStream options the stream flags set (see {@link streamFlags}), in a job's context. */
+export function streamOptions(v: Record<string, unknown>, ctx: JobContext): RunOptions {
+  return {
+    kafka: ctx.kafka,
+    logger: ctx.log,
+    deadLetterTopic: v.deadLetters as string,
+    sessionTimeoutMs: v.sessionTimeout as number,
+    maxBatchBytes: v.maxBatchBytes as number,
+    batchTimeoutMs: v.batchTimeout as number,
+    stopSignal: ctx.stopSignal,
   };
 }
 
