@@ -99,7 +99,12 @@ const encoder = new TextEncoder();
  * contract order, `amount` a JSON number. Nothing else (no fraud label) is written.
  */
 export function encodeTransaction(tx: Transaction): Uint8Array {
-  return encoder.encode(JSON.stringify({
+  return encoder.encode(JSON.stringify(contractFields(tx)));
+}
+
+/** Exactly the contract's ten fields of `tx`, in contract order; anything else is left out. */
+function contractFields(tx: Transaction): Transaction {
+  return {
     transactionId: tx.transactionId,
     userId: tx.userId,
     amount: tx.amount,
@@ -110,7 +115,7 @@ export function encodeTransaction(tx: Transaction): Uint8Array {
     location: tx.location,
     paymentMethod: tx.paymentMethod,
     isInternational: tx.isInternational,
-  }));
+  };
 }
 
 /** The stable machine codes of a rejected record, e.g. for a dead-letter header. */
@@ -268,18 +273,7 @@ export function validateTransaction(value: unknown): ValidationResult {
   return {
     ok: true,
     amountMinor: minor.minor,
-    tx: {
-      transactionId: tx.transactionId,
-      userId: tx.userId,
-      amount: tx.amount,
-      currency: tx.currency,
-      transactionTime: tx.transactionTime,
-      merchantId: tx.merchantId,
-      transactionType: tx.transactionType,
-      location: tx.location,
-      paymentMethod: tx.paymentMethod,
-      isInternational: tx.isInternational,
-    },
+    tx: contractFields(tx),
   };
 }
 
