@@ -13,13 +13,10 @@ import {
   outputsOf,
   runToCompletion,
   runTopics,
+  runTwoInstances,
   sharedInput,
-  startInstance,
-  stopAll,
-  waitCaughtUp,
 } from "./helpers/jobs.ts";
 import type { Aggregate } from "../jobs/lib/windows.ts";
-import { withAdmin } from "./helpers/cluster.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 const WINDOW_MS = 10_000;
@@ -148,19 +145,7 @@ Deno.test(
     const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "aggscale");
-    const a = startInstance("aggregate", t, FLAGS);
-    const b = startInstance("aggregate", t, FLAGS);
-    let failure: unknown;
-    try {
-      await waitCaughtUp("aggregate", t);
-      for (const group of [`${t.appId}-rekey`, `${t.appId}-windows`]) {
-        const { groups } = await withAdmin((admin) => admin.describeGroups([group]));
-        assert.equal(groups[0].members.length, 2, `${group} has both instances as members`);
-      }
-    } catch (err) {
-      failure = err;
-    }
-    await stopAll([a, b], failure);
+    await runTwoInstances("aggregate", t, FLAGS);
     const got = canonical(await outputsOf<Aggregate>(t));
     assert.deepEqual(got, expected);
   },

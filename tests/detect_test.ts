@@ -14,13 +14,10 @@ import {
   outputsOf,
   runToCompletion,
   runTopics,
+  runTwoInstances,
   sharedInput,
-  startInstance,
-  stopAll,
   toMessage,
-  waitCaughtUp,
 } from "./helpers/jobs.ts";
-import { withAdmin } from "./helpers/cluster.ts";
 import { type Anomaly, evaluate, formatEvaluation, type GroundTruth } from "../jobs/lib/rules.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
@@ -110,17 +107,7 @@ Deno.test(
     const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "detscale");
-    const a = startInstance("detect", t);
-    const b = startInstance("detect", t);
-    let failure: unknown;
-    try {
-      await waitCaughtUp("detect", t);
-      const { groups } = await withAdmin((admin) => admin.describeGroups([t.appId]));
-      assert.equal(groups[0].members.length, 2, "both instances are members of the group");
-    } catch (err) {
-      failure = err;
-    }
-    await stopAll([a, b], failure);
+    await runTwoInstances("detect", t);
     assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );

@@ -1,22 +1,11 @@
 /** The ECS logger's handling of kafkajs's own log lines. */
 import assert from "node:assert/strict";
-import { Writable } from "node:stream";
 import { logLevel } from "kafkajs";
-import { createLogger, kafkaLogCreator } from "../jobs/lib/log.ts";
-
-function capture() {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk, _enc, done) {
-      for (const l of String(chunk).split("\n").filter(Boolean)) lines.push(JSON.parse(l));
-      done();
-    },
-  });
-  return { lines, logger: createLogger("test", { destination: sink, level: "debug" }) };
-}
+import { kafkaLogCreator } from "../jobs/lib/log.ts";
+import { captureLogs } from "./helpers/logs.ts";
 
 Deno.test("log: kafkajs error responses it retries or we handle are warnings; other kafkajs errors stay errors", async () => {
-  const { lines, logger } = capture();
+  const { lines, logger } = captureLogs("test", "debug");
   const log = kafkaLogCreator(logger)(logLevel.ERROR);
   const entry = (message: string) => ({
     namespace: "Connection",

@@ -7,15 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { Writable } from "node:stream";
 import type { Kafka, Producer, ProducerConfig, Transaction } from "kafkajs";
 import { APP_IDS, internalTopicNames, TOPICS } from "../stacks/topology.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
-import { createLogger } from "../jobs/lib/log.ts";
 import { stuckBatches } from "../jobs/lib/metrics.ts";
 import { runStream, type StreamProcessor } from "../jobs/lib/stream.ts";
-import { BROKERS, freshTopic, readTopic, withAdmin } from "./helpers/cluster.ts";
-import { produceMessages } from "./helpers/jobs.ts";
+import { BROKERS, freshTopic, readTopic } from "./helpers/cluster.ts";
+import { produceMessages, waitGroupsCaughtUp } from "./helpers/jobs.ts";
+import { captureLogs } from "./helpers/logs.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
@@ -93,14 +92,7 @@ Deno.test(
     }));
     await produceMessages(source, messages);
 
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        lines.push(...String(chunk).split("\n").filter(Boolean));
-        done();
-      },
-    });
-    const log = createLogger("test-stream", { destination: sink });
+    const { logger: log, lines } = captureLogs("test-stream");
     const real = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
     const { kafka, stalled } = kafkaWithStuckTransaction(real);
     const before = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
@@ -119,31 +111,25 @@ Deno.test(
     });
 
     // Caught up: the group's committed offsets reach the end of every partition.
-    const deadline = Date.now() + 120_000;
-    let left = -1;
-    while (Date.now() < deadline) {
-      left = await withAdmin(async (admin) => {
-        const ends = await admin.fetchTopicOffsets(source);
-        const done = await admin.fetchOffsets({ groupId, topics: [source] });
-        return ends.reduce((sum, e) => {
-          const c = done[0]?.partitions.find((p) => p.partition === e.partition);
-          return sum + Math.max(0, Number(e.high) - Math.max(Number(c?.offset ?? -1), 0));
-        }, 0);
-      });
-      if (left === 0) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    const caughtUp = await waitGroupsCaughtUp(
+      [{ group: groupId, topic: source, transactional: false }],
+      "the stream",
+      120_000,
+    ).then(() => null, (err: Error) => err.message);
     stop();
     await running;
 
     assert.ok(stalled(), "the fault was injected");
-    assert.equal(left, 0, "the job caught up after the stuck batch");
+    assert.equal(caughtUp, null, "the job caught up after the stuck batch");
     const after = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
       ?.value ?? 0;
     assert.equal(after - before, 1, "one batch counted as stuck");
-    const abandoned = lines.filter((l) => l.includes('"event.action":"batch-abandoned"'));
+    const abandoned = lines.filter((l) => l["event.action"] === "batch-abandoned");
     assert.equal(abandoned.length, 1, "one abandonment logged");
-    assert.match(abandoned[0], /partition 0 stuck .* while sending offsets to the transaction/);
+    assert.match(
+      String(abandoned[0].message),
+      /partition 0 stuck .* while sending offsets to the transaction/,
+    );
 
     // read_committed: the stuck transaction's outputs were aborted, so each
     // input appears once, and each key's running sums are 1, 1+2, 1+2+3, ...

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import type { Message } from "kafkajs";
 import { internalTopicNames, TOPICS } from "../../stacks/topology.ts";
@@ -198,8 +199,16 @@ export async function killInstance(i: Instance): Promise<void> {
   await i.child.status;
 }
 
+/** A consumer group and the topic it consumes. */
+export interface GroupSource {
+  group: string;
+  topic: string;
+  /** The topic is written in transactions (it ends with a commit marker). */
+  transactional: boolean;
+}
+
 /** The consumer groups and source topics of a job run. */
-export function groupsOf(job: "aggregate" | "detect", t: JobTopics) {
+export function groupsOf(job: "aggregate" | "detect", t: JobTopics): GroupSource[] {
   if (job === "detect") return [{ group: t.appId, topic: t.input, transactional: false }];
   return [
     { group: `${t.appId}-rekey`, topic: t.input, transactional: false },
@@ -212,15 +221,22 @@ export function groupsOf(job: "aggregate" | "detect", t: JobTopics) {
 }
 
 /** How far the run's consumer groups are: committed records and records left, summed. */
-export async function progress(
+export function progress(
   job: "aggregate" | "detect",
   t: JobTopics,
+): Promise<{ committed: number; behind: number; detail: string }> {
+  return groupProgress(groupsOf(job, t));
+}
+
+/** How far `groups` are: committed records and records left, summed. */
+export async function groupProgress(
+  groups: readonly GroupSource[],
 ): Promise<{ committed: number; behind: number; detail: string }> {
   let committed = 0;
   let behind = 0;
   const detail: string[] = [];
   await withAdmin(async (admin) => {
-    for (const g of groupsOf(job, t)) {
+    for (const g of groups) {
       const ends = await admin.fetchTopicOffsets(g.topic);
       const offsets = await admin.fetchOffsets({ groupId: g.group, topics: [g.topic] });
       for (const e of ends) {
@@ -242,9 +258,18 @@ export async function progress(
  * Waits until every consumer group of the run has committed everything in
  * its source topic, twice in a row a second apart.
  */
-export async function waitCaughtUp(
+export function waitCaughtUp(
   job: "aggregate" | "detect",
   t: JobTopics,
+  timeoutMs = 240_000,
+): Promise<void> {
+  return waitGroupsCaughtUp(groupsOf(job, t), `job ${job}`, timeoutMs);
+}
+
+/** Waits until `groups` have committed everything in their topics, twice in a row a second apart. */
+export async function waitGroupsCaughtUp(
+  groups: readonly GroupSource[],
+  what: string,
   timeoutMs = 240_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -252,7 +277,7 @@ export async function waitCaughtUp(
   let last = "";
   while (Date.now() < deadline) {
     // Leaders move (e.g. after another test restarted a broker): retried on the next round.
-    const p = await progress(job, t).catch((err) => ({
+    const p = await groupProgress(groups).catch((err) => ({
       behind: -1,
       detail: `(offsets unavailable: ${err.message})`,
     }));
@@ -261,7 +286,7 @@ export async function waitCaughtUp(
     if (streak >= 2) return;
     await new Promise((r) => setTimeout(r, 1000));
   }
-  throw new Error(`job ${job} did not catch up within ${timeoutMs}ms; lagging: ${last}`);
+  throw new Error(`${what} did not catch up within ${timeoutMs}ms; lagging: ${last}`);
 }
 
 /**
@@ -292,6 +317,30 @@ export async function killDuringRun(
     leftAtKill.push(atKill.behind);
   }
   return leftAtKill;
+}
+
+/**
+ * Runs two instances of `job` in one group until they have caught up,
+ * asserting that both are members of every group of the run, then stops
+ * both (each must exit 0).
+ */
+export async function runTwoInstances(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+  extra: string[] = [],
+): Promise<void> {
+  const instances = [startInstance(job, t, extra), startInstance(job, t, extra)];
+  let failure: unknown;
+  try {
+    await waitCaughtUp(job, t);
+    for (const { group } of groupsOf(job, t)) {
+      const { groups } = await withAdmin((admin) => admin.describeGroups([group]));
+      assert.equal(groups[0].members.length, 2, `${group} has both instances as members`);
+    }
+  } catch (err) {
+    failure = err;
+  }
+  await stopAll(instances, failure);
 }
 
 /** Reads a topic fully (read_committed) and returns the records' JSON values. */
