@@ -343,6 +343,21 @@ export async function runTwoInstances(
   await stopAll(instances, failure);
 }
 
+/**
+ * Kills three instances of `job` with SIGKILL mid-run, one after another
+ * (asserting each kill left records to do), then runs one to completion.
+ * Small batches make many transactions, so every kill lands mid-run.
+ */
+export async function killThriceThenFinish(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+  extra: string[] = [],
+): Promise<void> {
+  const left = await killDuringRun(job, t, 3, [...extra, "--max-batch-bytes", "65536"]);
+  for (const n of left) assert.ok(n > 0, `each kill came mid-run (records left: ${left})`);
+  await runToCompletion(job, t, extra);
+}
+
 /** Reads a topic fully (read_committed) and returns the records' JSON values. */
 export async function readJson<T>(topic: string): Promise<Array<{ record: ReadRecord; value: T }>> {
   const records = await readTopic(topic, { expected: 1, timeoutMs: 20_000, settleMs: 2500 });
