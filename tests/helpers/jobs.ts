@@ -17,6 +17,8 @@ import {
   type GeneratedRecord,
   TransactionGenerator,
 } from "../../jobs/lib/generator.ts";
+import { join } from "node:path";
+import { homeDir } from "../../stacks/local/cluster.ts";
 import { BROKERS, freshTopic, type ReadRecord, readTopic, withAdmin } from "./cluster.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -100,7 +102,7 @@ export interface Instance {
   logged: Promise<void>;
 }
 
-const LOG_DIR = new URL(".cache/test-logs/", ROOT).pathname;
+const LOG_DIR = join(homeDir(), "test-logs");
 let instanceCount = 0;
 
 /** Starts one instance of `job` ("aggregate" or "detect") on `topics`. */
@@ -137,7 +139,7 @@ export function startInstance(
   }).spawn();
   const stderr = new Response(child.stderr).text();
   Deno.mkdirSync(LOG_DIR, { recursive: true });
-  const logFile = `${LOG_DIR}${topics.appId}-${job}-${++instanceCount}.log`;
+  const logFile = join(LOG_DIR, `${topics.appId}-${job}-${++instanceCount}.log`);
   const logged = Deno.open(logFile, { write: true, create: true, truncate: true })
     .then((f) => child.stdout.pipeTo(f.writable));
   return { child, stderr, logFile, logged };
