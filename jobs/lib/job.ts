@@ -18,7 +18,7 @@ import type { FlagSpec } from "./cli.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { serveMetrics } from "./metrics.ts";
 import { connectWithRetry, createKafka, ensureTopics, KafkaUnreachableError } from "./kafka.ts";
-import type { RunOptions } from "./stream.ts";
+import { type RunOptions, STREAM_DEFAULTS } from "./stream.ts";
 
 /**
  * Flags every txpipe job takes: where Kafka is, where /metrics is served, and
@@ -71,21 +71,21 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       kind: "duration",
       min: 6000,
       max: 300_000,
-      default: 30_000,
+      default: STREAM_DEFAULTS.sessionTimeoutMs,
       help: "consumer group session timeout: how soon a crashed instance's partitions move",
     },
     "batch-timeout": {
       kind: "duration",
       min: 10_000,
       max: 3_600_000,
-      default: 120_000,
+      default: STREAM_DEFAULTS.batchTimeoutMs,
       help: "a batch running longer is abandoned and its partition taken over again",
     },
     "max-batch-bytes": {
       kind: "int",
       min: 1024,
       max: 64 * 1024 * 1024,
-      default: 8 * 1024 * 1024,
+      default: STREAM_DEFAULTS.maxBatchBytes,
       help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
       placeholder: "N",
     },
