@@ -16,7 +16,7 @@ import { topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import type { Logger } from "./lib/log.ts";
-import { PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./lib/kafka.ts";
+import { PARTITIONER, PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./lib/kafka.ts";
 import {
   injectedFraud,
   produceBatchSeconds,
@@ -141,6 +141,7 @@ async function main(): Promise<number> {
   }, async ({ kafka, log, stopSignal }) => {
     const producer = kafka.producer({
       retry: PRODUCER_RETRY,
+      createPartitioner: PARTITIONER,
       idempotent: true, // with acks=all: no duplicates from retries, order kept per partition
       maxInFlightRequests: 1, // kafkajs keeps idempotent sequences right only with one in flight
       allowAutoTopicCreation: false,

@@ -47,6 +47,13 @@ export const PRODUCER_RETRY = {
   maxRetryTime: 5000,
 } as const;
 
+/**
+ * kafkajs 2's default, Java-compatible partitioner, named so that kafkajs does
+ * not warn about its change of default on every producer. `sendByPartition`
+ * sets each record's partition itself, with the same partitioner.
+ */
+export const PARTITIONER = Partitioners.DefaultPartitioner;
+
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
   return new Kafka({
@@ -243,7 +250,7 @@ export async function unhealthyPartitions(
 export class PartitionRouter {
   readonly #admin: Admin;
   readonly #counts = new Map<string, Promise<number>>();
-  readonly #partitioner = Partitioners.DefaultPartitioner();
+  readonly #partitioner = PARTITIONER();
 
   constructor(admin: Admin) {
     this.#admin = admin;

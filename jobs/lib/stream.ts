@@ -30,7 +30,7 @@
 import { Buffer } from "node:buffer";
 import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./kafka.ts";
+import { PARTITIONER, PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./kafka.ts";
 import {
   consumedRecords,
   consumerLag,
@@ -324,6 +324,7 @@ export async function runStream<T, S>(
       // A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
       // while the commit markers are written: retry within milliseconds, not 300.
       retry: { ...PRODUCER_RETRY, initialRetryTime: 30 },
+      createPartitioner: PARTITIONER,
       maxInFlightRequests: 1,
       transactionTimeout: options.transactionTimeoutMs ?? 60_000,
       allowAutoTopicCreation: false,
