@@ -1,9 +1,10 @@
 /**
- * The stream runtime itself on the real 3+3 cluster, with one fault
- * injected: a batch whose transaction never finishes. The runtime must
+ * The stream runtime itself on the real 3+3 cluster. With one fault
+ * injected, a batch whose transaction never finishes, the runtime must
  * abandon it, take the partition over again (fencing the stuck producer, so
  * its open transaction is aborted) and carry on with exact state, every
- * input applied exactly once.
+ * input applied exactly once. And a new group must start where its source
+ * topic starts, even when retention has deleted the oldest records.
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -11,8 +12,9 @@ import type { Kafka, Producer, ProducerConfig, Transaction } from "kafkajs";
 import { APP_IDS, internalTopicNames, TOPICS } from "../stacks/topology.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
 import { stuckBatches } from "../jobs/lib/metrics.ts";
-import { runStream, type StreamProcessor } from "../jobs/lib/stream.ts";
-import { BROKERS, freshTopic, readTopic } from "./helpers/cluster.ts";
+import { type RunOptions, runStream, type StreamProcessor } from "../jobs/lib/stream.ts";
+import type { Logger } from "../jobs/lib/log.ts";
+import { BROKERS, freshTopic, readTopic, withAdmin } from "./helpers/cluster.ts";
 import { produceMessages, waitGroupsCaughtUp } from "./helpers/jobs.ts";
 import { captureLogs } from "./helpers/logs.ts";
 
@@ -73,24 +75,78 @@ function kafkaWithStuckTransaction(real: Kafka): { kafka: Kafka; stalled: () => 
   return { kafka, stalled: () => stalled };
 }
 
+/** Fresh topics and group of one summing run. */
+interface SummingRun {
+  source: string;
+  output: string;
+  deadLetters: string;
+  changelog: string;
+  groupId: string;
+}
+
+/**
+ * Fresh topics and a group for a summing run; its source gets `count` inputs
+ * over `keys` keys, each key's inputs 1, 2, 3, ... in order.
+ */
+async function summingRun(label: string, count: number, keys: number): Promise<SummingRun> {
+  const run = {
+    source: await freshTopic(TOPICS.transactions, `${label}_in`),
+    output: await freshTopic(TOPICS.aggregates, `${label}_out`),
+    deadLetters: await freshTopic(TOPICS.deadLetters, `${label}_dlq`),
+    changelog: await freshTopic(internalTopicNames(APP_IDS.detect).changelog, `${label}_cl`),
+    groupId: `test-${label}-${crypto.randomUUID().slice(0, 8)}`,
+  };
+  await produceMessages(
+    run.source,
+    Array.from({ length: count }, (_, i) => ({
+      key: `k${i % keys}`,
+      value: Buffer.from(String(Math.floor(i / keys) + 1)),
+    })),
+  );
+  return run;
+}
+
+/**
+ * Runs the summing processor of `run` until its group's committed offsets
+ * reach the end of every source partition, then stops it. Returns why it
+ * did not catch up within `timeoutMs`, or null.
+ */
+async function runUntilCaughtUp(
+  run: SummingRun,
+  kafka: Kafka,
+  log: Logger,
+  options: Pick<RunOptions, "batchTimeoutMs" | "maxBatchBytes">,
+  timeoutMs: number,
+): Promise<string | null> {
+  let stop!: () => void;
+  const stopSignal = new Promise<void>((r) => stop = r);
+  const running = runStream(summing(run.groupId, run.source, run.output, run.changelog), {
+    kafka,
+    logger: log,
+    deadLetterTopic: run.deadLetters,
+    stopSignal,
+    sessionTimeoutMs: 10_000,
+    ...options,
+  });
+  const caughtUp = await waitGroupsCaughtUp(
+    [{ group: run.groupId, topic: run.source, transactional: false }],
+    "the stream",
+    timeoutMs,
+  ).then(() => null, (err: Error) => err.message);
+  stop();
+  await running;
+  return caughtUp;
+}
+
 Deno.test(
   "stream runtime: a batch stuck in its transaction is abandoned, its producer fenced, and every input is applied exactly once",
   kafkaTest,
   async () => {
-    const source = await freshTopic(TOPICS.transactions, "stuck_in");
-    const output = await freshTopic(TOPICS.aggregates, "stuck_out");
-    const deadLetters = await freshTopic(TOPICS.deadLetters, "stuck_dlq");
-    const changelog = await freshTopic(internalTopicNames(APP_IDS.detect).changelog, "stuck_cl");
-    const groupId = `test-stuck-${crypto.randomUUID().slice(0, 8)}`;
-
     // 2 000 records over 20 keys; each key's inputs are 1, 2, 3, ... in order.
     const count = 2000;
     const keys = 20;
-    const messages = Array.from({ length: count }, (_, i) => ({
-      key: `k${i % keys}`,
-      value: Buffer.from(String(Math.floor(i / keys) + 1)),
-    }));
-    await produceMessages(source, messages);
+    const run = await summingRun("stuck", count, keys);
+    const { groupId, output } = run;
 
     const { logger: log, lines } = captureLogs("test-stream");
     const real = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
@@ -98,26 +154,10 @@ Deno.test(
     const before = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
       ?.value ?? 0;
 
-    let stop!: () => void;
-    const stopSignal = new Promise<void>((r) => stop = r);
-    const running = runStream(summing(groupId, source, output, changelog), {
-      kafka,
-      logger: log,
-      deadLetterTopic: deadLetters,
-      stopSignal,
+    const caughtUp = await runUntilCaughtUp(run, kafka, log, {
       batchTimeoutMs: 10_000,
-      sessionTimeoutMs: 10_000,
       maxBatchBytes: 4096, // many small batches, many transactions
-    });
-
-    // Caught up: the group's committed offsets reach the end of every partition.
-    const caughtUp = await waitGroupsCaughtUp(
-      [{ group: groupId, topic: source, transactional: false }],
-      "the stream",
-      120_000,
-    ).then(() => null, (err: Error) => err.message);
-    stop();
-    await running;
+    }, 120_000);
 
     assert.ok(stalled(), "the fault was injected");
     assert.equal(caughtUp, null, "the job caught up after the stuck batch");
@@ -148,5 +188,39 @@ Deno.test(
       const got = (sums.get(`k${k}`) ?? []).sort((a, b) => a - b);
       assert.deepEqual(got, expected, `running sums of k${k}`);
     }
+  },
+);
+
+Deno.test(
+  "stream runtime: a new group on a topic whose oldest records retention has deleted starts at the log start and applies every remaining record once",
+  kafkaTest,
+  async () => {
+    // 1 000 records over 10 keys, then the first half of every partition
+    // deleted, as retention would.
+    const run = await summingRun("trimmed", 1000, 10);
+    const remaining = await withAdmin(async (admin) => {
+      const ends = await admin.fetchTopicOffsets(run.source);
+      const partitions = ends.map((e) => ({
+        partition: e.partition,
+        offset: String(Math.floor(Number(e.high) / 2)),
+      }));
+      await admin.deleteTopicRecords({ topic: run.source, partitions });
+      return ends.reduce((n, e) => n + Number(e.high) - Math.floor(Number(e.high) / 2), 0);
+    });
+
+    const { logger: log, lines } = captureLogs("test-stream");
+    const kafka = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
+    const caughtUp = await runUntilCaughtUp(run, kafka, log, {}, 60_000);
+
+    assert.equal(caughtUp, null, "the job caught up from the log start");
+    const seeks = lines.filter((l) => String(l.message).startsWith("seeking back"));
+    assert.deepEqual(seeks, [], "no seek back to offsets retention deleted");
+    const records = await readTopic(run.output, { expected: remaining, timeoutMs: 30_000 });
+    assert.equal(records.length, remaining, "one output per remaining input");
+    // A key lives on one source partition: key and source offset name an input.
+    const inputs = records.map((r) =>
+      `${r.key}@${new TextDecoder().decode(r.value!).split(":")[0]}`
+    );
+    assert.equal(new Set(inputs).size, remaining, "no input applied twice");
   },
 );

@@ -215,9 +215,10 @@ interface Owned<S> {
   producer: Producer;
   state: PartitionState<S>;
   /**
-   * The first offset not yet in `state`. kafkajs can hand out records again
-   * (after it restarts its consumer on an error, it fetches from an older
-   * position); records below this are already applied and are skipped.
+   * The first offset not yet in `state`, or -1 before the partition's first
+   * commit. kafkajs can hand out records again (after it restarts its
+   * consumer on an error, it fetches from an older position); records below
+   * this are already applied and are skipped.
    */
   next: number;
 }
@@ -366,18 +367,20 @@ export async function runStream<T, S>(
     }
     // A stateless processor, or nothing committed yet: the group's offset.
     // (Read after fencing, so the previous owner's last transaction is done.)
+    // None at all (-1): wherever the fetch starts, the topic's first record
+    // (retention may have deleted offset 0 and more).
     run.step = "reading the committed offset";
-    const committed = Number(await committedOffset(partition));
-    return { producer, state, next: Math.max(committed, 0) };
+    return { producer, state, next: await committedOffset(partition) };
   };
 
-  const committedOffset = async (partition: number): Promise<string> => {
+  // The group's committed offset of `partition`, -1 when it has none.
+  const committedOffset = async (partition: number): Promise<number> => {
     const offsets = await admin.fetchOffsets({
       groupId: processor.groupId,
       topics: [processor.source],
     });
     const p = offsets[0]?.partitions.find((x) => x.partition === partition);
-    return p && Number(p.offset) >= 0 ? p.offset : "-1";
+    return p && Number(p.offset) >= 0 ? Number(p.offset) : -1;
   };
 
   const eachBatch = async (payload: EachBatchPayload, run: BatchRun) => {
@@ -399,7 +402,8 @@ export async function runStream<T, S>(
       // which can lag behind the last commit (its offsets were not yet
       // materialized) or, in principle, differ from it: the restored offset
       // rules. Records before it are skipped below; a gap is fetched again.
-      if (Number(batch.firstOffset()) > o.next) {
+      // Never committed (-1): the fetch starts at the topic's first record.
+      if (o.next >= 0 && Number(batch.firstOffset()) > o.next) {
         log.info(
           { partition, next: o.next, fetched: batch.firstOffset() },
           "seeking back to the offset the state is at",
@@ -648,6 +652,7 @@ async function restoreState<S>(
   let count = 0;
   let next: number | undefined;
   let done = false;
+  let progressAt = Date.now();
   await consumer.connect();
   await consumer.subscribe({ topics: [changelog], fromBeginning: true });
   const finished = new Promise<void>((resolve, reject) => {
@@ -677,22 +682,20 @@ async function restoreState<S>(
           state.restore(key, m.value ? JSON.parse(m.value.toString()) as S : null);
           count++;
         }
+        progressAt = Date.now();
         onProgress();
       },
     }).catch(reject);
   });
-  // Gives up when 30 s pass without a record: a large changelog may take
-  // long, a stalled read never ends.
-  let seen = -1;
+  // Gives up when 30 s pass without a fetched batch: a large changelog may
+  // take long, a stalled read never ends.
   let idle: ReturnType<typeof setInterval> | undefined;
   const stalled = new Promise<never>((_, reject) => {
     idle = setInterval(() => {
-      if (done || count > seen) {
-        seen = count;
-        return;
+      if (!done && Date.now() - progressAt > 30_000) {
+        reject(new Error(`restoring ${changelog}/${partition}: no progress for 30 s`));
       }
-      reject(new Error(`restoring ${changelog}/${partition}: no progress for 30 s`));
-    }, 30_000);
+    }, 5_000);
   });
   try {
     await Promise.race([finished, stalled]);
