@@ -88,7 +88,7 @@ export const PRODUCE_COMMAND: CommandSpec = {
       min: 1,
       max: 10_000,
       default: 4_000,
-      help: "records per send; split across partitions, each part under the 1 MB request limit",
+      help: "records per send; split by partition, in requests under the brokers' 1 MB limit",
       placeholder: "N",
     },
     "send-timeout": {
@@ -320,7 +320,6 @@ function sendAll(
       producer.sendBatch({ topicMessages, acks: -1, compression: CompressionTypes.None }),
     router,
     new Map([[topic, messages]]),
-    4 * 1024 * 1024,
   );
 }
 

@@ -292,13 +292,19 @@ export class PartitionRouter {
   }
 }
 
+/**
+ * Estimated bytes per produce request: well under the brokers' 1 MB
+ * `message.max.bytes`, however many records one partition gets.
+ */
+const MAX_REQUEST_BYTES = 512 * 1024;
+
 /** One request's worth of records, as kafkajs's sendBatch takes them. */
 export type TopicMessages = Array<{ topic: string; messages: Message[] }>;
 
 /**
  * Sends records with one kafkajs send per partition: the partitions
  * concurrently, each one's records in order, in requests of about
- * `maxRequestBytes`.
+ * {@link MAX_REQUEST_BYTES}.
  *
  * Why: when one send spans several brokers and a request to one of them
  * fails, kafkajs retries by sending again to every broker that has not
@@ -312,13 +318,12 @@ export async function sendByPartition(
   send: (topicMessages: TopicMessages) => Promise<unknown>,
   router: PartitionRouter,
   byTopic: ReadonlyMap<string, readonly Message[]>,
-  maxRequestBytes = 512 * 1024,
 ): Promise<void> {
   const sends: Array<Promise<void>> = [];
   for (const [topic, messages] of byTopic) {
     for (const [partition, list] of await router.route(topic, messages)) {
       sends.push((async () => {
-        for (const chunk of requestChunks(list, maxRequestBytes)) {
+        for (const chunk of requestChunks(list, MAX_REQUEST_BYTES)) {
           await send([{ topic, messages: chunk.map((m) => ({ ...m, partition })) }]);
         }
       })());
