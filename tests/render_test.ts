@@ -115,7 +115,7 @@ Deno.test("prometheus: promtool check config accepts the rendered local and dock
       });
       assert.equal(code, 0, out);
       assert.match(out, /SUCCESS: prometheus\.yml is valid prometheus config file syntax/);
-      // 3 Kafka rules + lag, down, missing, dead letters + latency for aggregate and detect
+      // 3 Kafka rules + lag, down, missing, dead letters, stuck batches + latency for aggregate and detect
       assert.match(out, /SUCCESS: 10 rules found/);
     } finally {
       await Deno.remove(dir, { recursive: true });

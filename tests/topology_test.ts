@@ -2,14 +2,16 @@
 import assert from "node:assert/strict";
 import {
   bootstrapServers,
+  brokerDefaults,
   brokerNodes,
   controllerNodes,
   KAFKA_VERSION,
   quorumVoters,
+  topicAs,
   TOPICS,
+  type Topology,
   topology,
 } from "../stacks/topology.ts";
-import { brokerDefaults, topicAs } from "../stacks/topology.ts";
 import { nodeProperties } from "../stacks/local/cluster.ts";
 import { fitToCluster } from "../jobs/lib/kafka.ts";
 
@@ -64,22 +66,20 @@ Deno.test("topology: single mode is one combined node with replication 1 and the
 Deno.test("topology: a job's topic on a single-node cluster takes the node's replication, a full cluster keeps the spec's", () => {
   const cluster = topology("cluster");
   const spec = topicAs(cluster, TOPICS.aggregates, "my_aggregates");
-  const single = brokerDefaults(topology("single"));
-  const limits = {
-    replicationFactor: Number(single["default.replication.factor"]),
-    minInsyncReplicas: Number(single["min.insync.replicas"]),
+  // What replicationLimits() reads from a running broker of that topology.
+  const limitsOf = (topo: Topology) => {
+    const d = brokerDefaults(topo);
+    return {
+      replicationFactor: Number(d["default.replication.factor"]),
+      minInsyncReplicas: Number(d["min.insync.replicas"]),
+    };
   };
-  const fitted = fitToCluster(spec, limits);
+  const fitted = fitToCluster(spec, limitsOf(topology("single")));
   assert.equal(fitted.replicationFactor, 1);
   assert.equal(fitted.config["min.insync.replicas"], "1");
   assert.equal(fitted.partitions, spec.partitions);
   assert.equal(fitted.config["retention.ms"], spec.config["retention.ms"]);
-  const full = brokerDefaults(cluster);
-  const onFull = {
-    replicationFactor: Number(full["default.replication.factor"]),
-    minInsyncReplicas: Number(full["min.insync.replicas"]),
-  };
-  assert.deepEqual(fitToCluster(spec, onFull), spec);
+  assert.deepEqual(fitToCluster(spec, limitsOf(cluster)), spec);
   assert.deepEqual(fitToCluster(spec, undefined), spec, "unknown limits: the spec stands");
 });
 

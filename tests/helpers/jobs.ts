@@ -7,8 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { join } from "node:path";
 import type { Message } from "kafkajs";
 import { internalTopicNames, TOPICS } from "../../stacks/topology.ts";
+import { homeDir } from "../../stacks/local/cluster.ts";
 import { createKafka } from "../../jobs/lib/kafka.ts";
 import {
   encodeTransaction,
@@ -17,8 +19,6 @@ import {
   type GeneratedRecord,
   TransactionGenerator,
 } from "../../jobs/lib/generator.ts";
-import { join } from "node:path";
-import { homeDir } from "../../stacks/local/cluster.ts";
 import { BROKERS, freshTopic, type ReadRecord, readTopic, withAdmin } from "./cluster.ts";
 
 const ROOT = new URL("../../", import.meta.url);
