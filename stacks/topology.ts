@@ -11,7 +11,7 @@
  */
 
 /** Apache Kafka version run locally (Maven Central jars) and in Docker (`apache/kafka`). */
-export const KAFKA_VERSION = "4.1.2";
+export const KAFKA_VERSION = "4.4.0";
 
 /** Prometheus JMX exporter java agent version attached to every Kafka node. */
 export const JMX_EXPORTER_VERSION = "1.0.1";

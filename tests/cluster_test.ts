@@ -1,7 +1,9 @@
 /** The local cluster runner's commands and errors, against the running cluster. */
 import assert from "node:assert/strict";
 import { ensureCluster, runScript, withAdmin } from "./helpers/cluster.ts";
+import { join } from "node:path";
 import { topology } from "../stacks/topology.ts";
+import { nodeDir } from "../stacks/local/cluster.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
@@ -45,6 +47,29 @@ Deno.test("cluster: status lists six running nodes and healthy topics", kafkaTes
   assert.match(run.stdout, /financial_transactions\s+partitions=5 rf=3 full-isr=5\/5/);
 });
 
+Deno.test(
+  "cluster: every node writes Kafka's own log (server.log has the start-up lines, no NOP logger)",
+  kafkaTest,
+  async () => {
+    await ensureCluster();
+    for (const node of topology("cluster").nodes) {
+      const logs = join(nodeDir("cluster", node), "logs");
+      const server = await Deno.readTextFile(join(logs, "server.log"));
+      const role = node.role === "controller" ? "controller" : "broker";
+      assert.match(
+        server,
+        new RegExp(`\\[KafkaRaftServer nodeId=${node.id}\\] Kafka Server started`),
+      );
+      assert.match(server, new RegExp(`INFO .*${role}`, "i"), `${node.name}: ${role} lines`);
+      const stdout = await Deno.readTextFile(join(logs, "stdout.log"));
+      assert.doesNotMatch(stdout, /SLF4J: Defaulting to no-operation/, node.name);
+      const tail = await runScript("stacks/local/cluster.ts", ["logs", node.name, "--lines", "5"]);
+      assert.equal(tail.code, 0, tail.stderr);
+      assert.match(tail.stdout, /server\.log \(last 5 lines\)\n(\[[^\n]+\n?){5}/, node.name);
+    }
+  },
+);
+
 Deno.test("cluster: a taken port is named with its node, and up exits 1", kafkaTest, async () => {
   await ensureCluster();
   // The single-node mode wants 9092, which the running cluster's first broker holds.
@@ -59,7 +84,7 @@ Deno.test("cluster: an unknown command or flag value exits 2 naming it", async (
   assert.equal(cmd.code, 2);
   assert.match(
     cmd.stderr,
-    /expected a command \(up, down, status, logs, stop, reset\), got "explode"/,
+    /expected a command \(up, down, status, logs, stop, reset, jars\), got "explode"/,
   );
   const mode = await runScript("stacks/local/cluster.ts", ["up", "--mode", "triple"]);
   assert.equal(mode.code, 2);

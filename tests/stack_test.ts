@@ -65,13 +65,13 @@ function kafkaProperties(c: Json): Map<string, string> {
 
 const VOTERS = "1@kafka-controller-1:9193,2@kafka-controller-2:9194,3@kafka-controller-3:9195";
 
-Deno.test("stack: six Kafka containers from apache/kafka:4.1.2 — 3 controllers (ids 1-3) and 3 brokers (ids 4-6)", () => {
+Deno.test("stack: six Kafka containers from apache/kafka:4.4.0 — 3 controllers (ids 1-3) and 3 brokers (ids 4-6)", () => {
   assert.ok(
     Testing.toHaveResourceWithProperties(synthesized, image.Image.tfResourceType, {
-      name: "apache/kafka:4.1.2",
+      name: "apache/kafka:4.4.0",
     }),
   );
-  assert.equal(KAFKA_VERSION, "4.1.2");
+  assert.equal(KAFKA_VERSION, "4.4.0");
   const kafka = containers.filter((c) => envOf(c).has("KAFKA_NODE_ID"));
   assert.deepEqual(
     kafka.map((c) => [c.name, envOf(c).get("KAFKA_NODE_ID"), envOf(c).get("KAFKA_PROCESS_ROLES")])
@@ -345,7 +345,7 @@ Deno.test("stack: every uploaded or mounted repository file exists, with a hash 
 Deno.test("stack: every image is pinned to an explicit version tag", () => {
   const names = (Object.values(tf.resource.docker_image) as Json[]).map((i) => i.name).sort();
   assert.deepEqual(names, [
-    "apache/kafka:4.1.2",
+    "apache/kafka:4.4.0",
     "denoland/deno:2.9.6",
     `docker.elastic.co/elasticsearch/elasticsearch:${ELASTIC_VERSION}`,
     `docker.elastic.co/kibana/kibana:${ELASTIC_VERSION}`,

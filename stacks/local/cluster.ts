@@ -2,7 +2,7 @@
  * The local cluster runner: the topology spec's Kafka nodes as JVM processes
  * on 127.0.0.1, from Apache Kafka jars resolved from Maven Central.
  *
- *   deno task cluster up | down | status | logs NODE | stop NODE | reset
+ *   deno task cluster up | down | status | logs NODE | stop NODE | reset | jars
  *
  * Each node runs `kafka.Kafka` with the Prometheus JMX exporter agent on its
  * own port. Storage is formatted once; `down` then `up` keeps every record.
@@ -87,14 +87,23 @@ export async function checkJava(): Promise<void> {
   }
 }
 
+/** The SHA-256 of the committed pom, hex: the cache holds the jars of exactly this pom. */
+async function pomDigest(): Promise<string> {
+  const bytes = await crypto.subtle.digest("SHA-256", await Deno.readFile(POM));
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /**
  * Resolves Kafka and the JMX exporter agent from Maven Central into the
- * cache with the committed pom, unless they are already there.
+ * cache with the committed pom, unless the cache already holds that pom's
+ * jars. A changed pom (another Kafka version, say) empties the folder first:
+ * two versions' jars on one classpath would mix.
  */
 export async function ensureJars(say: Say): Promise<void> {
-  const marker = join(libDir(), `kafka_2.13-${KAFKA_VERSION}.jar`);
-  const agent = join(libDir(), `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`);
-  if (await exists(marker) && await exists(agent)) return;
+  const stamp = join(libDir(), "pom.sha256");
+  const digest = await pomDigest();
+  const cached = await Deno.readTextFile(stamp).catch(() => "");
+  if (cached.trim() === digest) return;
   if (!(await which("mvn"))) {
     throw new ClusterError(
       "mvn not found on PATH. The local cluster resolves Apache Kafka from Maven Central " +
@@ -102,6 +111,7 @@ export async function ensureJars(say: Say): Promise<void> {
     );
   }
   say(`resolving Apache Kafka ${KAFKA_VERSION} from Maven Central (once) into ${libDir()} ...`);
+  await Deno.remove(libDir(), { recursive: true }).catch(() => {});
   const out = await new Deno.Command("mvn", {
     args: [
       "-q",
@@ -114,10 +124,13 @@ export async function ensureJars(say: Say): Promise<void> {
     stdout: "piped",
     stderr: "piped",
   }).output();
-  if (!out.success || !(await exists(marker))) {
+  const marker = join(libDir(), `kafka_2.13-${KAFKA_VERSION}.jar`);
+  const agent = join(libDir(), `jmx_prometheus_javaagent-${JMX_EXPORTER_VERSION}.jar`);
+  if (!out.success || !(await exists(marker)) || !(await exists(agent))) {
     const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
     throw new ClusterError(`mvn could not resolve the Kafka jars:\n${text.slice(-2000)}`);
   }
+  await Deno.writeTextFile(stamp, digest + "\n");
 }
 
 /** The Kafka jars of the cache as a Java classpath (the JMX agent jar left out). */
@@ -236,7 +249,21 @@ export async function logTail(mode: ClusterMode, node: KafkaNode, lines = 30): P
 
 async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promise<boolean> {
   const dir = nodeDir(topo.mode, node);
-  if (await exists(join(dir, "data", "meta.properties"))) return false;
+  const stamp = join(dir, "formatted-by");
+  if (await exists(join(dir, "data", "meta.properties"))) {
+    // Kafka 4.4 refuses storage another version's tool formatted, with a
+    // message that does not say what to do: say it before starting.
+    const by = (await Deno.readTextFile(stamp).catch(() => "an earlier Kafka")).trim();
+    if (by !== KAFKA_VERSION) {
+      throw new ClusterError(
+        `the storage of ${node.name} was formatted by Kafka ${by}; this is Kafka ${KAFKA_VERSION}. ` +
+          `Delete the ${topo.mode} data with \`deno task cluster reset${
+            topo.mode === "single" ? " --mode single" : ""
+          }\` and run again.`,
+      );
+    }
+    return false;
+  }
   const out = await new Deno.Command("java", {
     args: [
       "-cp",
@@ -257,6 +284,7 @@ async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promi
     const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
     throw new ClusterError(`formatting storage of ${node.name} failed:\n${text.slice(-2000)}`);
   }
+  await Deno.writeTextFile(stamp, KAFKA_VERSION + "\n");
   return true;
 }
 
@@ -484,7 +512,14 @@ export async function clusterDown(options: DownOptions = {}): Promise<void> {
       say(`  ${node.name.padEnd(20)} ${how} (pid ${pid})`);
     }));
   }
-  say(any ? "cluster down; data kept" : "no node was running");
+  if (options.node) {
+    say(
+      any
+        ? `${nodes[0].name} stopped; the rest of the cluster keeps running ` +
+          "(`deno task cluster up` brings it back)"
+        : `${nodes[0].name} was not running`,
+    );
+  } else say(any ? "cluster down; data kept" : "no node was running");
 }
 
 function findNode(topo: Topology, name: string): KafkaNode {
@@ -537,7 +572,7 @@ async function topicStatus(topo: Topology): Promise<string[]> {
 const COMMAND = {
   name: "deno task cluster",
   summary: "run the txpipe Kafka cluster (KRaft) as local JVM processes",
-  usage: "deno task cluster <up|down|status|logs NODE|stop NODE|reset> [flags]",
+  usage: "deno task cluster <up|down|status|logs NODE|stop NODE|reset|jars> [flags]",
   flags: {
     mode: {
       kind: "string",
@@ -575,6 +610,10 @@ async function main(): Promise<number> {
     case "down":
       await clusterDown({ mode });
       return 0;
+    case "jars":
+      await ensureJars((l) => console.log(l));
+      console.log(`Kafka ${KAFKA_VERSION} jars in ${libDir()}`);
+      return 0;
     case "stop":
       if (!arg) throw new ClusterError("stop: expected a node name, e.g. kafka-broker-2");
       await clusterDown({ mode, node: arg });
@@ -602,7 +641,7 @@ async function main(): Promise<number> {
     }
     default:
       console.error(
-        `deno task cluster: expected a command (up, down, status, logs, stop, reset), got ${
+        `deno task cluster: expected a command (up, down, status, logs, stop, reset, jars), got ${
           cmd === undefined ? "nothing" : `"${cmd}"`
         }\nRun with --help for usage.`,
       );
