@@ -114,7 +114,7 @@ export function internalTopicNames(appId: string) {
 }
 
 /**
- * The internal topics of the stream jobs (design.md: declared in the same
+ * The internal topics of the stream jobs (docs/design.md: declared in the same
  * spec). Changelogs are compacted and have as many partitions as the topic
  * whose partitions they mirror.
  */
@@ -149,7 +149,7 @@ function topic(
   };
 }
 
-/** The topics of the full cluster, as design.md lists them. */
+/** The topics of the full cluster, as docs/design.md lists them. */
 export const CLUSTER_TOPICS: readonly TopicSpec[] = [
   topic(TOPICS.transactions, 5, "raw transactions from the producer, key userId"),
   topic(TOPICS.aggregates, 3, "per merchant and currency window totals, key merchantId"),

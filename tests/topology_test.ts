@@ -1,4 +1,4 @@
-/** The topology spec: the single source of truth matches design.md and the Maven pom. */
+/** The topology spec: the single source of truth matches docs/design.md and the Maven pom. */
 import assert from "node:assert/strict";
 import {
   bootstrapServers,
@@ -33,7 +33,7 @@ Deno.test("topology: 3 KRaft controllers and 3 brokers with unique node ids and 
   );
 });
 
-Deno.test("topology: topics have design.md's partitions, replication 3, 7-day retention and min.insync.replicas=2", () => {
+Deno.test("topology: topics have docs/design.md's partitions, replication 3, 7-day retention and min.insync.replicas=2", () => {
   const topo = topology("cluster");
   const expected: Record<string, number> = {
     [TOPICS.transactions]: 5,

@@ -37,7 +37,7 @@ export type Rule = typeof RULES[number];
 /** How urgent an anomaly is. */
 export type Severity = "low" | "medium" | "high";
 
-/** The value on `transaction_anomalies` (key userId), per design.md. */
+/** The value on `transaction_anomalies` (key userId), per docs/design.md. */
 export interface Anomaly {
   /** 32 hex digits of SHA-256(rule, userId, evidence ids): the same evidence, the same id. */
   anomalyId: string;

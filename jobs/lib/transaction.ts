@@ -1,5 +1,5 @@
 /**
- * The Transaction contract of design.md: its type, the committed location
+ * The Transaction contract of docs/design.md: its type, the committed location
  * reference data, the JSON encoding and the validator that decides what goes
  * to the dead-letter topic (with a short, stable reason code).
  *

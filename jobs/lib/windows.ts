@@ -33,7 +33,7 @@ export interface WindowState {
   maxMinor: number;
 }
 
-/** The value on `transaction_aggregates` (key merchantId), per design.md. */
+/** The value on `transaction_aggregates` (key merchantId), per docs/design.md. */
 export interface Aggregate {
   merchantId: string;
   currency: string;
