@@ -1,0 +1,466 @@
+/**
+ * The topic reader: what `rpk topic consume` and `kcat -C` show, for txpipe.
+ *
+ *   TOPIC, from its first offset (read_committed: only committed records)
+ *     → one view per record: partition, offset, timestamp, key, headers
+ *       (UTF-8), value (parsed JSON, else the text); a dead letter's reason
+ *     → stdout: pretty JSON on a terminal, NDJSON when piped (--format)
+ *     → stop at the end offsets of the start, after --limit records, or
+ *       (--follow) on Ctrl-C / SIGTERM
+ *
+ * Where it stops. Without --follow the reader stops once its position in
+ * every partition has reached that partition's end offset as it was at the
+ * start. read_committed reads to the last stable offset (LSO): the end
+ * offsets are listed read_committed, so they are LSOs (an open transaction
+ * holds the end before its first record). The position is judged by the
+ * offsets the consumer has moved past, not by counting records: transaction
+ * markers and aborted records occupy offsets that are never printed. kafkajs
+ * reports how far each fetched batch went (data and control records alike)
+ * with its end-of-batch event, also for a batch of only markers or aborted
+ * records, which never reaches `eachBatch`.
+ *
+ * Consumer group. kafkajs 2.2.4 cannot read without one (it has no
+ * `assign`), so the reader joins a throwaway group, `txpipe-consume-<uuid>`,
+ * as its only member. It never commits an offset (autoCommit off) and deletes
+ * the group when it stops. Killed with -9, it leaves an empty group without
+ * offsets, which the group coordinator drops at its next periodic cleanup
+ * (`offsets.retention.check.interval.ms`, 10 minutes by default). No other
+ * group is ever joined or touched.
+ *
+ * Records go to stdout, everything else (progress, errors) to stderr, and
+ * kafkajs stays silent (no logger), so piping stays clean.
+ *
+ * Run `deno task consume --help` for the flags.
+ *
+ * @module
+ */
+import "./lib/read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
+import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
+import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { commonFlags } from "./lib/job.ts";
+import { connectWithRetry, createKafka, KafkaUnreachableError } from "./lib/kafka.ts";
+import { formatCount, formatElapsed } from "./lib/progress.ts";
+import { DLQ_HEADERS } from "./lib/stream.ts";
+
+// The connection flags every command shares; the /metrics flags do not apply
+// (a reader serves no metrics). commonFlags takes a job name only for its
+// default metrics port.
+const { brokers, "connect-attempts": connectAttempts } = commonFlags("produce");
+
+/** The reader's flags. */
+export const CONSUME_COMMAND: CommandSpec = {
+  name: "deno task consume",
+  summary: "print the committed records of a topic (read_committed), from its beginning",
+  usage: "deno task consume TOPIC [flags]",
+  flags: {
+    brokers,
+    "connect-attempts": connectAttempts,
+    follow: {
+      kind: "boolean",
+      default: false,
+      help: "keep printing new records until Ctrl-C or SIGTERM, instead of stopping at the end " +
+        "offsets the topic had at the start",
+    },
+    limit: {
+      kind: "int",
+      min: 0,
+      default: 0,
+      help: "stop after N records; 0 = no limit",
+      placeholder: "N",
+    },
+    format: {
+      kind: "string",
+      choices: ["auto", "json", "pretty"],
+      default: "auto",
+      help: "json: one JSON object per line (NDJSON); pretty: indented JSON; auto: pretty on " +
+        "a terminal, json when piped",
+      placeholder: "auto|json|pretty",
+    },
+  },
+  examples: [
+    "deno task consume transaction_dead_letters",
+    "deno task consume financial_transactions --limit 5 --format json | jq .value.amount",
+    "deno task consume transaction_anomalies --follow",
+  ],
+};
+
+/** A dead letter's reason, from its `txpipe-dlq-*` headers. */
+export interface DeadLetterView {
+  reason: string;
+  message?: string;
+  /** Where the rejected record was: `topic/partition@offset`. */
+  source?: string;
+  job?: string;
+}
+
+/** One record as the reader prints it. */
+export interface RecordView {
+  topic: string;
+  partition: number;
+  offset: number;
+  /** Epoch ms. */
+  timestamp: number;
+  /** The key as UTF-8 text; base64 when it is not valid UTF-8 (then `keyEncoding`). */
+  key: string | null;
+  keyEncoding?: "base64";
+  /** Present when the record carries a `txpipe-dlq-reason` header. */
+  deadLetter?: DeadLetterView;
+  /** Header values as UTF-8 text; a repeated header as a list. */
+  headers: Record<string, string | string[]>;
+  /** Parsed JSON when the bytes are JSON, else the text; base64 when not UTF-8 (then `valueEncoding`). */
+  value: unknown;
+  valueEncoding?: "base64";
+}
+
+/** A fetched record: what {@link recordView} reads of a kafkajs message. */
+export type FetchedMessage = Pick<KafkaMessage, "offset" | "timestamp" | "key" | "value"> & {
+  headers?: IHeaders;
+};
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const lossyUtf8 = new TextDecoder("utf-8");
+
+/** The bytes as UTF-8 text, or undefined when they are not valid UTF-8. */
+function utf8Text(bytes: Uint8Array): string | undefined {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+function base64(bytes: Uint8Array): string {
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary);
+}
+
+function headerText(v: unknown): string {
+  return typeof v === "string" ? v : lossyUtf8.decode(v as Uint8Array);
+}
+
+/** The printable view of `message`, read from `partition` of `topic`. */
+export function recordView(topic: string, partition: number, message: FetchedMessage): RecordView {
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, v] of Object.entries(message.headers ?? {})) {
+    if (v === undefined) continue;
+    headers[name] = Array.isArray(v) ? v.map(headerText) : headerText(v);
+  }
+  const key = printable(message.key, false);
+  const value = printable(message.value, true);
+  const deadLetter = deadLetterOf(headers);
+  // Fields in the order they print: a dead letter's reason before its headers and value.
+  return {
+    topic,
+    partition,
+    offset: Number(message.offset),
+    timestamp: Number(message.timestamp),
+    key: key.data as string | null,
+    ...(key.base64 ? { keyEncoding: "base64" as const } : {}),
+    ...(deadLetter ? { deadLetter } : {}),
+    headers,
+    value: value.data,
+    ...(value.base64 ? { valueEncoding: "base64" as const } : {}),
+  };
+}
+
+/**
+ * Bytes as they print: null, the UTF-8 text (parsed when `json` and it is
+ * JSON), or base64 when they are not UTF-8.
+ */
+function printable(bytes: Uint8Array | null, json: boolean): { data: unknown; base64?: true } {
+  if (!bytes) return { data: null };
+  const text = utf8Text(bytes);
+  if (text === undefined) return { data: base64(bytes), base64: true };
+  return { data: json ? parseJson(text) : text };
+}
+
+/** `text` parsed as JSON, or `text` itself when it is not JSON. */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** The dead-letter reason of a record's decoded headers, or undefined when it is none. */
+export function deadLetterOf(
+  headers: Readonly<Record<string, string | string[]>>,
+): DeadLetterView | undefined {
+  const one = (name: string) => {
+    const v = headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const reason = one(DLQ_HEADERS.reason);
+  if (reason === undefined) return undefined;
+  const view: DeadLetterView = { reason };
+  const message = one(DLQ_HEADERS.message);
+  if (message !== undefined) view.message = message;
+  const topic = one(DLQ_HEADERS.topic);
+  if (topic !== undefined) {
+    view.source = `${topic}/${one(DLQ_HEADERS.partition) ?? "?"}@${one(DLQ_HEADERS.offset) ?? "?"}`;
+  }
+  const job = one(DLQ_HEADERS.job);
+  if (job !== undefined) view.job = job;
+  return view;
+}
+
+/** How records are printed: NDJSON, or indented JSON for people. */
+export type OutputFormat = "json" | "pretty";
+
+/** A record as one line of NDJSON (no newline). */
+export function formatJsonLine(view: RecordView): string {
+  return JSON.stringify(view);
+}
+
+/**
+ * A record as indented JSON with an ISO timestamp; a dead letter starts with
+ * a `DEAD LETTER` line naming its reason (red and bold when `color`).
+ */
+export function formatPretty(view: RecordView, color = false): string {
+  const { deadLetter, ...rest } = view;
+  const json = JSON.stringify({ ...rest, timestamp: isoTime(view.timestamp) }, null, 2);
+  if (!deadLetter) return json;
+  let banner = `DEAD LETTER  ${deadLetter.reason}`;
+  if (deadLetter.message) banner += `: ${deadLetter.message}`;
+  const from = [
+    deadLetter.source ? `from ${deadLetter.source}` : "",
+    deadLetter.job ? `job ${deadLetter.job}` : "",
+  ].filter((s) => s !== "").join(", ");
+  if (from) banner += `  (${from})`;
+  return `${color ? `\x1b[1;31m${banner}\x1b[0m` : banner}\n${json}`;
+}
+
+function isoTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString();
+}
+
+/** A partition's offsets as the topic listing gives them (read_committed: `high` is the LSO). */
+export interface PartitionOffsets {
+  partition: number;
+  /** First offset (log start). */
+  low: string;
+  /** End offset: the next offset to be written, or the last stable offset. */
+  high: string;
+}
+
+/**
+ * The end offsets a reader stops at, as they were at its start, and how far
+ * it has read in each partition. The position counts every offset the
+ * consumer has moved past (data records, aborted records and transaction
+ * markers alike), so a partition whose last records are markers or aborted
+ * ones still reaches its end.
+ */
+export class EndOffsets {
+  readonly #ends = new Map<number, bigint>();
+  readonly #positions = new Map<number, bigint>();
+
+  constructor(partitions: readonly PartitionOffsets[]) {
+    for (const p of partitions) {
+      this.#ends.set(p.partition, BigInt(p.high));
+      this.#positions.set(p.partition, BigInt(p.low));
+    }
+  }
+
+  /** Whether the record at `offset` of `partition` lies before that partition's end. */
+  contains(partition: number, offset: string): boolean {
+    const end = this.#ends.get(partition);
+    return end !== undefined && BigInt(offset) < end;
+  }
+
+  /** Notes that the consumer has moved past `lastOffset` of `partition`. */
+  advance(partition: number, lastOffset: string): void {
+    const next = BigInt(lastOffset) + 1n;
+    if (next > (this.#positions.get(partition) ?? -1n)) this.#positions.set(partition, next);
+  }
+
+  /** Whether `partition` has been read to its end. */
+  atEnd(partition: number): boolean {
+    const end = this.#ends.get(partition);
+    return end === undefined || (this.#positions.get(partition) ?? -1n) >= end;
+  }
+
+  /** Whether every partition has been read to its end. */
+  get reachedEnd(): boolean {
+    return [...this.#ends.keys()].every((p) => this.atEnd(p));
+  }
+}
+
+/** What a read is told to do. */
+interface ReadOptions {
+  topic: string;
+  follow: boolean;
+  /** 0 = no limit. */
+  limit: number;
+  /** Prints one fetched batch's records (already cut to the limit and the end). */
+  print: (views: RecordView[]) => Promise<void>;
+  /** Resolves when the user asks to stop (Ctrl-C, SIGTERM). */
+  stopSignal: Promise<void>;
+}
+
+/**
+ * Reads `topic` from its beginning through a throwaway consumer group until
+ * the end offsets of the start (or forever with `follow`), the limit, or the
+ * stop signal; deletes the group afterwards. Returns the records printed.
+ */
+async function consumeTopic(kafka: Kafka, admin: Admin, o: ReadOptions): Promise<number> {
+  const ends = new EndOffsets(await admin.fetchTopicOffsets(o.topic));
+  let printed = 0;
+  if (!o.follow && ends.reachedEnd) return printed; // empty: no group needed
+
+  const groupId = `txpipe-consume-${crypto.randomUUID()}`;
+  const consumer: Consumer = kafka.consumer({
+    groupId,
+    readUncommitted: false,
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 1000, // how long a fetch waits for new records; bounds the time to stop
+    retry: { restartOnFailure: () => Promise.resolve(false) },
+  });
+  let finish!: () => void;
+  let fail!: (err: Error) => void;
+  const finished = new Promise<void>((resolve, reject) => {
+    finish = resolve;
+    fail = reject;
+  });
+  let over = false; // at the end, the limit or a stop: nothing more is printed
+  const end = () => {
+    over = true;
+    finish();
+  };
+  o.stopSignal.then(end);
+  consumer.on(consumer.events.CRASH, ({ payload }) => fail(payload.error));
+  // Every batch the consumer moved past, printed or not (markers, aborted records).
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    ends.advance(payload.partition, payload.lastOffset);
+    if (!o.follow && ends.reachedEnd) end();
+  });
+
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic: o.topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false, // a reader leaves no committed offsets behind
+      eachBatch: async ({ batch }) => {
+        if (over) return;
+        const views: RecordView[] = [];
+        for (const m of batch.messages) {
+          if (!o.follow && !ends.contains(batch.partition, m.offset)) break; // past the start's end
+          views.push(recordView(o.topic, batch.partition, m));
+          if (o.limit > 0 && printed + views.length >= o.limit) break;
+        }
+        if (views.length === 0) return;
+        try {
+          await o.print(views);
+          printed += views.length;
+        } catch (err) {
+          if (err instanceof Deno.errors.BrokenPipe) return end(); // e.g. `| head`
+          return fail(err as Error);
+        }
+        if (o.limit > 0 && printed >= o.limit) end();
+      },
+    });
+    await finished;
+  } finally {
+    over = true;
+    await consumer.disconnect().catch(() => {});
+    await admin.deleteGroups([groupId]).catch(() => {}); // gone already when it never joined
+  }
+  return printed;
+}
+
+/** Writes records to stdout in `format`, a batch at a time. */
+function stdoutPrinter(
+  format: OutputFormat,
+  color: boolean,
+): (views: RecordView[]) => Promise<void> {
+  const writer = Deno.stdout.writable.getWriter();
+  const encoder = new TextEncoder();
+  return async (views) => {
+    const lines = views.map((v) => format === "json" ? formatJsonLine(v) : formatPretty(v, color));
+    await writer.write(encoder.encode(lines.join("\n") + "\n"));
+  };
+}
+
+/** Prints a usage error as parseCommandLine does, and exits 2. */
+function usageError(message: string): never {
+  console.error(`${CONSUME_COMMAND.name}: ${message}\nRun with --help for usage.`);
+  Deno.exit(2);
+}
+
+async function main(): Promise<number> {
+  const { values: v, positional } = parseCommandLine(CONSUME_COMMAND);
+  if (positional.length === 0) usageError("expected a TOPIC argument, got none");
+  if (positional.length > 1) {
+    usageError(`expected one TOPIC argument, got ${positional.length}: ${positional.join(" ")}`);
+  }
+  const topic = positional[0];
+  const follow = v.follow as boolean;
+  const brokerList = v.brokers as string[];
+  const terminal = Deno.stdout.isTerminal();
+  const format: OutputFormat = v.format === "auto"
+    ? (terminal ? "pretty" : "json")
+    : v.format as OutputFormat;
+  const color = format === "pretty" && terminal && !Deno.env.get("NO_COLOR");
+
+  const name = CONSUME_COMMAND.name;
+  let resolveStop!: () => void;
+  const stopSignal = new Promise<void>((r) => resolveStop = r);
+  Deno.addSignalListener("SIGINT", resolveStop);
+  Deno.addSignalListener("SIGTERM", resolveStop);
+
+  // No logger: kafkajs logs nothing, stdout carries only records.
+  const kafka = createKafka({ clientId: "txpipe-consume", brokers: brokerList });
+  const admin = kafka.admin();
+  const started = performance.now();
+  try {
+    const connected = connectWithRetry(brokerList, () => admin.connect(), {
+      attempts: v.connectAttempts as number,
+      onRetry: (attempt, delay, err) =>
+        console.error(
+          `${name}: Kafka unreachable at ${brokerList.join(",")} (attempt ${attempt}: ${
+            (err as Error)?.message ?? err
+          }); retrying in ${delay}ms`,
+        ),
+    });
+    if (await Promise.race([connected.then(() => false), stopSignal.then(() => true)])) {
+      return 0; // stopped before anything was read
+    }
+    if (!(await admin.listTopics()).includes(topic)) {
+      console.error(`${name}: topic "${topic}" does not exist on ${brokerList.join(",")}`);
+      return 1;
+    }
+    console.error(
+      follow
+        ? `reading ${topic} from the beginning, then following new records (Ctrl-C to stop)`
+        : `reading ${topic} from the beginning to its current end`,
+    );
+    const count = await consumeTopic(kafka, admin, {
+      topic,
+      follow,
+      limit: v.limit as number,
+      print: stdoutPrinter(format, color),
+      stopSignal,
+    });
+    const seconds = (performance.now() - started) / 1000;
+    console.error(
+      `read ${formatCount(count)} record${count === 1 ? "" : "s"} from ${topic} in ${
+        seconds < 60 ? `${seconds.toFixed(1)}s` : formatElapsed(seconds)
+      }`,
+    );
+    return 0;
+  } catch (err) {
+    if (err instanceof KafkaUnreachableError) console.error(`${name}: ${err.message}`);
+    else console.error(`${name}: failed: ${(err as Error)?.message ?? err}`);
+    return 1;
+  } finally {
+    await admin.disconnect().catch(() => {});
+    Deno.removeSignalListener("SIGINT", resolveStop);
+    Deno.removeSignalListener("SIGTERM", resolveStop);
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}
