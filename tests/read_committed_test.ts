@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { TOPICS } from "../stacks/topology.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
-import { dropAborted, type FetchedRecord } from "../jobs/lib/read_committed.ts";
+import { dropAborted, type FetchedRecord, hideAborted } from "../jobs/lib/read_committed.ts";
 import { BROKERS, freshTopic, readTopic } from "./helpers/cluster.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
@@ -50,6 +50,17 @@ Deno.test("read_committed: transactions aborted before the fetched range start a
   const aborted = [{ producerId: "a", firstOffset: "5" }, { producerId: "b", firstOffset: "7" }];
   const kept = dropAborted(records, aborted).map((r) => Number(r.offset));
   assert.deepEqual(kept, [12, 13]);
+});
+
+Deno.test("read_committed: aborted records are flagged as control records, never removed, so kafkajs moves past a fetch of only aborted records", () => {
+  // A transaction larger than the fetch: only its records, its ABORT marker not yet fetched.
+  const onlyAborted = [data(0, "big"), data(1, "big"), data(2, "big")];
+  assert.equal(hideAborted(onlyAborted, [{ producerId: "big", firstOffset: "0" }]), 3);
+  assert.equal(onlyAborted.length, 3, "every fetched record stays for kafkajs to move past");
+  assert.ok(onlyAborted.every((r) => r.isControlRecord), "none is delivered");
+  const mixed = [data(0, "p1"), data(1, "p2", false), marker(2, "p1", ABORT), data(3, "p1")];
+  assert.equal(hideAborted(mixed, [{ producerId: "p1", firstOffset: "0" }]), 1);
+  assert.deepEqual(mixed.filter((r) => !r.isControlRecord).map((r) => Number(r.offset)), [1, 3]);
 });
 
 Deno.test("read_committed: without aborted transactions every record stays", () => {

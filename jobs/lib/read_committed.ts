@@ -17,8 +17,9 @@
  * So each Fetch response is filtered here, before kafkajs sees it, as the
  * Java client does: aborted transactions ordered by first offset, every one
  * that starts at or before a record active from that record on, until its
- * producer's ABORT marker; kafkajs then gets an empty list and nothing left
- * to skip.
+ * producer's ABORT marker. Their records are flagged as control records
+ * (kafkajs skips those but still moves past them), and kafkajs gets an empty
+ * list and nothing left to skip.
  *
  * @module
  */
@@ -83,6 +84,30 @@ export function dropAborted<R extends FetchedRecord>(
   });
 }
 
+/**
+ * Flags the records of `aborted` transactions among `records` as control
+ * records, in place, and returns how many it flagged. kafkajs never delivers
+ * a control record but moves its position past every record it fetched, so
+ * the aborted ones are skipped. Removing them instead would stall a reader: a
+ * fetch holding only aborted records (a transaction larger than the fetch
+ * size) would leave kafkajs nothing to move past, and it would fetch the same
+ * offset forever.
+ */
+export function hideAborted<R extends FetchedRecord>(
+  records: R[],
+  aborted: readonly AbortedTransaction[],
+): number {
+  const kept = new Set<R>(dropAborted(records, aborted));
+  let hidden = 0;
+  for (const r of records) {
+    if (!kept.has(r)) {
+      r.isControlRecord = true;
+      hidden++;
+    }
+  }
+  return hidden;
+}
+
 interface FetchPartition {
   abortedTransactions?: AbortedTransaction[] | null;
   messages: FetchedRecord[];
@@ -108,7 +133,7 @@ for (const mod of [fetchV4, fetchV5, fetchV6, fetchV7, fetchV8, fetchV9, fetchV1
     for (const topic of response.responses ?? []) {
       for (const p of topic.partitions ?? []) {
         if (p.abortedTransactions && p.abortedTransactions.length > 0) {
-          p.messages = dropAborted(p.messages, p.abortedTransactions);
+          hideAborted(p.messages, p.abortedTransactions);
           p.abortedTransactions = [];
         }
       }
