@@ -38,7 +38,7 @@ import "./lib/read_committed.ts"; // kafkajs skips aborted transactions wrongly:
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags } from "./lib/job.ts";
-import { connectWithRetry, createKafka, KafkaUnreachableError } from "./lib/kafka.ts";
+import { connectWithRetry, createKafka, KafkaUnreachableError, probeKafka } from "./lib/kafka.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { DLQ_HEADERS } from "./lib/stream.ts";
 
@@ -415,15 +415,16 @@ async function main(): Promise<number> {
   const admin = kafka.admin();
   const started = performance.now();
   try {
-    const connected = connectWithRetry(brokerList, () => admin.connect(), {
-      attempts: v.connectAttempts as number,
-      onRetry: (attempt, delay, err) =>
+    // Each attempt is a silent probe trying every broker once (as runJob does).
+    const attempts = v.connectAttempts as number;
+    const connected = connectWithRetry(brokerList, () => probeKafka(brokerList, "txpipe-consume"), {
+      attempts,
+      onRetry: (attempt, delay) =>
         console.error(
-          `${name}: Kafka unreachable at ${brokerList.join(",")} (attempt ${attempt}: ${
-            (err as Error)?.message ?? err
-          }); retrying in ${delay}ms`,
+          `${name}: waiting for Kafka at ${brokerList.join(",")} ` +
+            `(attempt ${attempt}/${attempts} failed, next in ${delay / 1000} s)`,
         ),
-    });
+    }).then(() => admin.connect());
     if (await Promise.race([connected.then(() => false), stopSignal.then(() => true)])) {
       return 0; // stopped before anything was read
     }

@@ -81,6 +81,7 @@ export class Jobs extends Construct {
             `TXPIPE_BROKERS=${props.bootstrap}`,
             `TXPIPE_METRICS_PORT=${job.metricsPort}`,
             "TXPIPE_METRICS_HOST=0.0.0.0",
+            "TXPIPE_LOG_FORMAT=ecs", // for Logstash, also when a container gets a tty
             `TXPIPE_INSTANCE_ID=${job.name}-${index}`,
             `DENO_DIR=${DENO_DIR}`,
             "DENO_NO_UPDATE_CHECK=1",

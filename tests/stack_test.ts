@@ -565,6 +565,7 @@ Deno.test("stack: the four jobs run the spec's scripts in the Deno image, replic
     assert.equal(env.get("TXPIPE_BROKERS"), bootstrap);
     assert.equal(env.get("TXPIPE_METRICS_PORT"), String(port));
     assert.equal(env.get("TXPIPE_METRICS_HOST"), "0.0.0.0");
+    assert.equal(env.get("TXPIPE_LOG_FORMAT"), "ecs");
     assert.equal(env.get("TXPIPE_INSTANCE_ID"), `${job}-\${count.index}`);
     assert.deepEqual(c.networks_advanced[0].aliases, [`txpipe-${job}`]);
     assert.deepEqual(c.depends_on.slice().sort(), [

@@ -6,8 +6,15 @@
  * @module
  */
 import "./read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
+import "./concurrent_transactions.ts"; // kafkajs fails a send on a routine broker answer: fixed there
 import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
-import type { Admin, ITopicConfig, Message } from "kafkajs";
+import type {
+  Admin,
+  Consumer,
+  ITopicConfig,
+  Message,
+  RetryOptions as KafkaRetryOptions,
+} from "kafkajs";
 import type { Buffer } from "node:buffer";
 import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
@@ -34,6 +41,8 @@ export interface KafkaOptions {
   logger?: Logger;
   /** Per-connection timeout in ms. */
   connectionTimeout?: number;
+  /** kafkajs's retries of a failed request (default: 5, from 300 ms up to 3 s apart). */
+  retry?: KafkaRetryOptions;
 }
 
 /**
@@ -61,7 +70,7 @@ export function createKafka(options: KafkaOptions): Kafka {
     brokers: options.brokers,
     connectionTimeout: options.connectionTimeout ?? 3000,
     requestTimeout: 30_000,
-    retry: { initialRetryTime: 300, maxRetryTime: 3000, retries: 5 },
+    retry: options.retry ?? { initialRetryTime: 300, maxRetryTime: 3000, retries: 5 },
     logLevel: options.logger ? logLevel.WARN : logLevel.NOTHING,
     logCreator: options.logger ? kafkaLogCreator(options.logger) : undefined,
   });
@@ -107,6 +116,53 @@ export async function connectWithRetry<T>(
       options.onRetry?.(attempt, delay, err);
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, options.maxDelayMs ?? 8000);
+    }
+  }
+}
+
+/**
+ * Connects to `brokers` once, trying each of them once, and disconnects:
+ * resolves when one answers, rejects when none does. Its client logs
+ * nothing, so a caller retrying it (see {@link connectWithRetry}) says
+ * itself what happens instead of kafkajs's lines per broker and attempt.
+ */
+export async function probeKafka(brokers: string[], clientId: string): Promise<void> {
+  const admin = createKafka({
+    clientId,
+    brokers,
+    // kafkajs moves to the next bootstrap server on each retry.
+    retry: { retries: brokers.length - 1, initialRetryTime: 100, maxRetryTime: 100 },
+  }).admin();
+  try {
+    await admin.connect();
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+/**
+ * Subscribes `consumer` to `topics`, again for up to `timeoutMs` while a
+ * broker does not know one of them yet. A topic created a moment ago (by
+ * {@link ensureTopics} here, or by another process) reaches each broker's
+ * metadata a little later, and kafkajs's subscribe fails on the first broker
+ * that answers "This server does not host this topic-partition" (seen when
+ * the aggregation and the evaluator started on topics created a moment
+ * before: both exited 1).
+ */
+export async function subscribeWhenKnown(
+  consumer: Consumer,
+  topics: string[],
+  options: { fromBeginning: boolean; timeoutMs?: number },
+): Promise<void> {
+  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+  for (;;) {
+    try {
+      return await consumer.subscribe({ topics, fromBeginning: options.fromBeginning });
+    } catch (err) {
+      const type = (err as { type?: string })?.type;
+      const unknown = type === "UNKNOWN_TOPIC_OR_PARTITION" || type === "LEADER_NOT_AVAILABLE";
+      if (!unknown || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 300));
     }
   }
 }

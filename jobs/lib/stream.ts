@@ -30,7 +30,13 @@
 import { Buffer } from "node:buffer";
 import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { PARTITIONER, PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./kafka.ts";
+import {
+  PARTITIONER,
+  PartitionRouter,
+  PRODUCER_RETRY,
+  sendByPartition,
+  subscribeWhenKnown,
+} from "./kafka.ts";
 import {
   consumedRecords,
   consumerLag,
@@ -322,9 +328,10 @@ export async function runStream<T, S>(
     const producer = kafka.producer({
       transactionalId: `${processor.groupId}-${processor.source}-${partition}`,
       idempotent: true,
-      // A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
-      // while the commit markers are written: retry within milliseconds, not 300.
-      retry: { ...PRODUCER_RETRY, initialRetryTime: 30 },
+      // (A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
+      // while the commit markers are written: retried within milliseconds and
+      // quietly by concurrent_transactions.ts, below kafkajs's retries.)
+      retry: PRODUCER_RETRY,
       createPartitioner: PARTITIONER,
       maxInFlightRequests: 1,
       transactionTimeout: options.transactionTimeoutMs ?? 60_000,
@@ -539,7 +546,7 @@ export async function runStream<T, S>(
   };
 
   await consumer.connect();
-  await consumer.subscribe({ topics: [processor.source], fromBeginning: true });
+  await subscribeWhenKnown(consumer, [processor.source], { fromBeginning: true });
   await consumer.run({
     autoCommit: false,
     eachBatchAutoResolve: false,
@@ -654,7 +661,7 @@ async function restoreState<S>(
   let done = false;
   let progressAt = Date.now();
   await consumer.connect();
-  await consumer.subscribe({ topics: [changelog], fromBeginning: true });
+  await subscribeWhenKnown(consumer, [changelog], { fromBeginning: true });
   const finished = new Promise<void>((resolve, reject) => {
     consumer.on(consumer.events.CRASH, (e) => reject(e.payload.error));
     consumer.run({

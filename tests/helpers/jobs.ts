@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { copyToFile } from "../../jobs/lib/log_file.ts";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
@@ -141,7 +142,7 @@ export function startInstance(
   Deno.mkdirSync(LOG_DIR, { recursive: true });
   const logFile = join(LOG_DIR, `${topics.appId}-${job}-${++instanceCount}.log`);
   const logged = Deno.open(logFile, { write: true, create: true, truncate: true })
-    .then((f) => child.stdout.pipeTo(f.writable));
+    .then((f) => copyToFile(child.stdout, f));
   return { child, stderr, logFile, logged };
 }
 

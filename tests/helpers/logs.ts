@@ -18,5 +18,5 @@ export function captureLogs(
       done();
     },
   });
-  return { lines, logger: createLogger(job, { destination: sink, level }) };
+  return { lines, logger: createLogger(job, { destination: sink, level, format: "ecs" }) };
 }

@@ -1,0 +1,149 @@
+/**
+ * CONCURRENT_TRANSACTIONS retried quietly, as the Java client does, with
+ * kafkajs 2.2.4 (imported for its effect by jobs/lib/kafka.ts, so every
+ * txpipe client has it).
+ *
+ * When a transaction commits, the coordinator answers EndTxn once the
+ * commit is decided, then writes the commit markers to every partition of
+ * the transaction. Until they are written it refuses any change to the
+ * next transaction of the same transactional id with CONCURRENT_TRANSACTIONS
+ * (the request is not applied). A stream job begins its next transaction
+ * right after a commit, so its first AddPartitionsToTxn meets this error
+ * routinely. The Java client retries it in place, logging nothing, after
+ * 20 ms (`ADD_PARTITIONS_RETRY_BACKOFF_MS` in its TransactionManager); it
+ * retries AddOffsetsToTxn and EndTxn on it as well.
+ *
+ * kafkajs instead fails the whole send: it logs "Failed to send messages:
+ * The producer attempted to update a transaction while another concurrent
+ * operation on the same transaction was ongoing" and the connection logs
+ * "Response AddPartitionsToTxn" as errors, refreshes all metadata, and
+ * retries the send after the producer's retry delay. Seen here: 3 550 such
+ * pairs of lines in five minutes of the aggregation at 200 records/s. It
+ * does not retry AddOffsetsToTxn or EndTxn on it at all (the batch fails).
+ *
+ * So the three transaction-coordinator requests of a transaction are retried
+ * here, on this error only, with the same arguments (same producer id and
+ * epoch: the broker did not apply the refused request, and the retry is
+ * what kafkajs and Java do anyway), after 20 ms, doubling up to 200 ms, for
+ * at most {@link MAX_RETRY_MS}; after that the error goes to kafkajs as
+ * before. While one request of a transactional id retries, its others wait
+ * for it rather than be refused as well. The connection's log line for the
+ * refused response is demoted to debug by kafkaLogCreator (jobs/lib/log.ts).
+ *
+ * How long the wait is, measured on the local 3+3 cluster (Kafka 4.4.0): a
+ * transaction begun right after the previous commit was refused 1 to 3
+ * times, about 30 ms to 100 ms in all; even 200 ms after a commit, most
+ * first AddPartitionsToTxn still were. So it cannot be avoided by a short
+ * pause; the retry is the only way.
+ *
+ * @module
+ */
+// kafkajs's own Broker class: the one every kafkajs client instantiates, so
+// wrapping its methods here changes the requests of every producer.
+import Broker from "kafkajs/src/broker/index.js";
+
+/** The broker error this module retries. */
+export const CONCURRENT_TRANSACTIONS = "CONCURRENT_TRANSACTIONS";
+
+/** First wait before a retry (the Java client's ADD_PARTITIONS_RETRY_BACKOFF_MS). */
+export const FIRST_RETRY_MS = 20;
+/** Longest wait between two retries. */
+export const MAX_DELAY_MS = 200;
+/** How long a request is retried here before its error goes to kafkajs. */
+export const MAX_RETRY_MS = 30_000;
+
+/** The Broker methods whose requests go to the transaction coordinator. */
+const PATCHED = ["addPartitionsToTxn", "addOffsetsToTxn", "endTxn"] as const;
+
+/** How many requests were retried on CONCURRENT_TRANSACTIONS, per request; for tests. */
+export const concurrentTransactionRetries: Record<(typeof PATCHED)[number], number> = {
+  addPartitionsToTxn: 0,
+  addOffsetsToTxn: 0,
+  endTxn: 0,
+};
+
+/** Whether `err` is the broker's CONCURRENT_TRANSACTIONS. */
+export function isConcurrentTransactions(err: unknown): boolean {
+  return (err as { type?: string } | null)?.type === CONCURRENT_TRANSACTIONS;
+}
+
+/** Options of {@link retryConcurrentTransactions}. */
+export interface ConcurrentRetryOptions {
+  /** Called before each retry with the wait in ms. */
+  onRetry?: (delayMs: number) => void;
+  /** Gives up after this long (default {@link MAX_RETRY_MS}). */
+  maxRetryMs?: number;
+}
+
+/**
+ * Runs `request`, again after 20 ms, 40 ms, ... (at most 200 ms apart) while
+ * it fails with CONCURRENT_TRANSACTIONS, for at most `maxRetryMs`; any other
+ * error, or this one past the deadline, is thrown as is.
+ */
+export async function retryConcurrentTransactions<T>(
+  request: () => Promise<T>,
+  options: ConcurrentRetryOptions = {},
+): Promise<T> {
+  const deadline = Date.now() + (options.maxRetryMs ?? MAX_RETRY_MS);
+  let delay = FIRST_RETRY_MS;
+  for (;;) {
+    try {
+      return await request();
+    } catch (err) {
+      if (!isConcurrentTransactions(err) || Date.now() + delay > deadline) throw err;
+      options.onRetry?.(delay);
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, MAX_DELAY_MS);
+    }
+  }
+}
+
+/**
+ * Per transactional id, the request now retrying on CONCURRENT_TRANSACTIONS.
+ * A transaction's sends run concurrently (one per partition, see
+ * sendByPartition), and each would add its partitions and be refused in
+ * turn; while one request finds the previous transaction still completing,
+ * the others of that id wait for it instead of being refused too.
+ */
+const completing = new Map<string, Promise<unknown>>();
+
+/**
+ * Sends the transaction-coordinator request `request` of transactional id
+ * `id`: after any request of that id still retrying on
+ * CONCURRENT_TRANSACTIONS, itself retried on it (see
+ * {@link retryConcurrentTransactions}).
+ */
+export async function transactionRequest<T>(
+  id: string,
+  request: () => Promise<T>,
+  options: ConcurrentRetryOptions = {},
+): Promise<T> {
+  const ahead = completing.get(id);
+  if (ahead) await ahead.catch(() => {});
+  const mine: Promise<T> = retryConcurrentTransactions(request, {
+    ...options,
+    onRetry: (ms) => {
+      if (!completing.has(id)) completing.set(id, mine);
+      options.onRetry?.(ms);
+    },
+  });
+  try {
+    return await mine;
+  } finally {
+    if (completing.get(id) === mine) completing.delete(id);
+  }
+}
+
+// deno-lint-ignore no-explicit-any
+const proto = Broker.prototype as Record<string, any>;
+for (const name of PATCHED) {
+  const original = proto[name];
+  if (typeof original !== "function") {
+    throw new Error(`kafkajs Broker.${name} not found: expected kafkajs 2.2.4`);
+  }
+  proto[name] = function (this: unknown, request: { transactionalId?: string }) {
+    return transactionRequest(request?.transactionalId ?? "", () => original.call(this, request), {
+      onRetry: () => concurrentTransactionRetries[name]++,
+    });
+  };
+}
