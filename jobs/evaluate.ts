@@ -15,6 +15,7 @@ import type { Consumer, Kafka } from "kafkajs";
 import { TOPICS } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
+import { subscribeWhenKnown } from "./lib/kafka.ts";
 import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
 import {
   type Anomaly,
@@ -23,7 +24,12 @@ import {
   formatEvaluation,
   type GroundTruth,
 } from "./lib/rules.ts";
-import { detectionPrecision, detectionRecall, evaluatedAnomalies } from "./lib/metrics.ts";
+import {
+  detectionPrecision,
+  detectionRecall,
+  evaluatedAnomalies,
+  serveEvaluationMetric,
+} from "./lib/metrics.ts";
 
 /** The evaluator's flags. */
 export const EVALUATE_COMMAND: CommandSpec = {
@@ -85,7 +91,7 @@ async function startReading(
     maxBytes: 50 * 1024 * 1024,
   });
   await consumer.connect();
-  await consumer.subscribe({ topics: [o.transactions, o.anomalies], fromBeginning: true });
+  await subscribeWhenKnown(consumer, [o.transactions, o.anomalies], { fromBeginning: true });
   const decoder = new TextDecoder();
   await consumer.run({
     autoCommit: false,
@@ -158,11 +164,17 @@ async function waitForEnd(
   }
 }
 
+/** Sets the gauges; precision is served only once there is an anomaly to judge (not as 0). */
 function publish(e: Evaluation): void {
+  serveEvaluationMetric(detectionRecall);
+  serveEvaluationMetric(evaluatedAnomalies);
   for (const p of e.patterns) {
     if (p.recall !== null) detectionRecall.set({ pattern: p.pattern }, p.recall);
   }
-  if (e.precision !== null) detectionPrecision.set(e.precision);
+  if (e.precision !== null) {
+    serveEvaluationMetric(detectionPrecision);
+    detectionPrecision.set(e.precision);
+  }
   evaluatedAnomalies.set(e.anomalies);
 }
 

@@ -7,7 +7,14 @@
  * evaluator, and shows a live one-screen summary read from their /metrics.
  * Ctrl-C stops the producer first (it flushes), then the stream jobs (each
  * commits its batch in progress), then the cluster if this command started
- * it. Job logs (ECS JSON) go to .cache/logs/.
+ * it, also when something fails on the way. Job logs (ECS JSON) go to
+ * .cache/logs/.
+ *
+ * One start at a time per TXPIPE_HOME: it holds start.lock for its whole run
+ * (stacks/local/lock.ts), so a second one exits 1 naming the first. Before it
+ * starts anything it checks every port it will bind (the jobs' /metrics,
+ * Prometheus, the Kafka nodes not running yet) and names each taken one, its
+ * holder and how to move it.
  *
  * @module
  */
@@ -17,8 +24,10 @@ import {
   ClusterError,
   clusterUp,
   homeDir,
+  nodePortClashes,
   ROOT,
   runningPid,
+  wantedNodePorts,
 } from "../stacks/local/cluster.ts";
 import {
   bootstrapServers,
@@ -27,10 +36,29 @@ import {
   TOPICS,
   topology,
 } from "../stacks/topology.ts";
-import { formatCount, formatElapsed } from "./lib/progress.ts";
-import { scrape, sum, sumBy } from "./lib/scrape.ts";
-import { PrometheusStartError, startPrometheus, stopPrometheus } from "./lib/prometheus_local.ts";
-import { parseCommandLine } from "./lib/cli.ts";
+import { formatElapsed } from "./lib/progress.ts";
+import { scrape } from "./lib/scrape.ts";
+import {
+  findPrometheus,
+  type LocalPrometheus,
+  PrometheusStartError,
+  startPrometheus,
+  stopPrometheus,
+} from "./lib/prometheus_local.ts";
+import { flagSource, parseCommandLine, type Parsed } from "./lib/cli.ts";
+import { copyToFile } from "./lib/log_file.ts";
+import { acquireLock, describeHolder, type HeldLock, LockedError } from "../stacks/local/lock.ts";
+import {
+  clashReport,
+  type PortClash,
+  portClashes,
+  PortInUseError,
+  type WantedPort,
+} from "./lib/ports.ts";
+import { type Scraped, summaryScreen, type Totals } from "./lib/summary.ts";
+
+/** The spec's first job /metrics port: --metrics-base moves all four by the same offset. */
+const JOB_PORT_BASE = Math.min(...topology().jobs.map((j) => j.metricsPort));
 
 const COMMAND = {
   name: "deno task start",
@@ -63,13 +91,41 @@ const COMMAND = {
       default: 60_000,
       help: "aggregation window size",
     },
+    settle: {
+      kind: "duration",
+      min: 0,
+      default: 300_000,
+      help: "the evaluator's --settle: recall counts a fraud instance this long after its last " +
+        "record (event time), so a pattern still unfolding is not a miss",
+    },
+    "metrics-base": {
+      kind: "int",
+      min: 1,
+      max: 65532,
+      default: JOB_PORT_BASE,
+      help: "first of the jobs' four /metrics ports (produce, aggregate, detect, evaluate " +
+        "listen on PORT..PORT+3)",
+      placeholder: "PORT",
+    },
+    "prometheus-port": {
+      kind: "int",
+      min: 1,
+      max: 65535,
+      default: topology().prometheusPort,
+      help: "port of the local Prometheus (when installed)",
+      placeholder: "PORT",
+    },
     "keep-cluster": {
       kind: "boolean",
       default: false,
       help: "leave the cluster running after Ctrl-C even if this command started it",
     },
   },
-  examples: ["deno task start", "deno task start --mode single --rate 50"],
+  examples: [
+    "deno task start",
+    "deno task start --mode single --rate 50",
+    "deno task start --metrics-base 19464 --prometheus-port 19090",
+  ],
 } as const;
 
 /** A process started by `start`, its output written to .cache/logs/<name>.log. */
@@ -92,117 +148,244 @@ async function startJob(name: JobSpec["name"], args: string[]): Promise<Running>
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  child.stdout.pipeTo(out.writable).catch(() => {});
-  child.stderr.pipeTo(err.writable).catch(() => {});
+  // Each line reaches its file as the job writes it (see copyToFile).
+  copyToFile(child.stdout, out).catch(() => {});
+  copyToFile(child.stderr, err).catch(() => {});
   return { name, child };
 }
 
-/** Counter values of the previous screen, for rates. */
-type Previous = Map<string, number>;
-
-function rate(prev: Previous, key: string, now: number, seconds: number): number {
-  const before = prev.get(key);
-  prev.set(key, now);
-  return before === undefined || seconds <= 0 ? 0 : Math.max(0, (now - before) / seconds);
+/** Where each job's /metrics listens: the spec ports, moved by --metrics-base. */
+function jobMetricsPorts(topo: ReturnType<typeof topology>, base: number): Map<string, number> {
+  return new Map(topo.jobs.map((j) => [j.name, j.metricsPort - JOB_PORT_BASE + base]));
 }
 
-/** One screen of the live summary, from the jobs' own /metrics. */
-async function summaryScreen(
-  topo: ReturnType<typeof topology>,
-  prev: Previous,
-  seconds: number,
-  header: string,
-  prometheusUrl?: string,
-): Promise<string> {
-  const url = (job: string) =>
-    `http://127.0.0.1:${topo.jobs.find((j) => j.name === job)!.metricsPort}/metrics`;
-  const [p, a, d, e] = await Promise.all(
-    ["produce", "aggregate", "detect", "evaluate"].map((j) => scrape(url(j))),
+/**
+ * What is wrong with the ports start will bind: each one another process
+ * holds (the jobs' /metrics, Prometheus when installed, the ports of the
+ * Kafka nodes not running yet) and each one wanted twice, as messages; and
+ * whether a port the user chose is among them (then it is a usage error).
+ */
+async function takenPorts(
+  mode: ClusterMode,
+  jobPorts: Map<string, number>,
+  prometheusPort: number | undefined,
+): Promise<{ messages: string[]; given: boolean }> {
+  const moveJobs = "move the jobs' four /metrics ports with --metrics-base PORT or " +
+    `TXPIPE_METRICS_BASE (they take PORT..PORT+3; default ${JOB_PORT_BASE})`;
+  const moveProm = "move it with --prometheus-port PORT or TXPIPE_PROMETHEUS_PORT";
+  const wanted: Array<WantedPort & { move: string }> = [...jobPorts].map(([job, port]) => ({
+    port,
+    what: `${job}'s /metrics`,
+    move: moveJobs,
+    advice: `${moveJobs}, or stop that process`,
+    given: flagSource("metrics-base") !== "default",
+  }));
+  if (prometheusPort !== undefined) {
+    wanted.push({
+      port: prometheusPort,
+      what: "Prometheus",
+      move: moveProm,
+      advice: `${moveProm}, or stop that process`,
+      given: flagSource("prometheus-port") !== "default",
+    });
+  }
+  const messages: string[] = [];
+  let given = false;
+  // A chosen port may also be one a Kafka node will bind once started.
+  const first = new Map<number, WantedPort>(
+    wantedNodePorts(mode, topology(mode).nodes).map((w) => [w.port, w]),
   );
-  const produced = sum(p, "txpipe_produced_records_total");
-  const aggIn = sum(a, "txpipe_consumed_records_total", { topic: TOPICS.transactions });
-  const detIn = sum(d, "txpipe_consumed_records_total");
-  const byRule = [...sumBy(d, "txpipe_anomalies_total", "rule")]
-    .map(([rule, n]) => `${rule} ${formatCount(n)}`).join(", ") || "none yet";
-  const recall = [...sumBy(e, "txpipe_detection_recall", "pattern")]
-    .map(([pattern, r]) => `${pattern} ${(r * 100).toFixed(0)}%`).join(", ") || "n/a";
-  const precision = e.find((s) => s.name === "txpipe_detection_precision");
-  const dead = sum(a, "txpipe_dead_letters_total") + sum(d, "txpipe_dead_letters_total");
-  const lines = [
-    header,
-    "",
-    `produce    ${formatCount(rate(prev, "p", produced, seconds)).padStart(7)} rec/s   ` +
-    `total ${formatCount(produced)}   errors ${sum(p, "txpipe_produce_errors_total")}`,
-    `aggregate  ${formatCount(rate(prev, "a", aggIn, seconds)).padStart(7)} rec/s   ` +
-    `lag ${formatCount(sum(a, "txpipe_consumer_lag"))}   windows emitted ${
-      formatCount(sum(a, "txpipe_aggregates_emitted_total"))
-    }   late ${sum(a, "txpipe_late_records_total")}`,
-    `detect     ${formatCount(rate(prev, "d", detIn, seconds)).padStart(7)} rec/s   ` +
-    `lag ${formatCount(sum(d, "txpipe_consumer_lag"))}   anomalies: ${byRule}`,
-    `evaluate   precision ${
-      precision ? `${(precision.value * 100).toFixed(1)}%` : "n/a"
-    }   recall: ${recall}`,
-    `dead letters ${formatCount(dead)}`,
-    "",
-    `metrics    ${topo.jobs.map((j) => `${j.name} :${j.metricsPort}`).join("  ")}${
-      prometheusUrl ? `   prometheus ${prometheusUrl}` : ""
-    }`,
-    `logs       ${join(homeDir(), "logs")}/<job>.log (ECS JSON)`,
-    `kafka      ${bootstrapServers(topo).join(",")}`,
+  for (const w of wanted) {
+    const other = first.get(w.port);
+    if (other) {
+      messages.push(`port ${w.port} is wanted twice, for ${other.what} and ${w.what}; ${w.move}`);
+      given = true;
+    } else first.set(w.port, w);
+  }
+  const clashes: PortClash[] = [
+    ...await portClashes(
+      wanted.filter((w) => first.get(w.port) === w).map(({ move: _, ...w }) => w),
+    ),
+    ...await nodePortClashes(mode),
   ];
-  return lines.join("\n");
+  messages.push(...clashReport(clashes));
+  return { messages, given: given || clashes.some((c) => c.given) };
+}
+
+/** Ctrl-C and SIGTERM: the first stops everything in order; a second while starting quits. */
+interface StopRequest {
+  stopping: boolean;
+  /** Still bringing things up (a second Ctrl-C then quits at once). */
+  starting: boolean;
+  /** Wakes the summary loop. */
+  wake: () => void;
+}
+
+function listenForStop(): StopRequest {
+  const request: StopRequest = { stopping: false, starting: true, wake: () => {} };
+  const onSignal = () => {
+    if (request.stopping) {
+      if (!request.starting) return;
+      console.error(
+        "\nquitting at once: what was started keeps running " +
+          "(`deno task cluster status` shows it, `deno task cluster down` stops it)",
+      );
+      Deno.exit(130);
+    }
+    request.stopping = true;
+    if (request.starting) {
+      console.log(
+        "\n==> stopping once the step in progress has finished (Ctrl-C again quits at once)",
+      );
+    }
+    request.wake();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  return request;
 }
 
 async function main(): Promise<number> {
-  const { values: v } = parseCommandLine(COMMAND);
+  const { values } = parseCommandLine(COMMAND);
+  // One start per TXPIPE_HOME: a second one stops here, having touched nothing.
+  const runLock = await acquireLock("start", { home: homeDir(), command: COMMAND.name });
+  try {
+    return await run(values);
+  } finally {
+    await runLock.release();
+  }
+}
+
+/** Checks the ports, then brings everything up, shows the summary and stops it all in order. */
+async function run(v: Parsed["values"]): Promise<number> {
   const mode = v.mode as ClusterMode;
   const topo = topology(mode);
+  const home = homeDir();
+  const command = COMMAND.name;
+  const jobPorts = jobMetricsPorts(topo, v.metricsBase as number);
+  const prometheusPort = findPrometheus() ? v.prometheusPort as number : undefined;
+  const taken = await takenPorts(mode, jobPorts, prometheusPort);
+  if (taken.messages.length > 0) {
+    console.error(
+      `${command}: ports it needs are taken; nothing was started.\n` +
+        taken.messages.map((m) => `  ${m}`).join("\n"),
+    );
+    return taken.given ? 2 : 1;
+  }
+  let clusterLock: HeldLock | undefined = await acquireLock("cluster", { home, command });
   const wasRunning = (await Promise.all(topo.nodes.map((n) => runningPid(mode, n))))
     .some((pid) => pid !== undefined);
 
-  console.log(`==> Kafka (${mode})`);
-  await clusterUp({ mode });
-  console.log("==> Prometheus");
-  const prom = await startPrometheus({ mode });
-  if (prom.status === "started") {
-    console.log(`    ${prom.prometheus.url} (alerts: ${prom.prometheus.url}/alerts)`);
-  } else console.log(`    ${prom.message}`);
-
+  const request = listenForStop();
   const jobs: Running[] = [];
-  let stopping = false;
-  let wake: () => void = () => {};
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    wake();
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  let prometheus: LocalPrometheus | undefined;
+  let failed = false;
+  try {
+    console.log(`==> Kafka (${mode})`);
+    await clusterUp({ mode });
+    await clusterLock.release();
+    clusterLock = undefined;
+    if (!request.stopping) {
+      console.log("==> Prometheus");
+      const prom = await startPrometheus({
+        mode,
+        port: prometheusPort,
+        jobPorts: Object.fromEntries(jobPorts),
+      });
+      if (prom.status === "started") {
+        prometheus = prom.prometheus;
+        console.log(`    ${prometheus.url} (alerts: ${prometheus.url}/alerts)`);
+      } else console.log(`    ${prom.message}`);
+    }
+    const brokers = bootstrapServers(topo).join(",");
+    const common = (job: string) => [
+      "--brokers",
+      brokers,
+      "--metrics-port",
+      String(jobPorts.get(job)),
+      // Its log file is for jq and Logstash: ECS JSON, whatever the shell sets.
+      "--log-format",
+      "ecs",
+    ];
+    const jobArgs: Array<[JobSpec["name"], string[]]> = [
+      ["produce", [...common("produce"), "--rate", `${v.rate}`, "--fraud-rate", `${v.fraudRate}`]],
+      ["aggregate", [...common("aggregate"), "--window", `${v.window}ms`]],
+      ["detect", common("detect")],
+      ["evaluate", [
+        ...common("evaluate"),
+        "--follow",
+        "--interval",
+        "5s",
+        "--settle",
+        `${v.settle}ms`,
+      ]],
+    ];
+    // One by one, so that whatever was started is stopped if a later one fails.
+    for (const [name, args] of jobArgs) {
+      if (request.stopping) break;
+      jobs.push(await startJob(name, args));
+    }
+    request.starting = false;
+    if (!request.stopping) {
+      await showSummary(jobs, request, {
+        mode,
+        topo,
+        jobPorts,
+        settleMs: v.settle as number,
+        prometheusUrl: prometheus?.url,
+      });
+    }
+  } finally {
+    if (jobs.length > 0) {
+      console.log(
+        "\n==> stopping: producer first, then the stream jobs (each commits its last batch)",
+      );
+      failed = await stopAll(jobs);
+    }
+    if (prometheus) {
+      await stopPrometheus(prometheus);
+      console.log("    prometheus stopped");
+    }
+    if (!wasRunning && !v.keepCluster) {
+      clusterLock ??= await acquireLock("cluster", {
+        home,
+        command,
+        waitMs: 300_000,
+        onWait: (holder) => console.log(`    waiting for ${describeHolder(holder)} to finish`),
+      });
+      console.log("==> stopping the cluster this command started (data is kept)");
+      await clusterDown({ mode });
+    } else {
+      console.log("==> the cluster keeps running (`deno task cluster down` stops it)");
+    }
+    await clusterLock?.release();
+  }
+  return failed ? 1 : 0;
+}
 
-  const brokers = bootstrapServers(topo).join(",");
-  const common = ["--brokers", brokers];
-  jobs.push(
-    await startJob("produce", [
-      ...common,
-      "--rate",
-      String(v.rate),
-      "--fraud-rate",
-      String(v.fraudRate),
-    ]),
-    await startJob("aggregate", [...common, "--window", `${v.window}ms`]),
-    await startJob("detect", common),
-    await startJob("evaluate", [...common, "--follow", "--interval", "5s"]),
-  );
+/** What the summary loop shows besides the samples. */
+interface SummaryOptions {
+  mode: ClusterMode;
+  topo: ReturnType<typeof topology>;
+  jobPorts: Map<string, number>;
+  settleMs: number;
+  prometheusUrl?: string;
+}
 
+/** Redraws the summary (or logs its status lines) until a stop request or a job's exit. */
+async function showSummary(
+  jobs: Running[],
+  request: StopRequest,
+  o: SummaryOptions,
+): Promise<void> {
   const live = Deno.stdout.isTerminal();
   const started = performance.now();
-  const prev: Previous = new Map();
-  let last = performance.now();
-  while (!stopping) {
+  let previous: { totals: Totals; at: number } | undefined;
+  while (!request.stopping) {
     const exited = await Promise.race([
       ...jobs.map((j) => j.child.status.then(() => j)),
       new Promise<undefined>((r) => {
-        wake = () => r(undefined);
+        request.wake = () => r(undefined);
         setTimeout(() => r(undefined), live ? 2000 : 10_000);
       }),
     ]);
@@ -210,38 +393,31 @@ async function main(): Promise<number> {
       console.error(
         `\n${exited.name} stopped unexpectedly; see ${homeDir()}/logs/${exited.name}*.log`,
       );
-      break;
+      return;
     }
-    if (stopping) break;
-    const now = performance.now();
-    const header = `txpipe: local pipeline (${mode}, Kafka ${topo.kafkaVersion})   up ${
-      formatElapsed((now - started) / 1000)
-    }   Ctrl-C stops everything`;
-    const screen = await summaryScreen(
-      topo,
-      prev,
-      (now - last) / 1000,
-      header,
-      prom.status === "started" ? prom.prometheus.url : undefined,
+    if (request.stopping) return;
+    const url = (job: string) => `http://127.0.0.1:${o.jobPorts.get(job)}/metrics`;
+    const [produce, aggregate, detect, evaluate] = await Promise.all(
+      ["produce", "aggregate", "detect", "evaluate"].map((j) => scrape(url(j))),
     );
-    last = now;
-    if (live) console.log(`\x1b[2J\x1b[H${screen}`);
-    else console.log(screen.split("\n").slice(2, 7).join(" | "));
+    const scraped: Scraped = { produce, aggregate, detect, evaluate };
+    const now = performance.now();
+    const screen = summaryScreen(scraped, {
+      header: `txpipe: local pipeline (${o.mode}, Kafka ${o.topo.kafkaVersion})   up ${
+        formatElapsed((now - started) / 1000)
+      }   Ctrl-C stops everything`,
+      settleMs: o.settleMs,
+      previous: previous && { totals: previous.totals, seconds: (now - previous.at) / 1000 },
+      metricsPorts: [...o.jobPorts].map(([job, port]) => ({ job, port })),
+      prometheusUrl: o.prometheusUrl,
+      logDir: join(homeDir(), "logs"),
+      brokers: bootstrapServers(o.topo),
+      transactionsTopic: TOPICS.transactions,
+    });
+    previous = { totals: screen.totals, at: now };
+    if (live) console.log(`\x1b[2J\x1b[H${screen.lines.join("\n")}`);
+    else console.log(screen.status.join(" | "));
   }
-
-  console.log("\n==> stopping: producer first, then the stream jobs (each commits its last batch)");
-  const failed = await stopAll(jobs);
-  if (prom.status === "started") {
-    await stopPrometheus(prom.prometheus);
-    console.log("    prometheus stopped");
-  }
-  if (!wasRunning && !v.keepCluster) {
-    console.log("==> stopping the cluster this command started (data is kept)");
-    await clusterDown({ mode });
-  } else {
-    console.log("==> the cluster keeps running (`deno task cluster down` stops it)");
-  }
-  return failed ? 1 : 0;
 }
 
 /** Stops the producer, then the rest; true when any job had failed on its own. */
@@ -258,7 +434,7 @@ async function stopAll(jobs: Running[]): Promise<boolean> {
     } else console.log(`    ${j.name} stopped`);
   };
   const [producer, ...rest] = jobs;
-  await stopOne(producer);
+  if (producer) await stopOne(producer);
   await Promise.all(rest.map(stopOne));
   return failed;
 }
@@ -267,7 +443,10 @@ if (import.meta.main) {
   try {
     Deno.exit(await main());
   } catch (err) {
-    if (err instanceof ClusterError || err instanceof PrometheusStartError) {
+    if (
+      err instanceof ClusterError || err instanceof PrometheusStartError ||
+      err instanceof LockedError || err instanceof PortInUseError
+    ) {
       console.error(`deno task start: ${err.message}`);
       Deno.exit(1);
     }

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import {
   type CommandSpec,
+  flagSource,
   helpText,
   parseArgs,
   parseDuration,
@@ -67,4 +68,17 @@ Deno.test("cli: --help lists every flag with its default and variable", () => {
   const text = helpText(SPEC);
   for (const flag of Object.keys(SPEC.flags)) assert.ok(text.includes(`--${flag}`), flag);
   assert.ok(text.includes("(default: 5) [env TXPIPE_RATE]"));
+});
+
+Deno.test("cli: flagSource tells a value the user gave (flag or variable) from the default", () => {
+  const env = (n: string) => (n === "TXPIPE_PROMETHEUS_PORT" ? "19090" : undefined);
+  assert.equal(flagSource("metrics-port", ["--metrics-port", "1"], env), "flag");
+  assert.equal(flagSource("metrics-port", ["--metrics-port=1"], env), "flag");
+  assert.equal(flagSource("metrics-port", ["--metrics-portx", "1"], env), "default");
+  assert.equal(flagSource("prometheus-port", [], env), "variable");
+  assert.equal(
+    flagSource("prometheus-port", [], () => ""),
+    "default",
+    "an empty variable is unset",
+  );
 });

@@ -4,6 +4,7 @@ import { ensureCluster, runScript, withAdmin } from "./helpers/cluster.ts";
 import { join } from "node:path";
 import { topology } from "../stacks/topology.ts";
 import { nodeDir } from "../stacks/local/cluster.ts";
+import { acquireLock } from "../stacks/local/lock.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
@@ -90,3 +91,73 @@ Deno.test("cluster: an unknown command or flag value exits 2 naming it", async (
   assert.equal(mode.code, 2);
   assert.match(mode.stderr, /--mode: expected one of cluster, single, got "triple"/);
 });
+
+Deno.test("cluster: up, stop, down and reset exit 1 naming the command changing the cluster; status answers", async () => {
+  const home = await Deno.makeTempDir({ prefix: "txpipe-cluster-lock-" });
+  const held = await acquireLock("cluster", { home, command: "deno task cluster up" });
+  try {
+    const env = { TXPIPE_HOME: home };
+    for (const args of [["up"], ["stop", "kafka-broker-2"], ["down"], ["reset"]]) {
+      const run = await runScript("stacks/local/cluster.ts", args, { env });
+      assert.equal(run.code, 1, `${args}: ${run.stderr}`);
+      assert.match(
+        run.stderr,
+        new RegExp(
+          `^deno task cluster: deno task cluster up \\(pid ${Deno.pid}, since [\\d:]+, ` +
+            `running for [\\d:]+\\) is changing the cluster of ${home}; wait until it has ` +
+            "finished, then run again.\n$",
+        ),
+        `${args}`,
+      );
+    }
+    const status = await runScript("stacks/local/cluster.ts", ["status"], { env });
+    assert.equal(status.code, 0, "status only reads: it takes no lock");
+    assert.match(status.stdout, /kafka-broker-1 .* stopped/);
+    assert.deepEqual(
+      [...Deno.readDirSync(home)].map((e) => e.name).sort(),
+      ["cluster.lock", "start.lock"],
+      "only the locks: nothing was started",
+    );
+  } finally {
+    await held.release();
+    await Deno.remove(home, { recursive: true });
+  }
+});
+
+Deno.test(
+  "cluster: down and reset refuse while a start runs on the cluster; up is still allowed",
+  kafkaTest,
+  async () => {
+    await ensureCluster();
+    const home = await Deno.makeTempDir({ prefix: "txpipe-cluster-lock-" });
+    const held = await acquireLock("start", { home, command: "deno task start" });
+    try {
+      for (const cmd of ["down", "reset"]) {
+        const run = await runScript("stacks/local/cluster.ts", [cmd], {
+          env: { TXPIPE_HOME: home },
+        });
+        assert.equal(run.code, 1, run.stderr);
+        assert.match(
+          run.stderr,
+          new RegExp(
+            `^deno task cluster: deno task start \\(pid ${Deno.pid}, [^)]+\\) is already running on ${home}; ` +
+              ".*Stop that one first \\(Ctrl-C in its terminal\\), then run again\\.\n$",
+          ),
+        );
+      }
+      // up takes only cluster.lock: here it gets as far as its port check (the shared
+      // cluster holds the ports), which proves the running start did not stop it.
+      const up = await runScript("stacks/local/cluster.ts", ["up"], { env: { TXPIPE_HOME: home } });
+      assert.equal(up.code, 1, up.stderr);
+      assert.match(up.stderr, /ports of the nodes to start are taken/);
+      assert.deepEqual(
+        [...Deno.readDirSync(home)].map((e) => e.name).sort(),
+        ["cluster.lock", "start.lock"],
+        "reset deleted nothing; up started nothing",
+      );
+    } finally {
+      await held.release();
+      await Deno.remove(home, { recursive: true });
+    }
+  },
+);

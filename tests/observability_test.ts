@@ -7,6 +7,7 @@
  * and every alert expression must return data, every stream job must report
  * its consumer lag, and every job's log line must carry the ECS fields.
  */
+import { copyToFile } from "../jobs/lib/log_file.ts";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
@@ -343,7 +344,7 @@ async function startJob(name: string, logDir: string, args: string[]): Promise<J
     name,
     child,
     logFile,
-    logClosed: child.stdout.pipeTo(file.writable).catch(() => {}),
+    logClosed: copyToFile(child.stdout, file).catch(() => {}),
     stderr: new Response(child.stderr).text(),
   };
 }

@@ -173,6 +173,20 @@ export function parseArgs(
   return { values, positional };
 }
 
+/**
+ * Where the value of `flag` comes from: the command line, its `TXPIPE_*`
+ * variable, or the default. A problem with a value the user gave (flag or
+ * variable) is a usage error, exit code 2.
+ */
+export function flagSource(
+  flag: string,
+  args: readonly string[] = Deno.args,
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): "flag" | "variable" | "default" {
+  if (args.some((a) => a === `--${flag}` || a.startsWith(`--${flag}=`))) return "flag";
+  return (env(envName(flag)) ?? "") !== "" ? "variable" : "default";
+}
+
 /** The --help text of a command. */
 export function helpText(spec: CommandSpec): string {
   const lines = [`${spec.name}: ${spec.summary}`, ""];

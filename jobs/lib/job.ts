@@ -1,7 +1,8 @@
 /**
  * The shell every job shares (producer, stream jobs, evaluator): the common
- * flags, the ECS logger, the /metrics endpoint, connecting to Kafka with
- * retries, creating the topics it needs, and stopping cleanly on SIGINT/SIGTERM.
+ * flags, the logger (ECS JSON, or readable lines on a terminal), the /metrics
+ * endpoint, connecting to Kafka with retries, creating the topics it needs,
+ * and stopping cleanly on SIGINT/SIGTERM.
  *
  * @module
  */
@@ -14,15 +15,28 @@ import {
   type TopicSpec,
   topology,
 } from "../../stacks/topology.ts";
-import type { FlagSpec } from "./cli.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { flagSource, type FlagSpec } from "./cli.ts";
+import {
+  createLogger,
+  LOG_FORMATS,
+  type LogFormatChoice,
+  type Logger,
+  resolveLogFormat,
+} from "./log.ts";
 import { serveMetrics } from "./metrics.ts";
-import { connectWithRetry, createKafka, ensureTopics, KafkaUnreachableError } from "./kafka.ts";
+import { clashMessage, portHolder } from "./ports.ts";
+import {
+  connectWithRetry,
+  createKafka,
+  ensureTopics,
+  KafkaUnreachableError,
+  probeKafka,
+} from "./kafka.ts";
 import { type RunOptions, STREAM_DEFAULTS } from "./stream.ts";
 
 /**
- * Flags every txpipe job takes: where Kafka is, where /metrics is served, and
- * how long to keep trying an unreachable Kafka.
+ * Flags every txpipe job takes: where Kafka is, where /metrics is served, how
+ * long to keep trying an unreachable Kafka, and the format of its logs.
  */
 export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
   const spec = topology().jobs.find((j) => j.name === job)!;
@@ -52,6 +66,14 @@ export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
       default: 4,
       help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
       placeholder: "N",
+    },
+    "log-format": {
+      kind: "string",
+      choices: LOG_FORMATS,
+      default: "auto",
+      help: "ecs: ECS JSON lines (for files, Docker, Logstash); pretty: readable lines; " +
+        "auto: pretty on a terminal, else ecs",
+      placeholder: "FORMAT",
     },
   };
 }
@@ -96,13 +118,24 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
 export function shellOptions(
   name: JobSpec["name"],
   v: Record<string, unknown>,
-): Pick<RunJobOptions, "name" | "brokers" | "metricsPort" | "metricsHost" | "connectAttempts"> {
+): Pick<
+  RunJobOptions,
+  | "name"
+  | "brokers"
+  | "metricsPort"
+  | "metricsPortGiven"
+  | "metricsHost"
+  | "connectAttempts"
+  | "logFormat"
+> {
   return {
     name,
     brokers: v.brokers as string[],
     metricsPort: v.metricsPort as number,
+    metricsPortGiven: flagSource("metrics-port") !== "default",
     metricsHost: v.metricsHost as string,
     connectAttempts: v.connectAttempts as number,
+    logFormat: v.logFormat as LogFormatChoice,
   };
 }
 
@@ -133,30 +166,52 @@ export interface RunJobOptions {
   brokers: string[];
   /** Serve /metrics on this port (0 = any free port); undefined = no endpoint. */
   metricsPort?: number;
+  /** The user chose metricsPort (--metrics-port or TXPIPE_METRICS_PORT): taken, it exits 2. */
+  metricsPortGiven?: boolean;
   metricsHost: string;
   connectAttempts: number;
   /** Topics the job reads and writes; created from their specs when missing. */
   topics: TopicSpec[];
   /** Log level; default TXPIPE_LOG_LEVEL or "info". */
   logLevel?: string;
+  /** "ecs", "pretty" or "auto" (default: pretty on a terminal, else ECS JSON). */
+  logFormat?: LogFormatChoice;
 }
 
 /**
- * Runs a job's `body` inside the shared shell (ECS logger, /metrics, signals,
+ * Runs a job's `body` inside the shared shell (logger, /metrics, signals,
  * Kafka reached with retries, its topics created) and returns the exit code:
  * the body's own code, 0 when it returns nothing, 1 when Kafka is unreachable
- * or the body threw.
+ * or the body threw. A taken metrics port ends it before Kafka is contacted,
+ * with a message naming the port and its holder: exit 2 when the user chose
+ * the port, else 1.
  */
 export async function runJob(
   options: RunJobOptions,
   body: (ctx: JobContext) => Promise<number | void>,
 ): Promise<number> {
-  const log = createLogger(options.name, { level: options.logLevel });
-  const metrics = options.metricsPort === undefined ? undefined : serveMetrics({
-    port: options.metricsPort,
-    hostname: options.metricsHost,
-    onListen: (a) => log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
-  });
+  const log = createLogger(options.name, { level: options.logLevel, format: options.logFormat });
+  let metrics: Deno.HttpServer<Deno.NetAddr> | undefined;
+  try {
+    metrics = options.metricsPort === undefined ? undefined : serveMetrics({
+      port: options.metricsPort,
+      hostname: options.metricsHost,
+      onListen: (a) =>
+        log.info({ "url.full": `http://${a.hostname}:${a.port}/metrics` }, "metrics"),
+    });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AddrInUse)) throw err;
+    const message = clashMessage({
+      port: options.metricsPort!,
+      what: `${options.name}'s /metrics`,
+      holder: await portHolder(options.metricsPort!),
+      advice: "choose another with --metrics-port PORT or TXPIPE_METRICS_PORT " +
+        "(0 = any free port), or stop that process",
+    });
+    log.error({ "event.action": "metrics-port-in-use" }, message);
+    console.error(`deno task ${options.name}: ${message}`);
+    return options.metricsPortGiven ? 2 : 1;
+  }
   let resolveStop!: () => void;
   const stopSignal = new Promise<void>((r) => resolveStop = r);
   const onSignal = () => {
@@ -165,23 +220,27 @@ export async function runJob(
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  const kafkaClientId = `txpipe-${options.name}`;
   const kafka = createKafka({
-    clientId: `txpipe-${options.name}`,
+    clientId: kafkaClientId,
     brokers: options.brokers,
     logger: log,
   });
   let code = 0;
   try {
-    const admin = kafka.admin();
-    await connectWithRetry(options.brokers, () => admin.connect(), {
+    // Each attempt is a silent probe trying every broker once: one line of
+    // ours per failed attempt, not kafkajs's per broker and retry.
+    await connectWithRetry(options.brokers, () => probeKafka(options.brokers, kafkaClientId), {
       attempts: options.connectAttempts,
       onRetry: (attempt, delay, err) =>
         log.warn(
-          { err, "event.action": "kafka-connect-retry" },
-          `Kafka unreachable at ${options.brokers.join(",")} (attempt ${attempt}); ` +
-            `retrying in ${delay}ms`,
+          { "event.action": "kafka-connect-retry", "error.message": (err as Error)?.message },
+          `waiting for Kafka at ${options.brokers.join(",")} ` +
+            `(attempt ${attempt}/${options.connectAttempts} failed, next in ${delay / 1000} s)`,
         ),
     });
+    const admin = kafka.admin();
+    await admin.connect();
     try {
       await ensureTopics(admin, options.topics);
     } finally {
@@ -192,12 +251,17 @@ export async function runJob(
     log.info({ "event.action": "stopped", "process.exit_code": code }, `${options.name} stopped`);
   } catch (err) {
     code = 1;
+    // The sentence goes to stderr too, unless the person reads this log already.
+    const shown = Deno.stdout.isTerminal() &&
+      resolveLogFormat(options.logFormat, true) === "pretty";
     if (err instanceof KafkaUnreachableError) {
       log.error({ "event.action": "kafka-unreachable" }, err.message);
-      console.error(`deno task ${options.name}: ${err.message}`);
+      if (!shown) console.error(`deno task ${options.name}: ${err.message}`);
     } else {
       log.error({ err, "event.action": "failed" }, `${options.name} failed`);
-      console.error(`deno task ${options.name}: failed: ${(err as Error)?.message ?? err}`);
+      if (!shown) {
+        console.error(`deno task ${options.name}: failed: ${(err as Error)?.message ?? err}`);
+      }
     }
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);

@@ -1,5 +1,5 @@
 /**
- * Every Prometheus metric txpipe's jobs expose, defined once (design.md:
+ * Every Prometheus metric txpipe's jobs expose, defined once (docs/design.md:
  * "Metrics are a contract"). Dashboards and alert rules use only these names
  * (or the brokers' JMX exporter names). Each job serves them on /metrics.
  *
@@ -188,24 +188,38 @@ export const anomaliesDetected = new client.Counter({
   registers: [registry],
 });
 
+// The evaluator's gauges are in no registry until the evaluator adds them
+// with serveEvaluationMetric: the other jobs do not compute them, and a gauge
+// without labels would read 0 on their /metrics (precision 0 is a claim).
+
 /** Evaluation: recall per injected pattern (needs the generator's label headers). */
 export const detectionRecall = new client.Gauge({
   name: "txpipe_detection_recall",
   help: "Share of injected fraud instances of a pattern that some anomaly's evidence covers",
   labelNames: ["pattern"] as const,
-  registers: [registry],
+  registers: [],
 });
 
-/** Evaluation: precision over all anomalies seen. */
+/** Evaluation: precision over all anomalies seen; served once there is an anomaly. */
 export const detectionPrecision = new client.Gauge({
   name: "txpipe_detection_precision",
   help: "Share of anomalies whose evidence contains an injected (labelled) transaction",
-  registers: [registry],
+  registers: [],
 });
 
 /** Evaluation: anomalies and labelled instances seen so far. */
 export const evaluatedAnomalies = new client.Gauge({
   name: "txpipe_evaluated_anomalies",
   help: "Anomalies the evaluator has read (deduplicated by anomalyId)",
-  registers: [registry],
+  registers: [],
 });
+
+/**
+ * Adds one of the evaluator's gauges to the served registry (again is a
+ * no-op). Only the evaluator calls it, so only its /metrics has them.
+ */
+export function serveEvaluationMetric(
+  metric: typeof detectionRecall | typeof detectionPrecision | typeof evaluatedAnomalies,
+): void {
+  registry.registerMetric(metric);
+}

@@ -15,11 +15,13 @@
  *
  * @module
  */
+import { copyToFile } from "./log_file.ts";
 import { join } from "node:path";
 import { homeDir } from "../../stacks/local/cluster.ts";
 import { writePrometheusFiles } from "../../stacks/render/main.ts";
 import { localTargets, type ScrapeTargets } from "../../stacks/render/prometheus.ts";
 import { type ClusterMode, topology } from "../../stacks/topology.ts";
+import { portClashes, PortInUseError } from "./ports.ts";
 
 /** The binary looked up on PATH (Debian's `prometheus` package installs /usr/bin/prometheus). */
 export const PROMETHEUS_BINARY = "prometheus";
@@ -30,6 +32,8 @@ export interface LocalPrometheusOptions {
   readonly dir?: string;
   /** Port on 127.0.0.1. Default: the topology's `prometheusPort` (9090). */
   readonly port?: number;
+  /** Where a job's /metrics listens, by job name, when not at its spec port. */
+  readonly jobPorts?: Readonly<Record<string, number>>;
   /** Topology whose nodes and jobs are scraped. Default "cluster". */
   readonly mode?: ClusterMode;
   /** Scrape and rule evaluation interval. Default "15s" (the renderer's). */
@@ -86,8 +90,9 @@ export function findPrometheus(binary: string = PROMETHEUS_BINARY): string | und
  * Renders the local scrape config and alert rules into `dir`, starts
  * Prometheus on 127.0.0.1 and waits until `/-/ready` answers. Returns
  * `{ status: "not-installed" }` without starting anything when the binary is
- * missing; throws {@link PrometheusStartError} (with the log's tail) when it
- * starts but exits or does not become ready, e.g. because the port is taken.
+ * missing; throws {@link PortInUseError} naming the holder, before starting
+ * anything, when the port is taken, and {@link PrometheusStartError} (with
+ * the log's tail) when it starts but exits or does not become ready.
  */
 export async function startPrometheus(
   options: LocalPrometheusOptions = {},
@@ -103,11 +108,27 @@ export async function startPrometheus(
   }
   const topo = topology(options.mode ?? "cluster");
   const port = options.port ?? topo.prometheusPort;
+  const [clash] = await portClashes([{
+    port,
+    what: "Prometheus",
+    advice: "stop that process, or choose another port (`deno task start --prometheus-port PORT`)",
+  }]);
+  if (clash) throw new PortInUseError(clash);
   const dir = options.dir ?? join(homeDir(), "prometheus");
   const dataDir = join(dir, "data");
   const logFile = join(dir, "prometheus.log");
   // Prometheus scrapes itself where it really listens, which may not be the spec port.
-  const targets: ScrapeTargets = { ...localTargets(), prometheus: () => `127.0.0.1:${port}` };
+  const local = localTargets();
+  const targets: ScrapeTargets = {
+    ...local,
+    job: (job) => {
+      const moved = options.jobPorts?.[job.name];
+      return moved === undefined
+        ? local.job(job)
+        : { kind: "static", targets: [`127.0.0.1:${moved}`] };
+    },
+    prometheus: () => `127.0.0.1:${port}`,
+  };
   const written = await writePrometheusFiles(dir, {
     mode: topo.mode,
     targets,
@@ -127,8 +148,8 @@ export async function startPrometheus(
     stdout: "null", // Prometheus logs to stderr only
     stderr: "piped",
   }).spawn();
-  // pipeTo closes the file when Prometheus exits.
-  const logClosed = child.stderr.pipeTo(log.writable).catch(() => {});
+  // Written as it comes (tail -f works); the file closes when Prometheus exits.
+  const logClosed = copyToFile(child.stderr, log).catch(() => {});
 
   const prometheus: LocalPrometheus = {
     url: `http://127.0.0.1:${port}`,

@@ -7,7 +7,9 @@
  * Each node runs `kafka.Kafka` with the Prometheus JMX exporter agent on its
  * own port. Storage is formatted once; `down` then `up` keeps every record.
  * `up` returns when every topic of the spec exists and every partition has a
- * leader and a full ISR.
+ * leader and a full ISR. The commands that change the cluster take
+ * TXPIPE_HOME's locks first (stacks/local/lock.ts), so two never race and
+ * `down`/`reset` refuse while `deno task start` or `deno task test` runs.
  *
  * @module
  */
@@ -26,6 +28,14 @@ import {
 } from "../topology.ts";
 import { parseCommandLine } from "../../jobs/lib/cli.ts";
 import { createKafka, ensureTopics, unhealthyPartitions } from "../../jobs/lib/kafka.ts";
+import {
+  clashMessage,
+  clashReport,
+  type PortClash,
+  portClashes,
+  type WantedPort,
+} from "../../jobs/lib/ports.ts";
+import { acquireLocks, LockedError, type LockName } from "./lock.ts";
 
 /** The repository root. */
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -205,16 +215,6 @@ export async function runningPid(mode: ClusterMode, node: KafkaNode): Promise<nu
   }
 }
 
-function portFree(port: number): boolean {
-  try {
-    const l = Deno.listen({ hostname: "127.0.0.1", port });
-    l.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function portOpen(port: number): Promise<boolean> {
   try {
     const c = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -223,6 +223,30 @@ async function portOpen(port: number): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * The ports of `nodes` as {@link WantedPort}s: the Kafka ports are fixed by
+ * the topology spec, so the advice is to free them.
+ */
+export function wantedNodePorts(mode: ClusterMode, nodes: readonly KafkaNode[]): WantedPort[] {
+  const other = mode === "single" ? "" : " --mode single";
+  return nodes.flatMap((node) =>
+    nodePorts(node).map(([what, port]) => ({
+      port,
+      what: `${what} port of ${node.name}`,
+      advice: "Kafka's ports are fixed by the topology spec (stacks/topology.ts): stop that " +
+        `process, or stop the other cluster mode first (\`deno task cluster down${other}\`)`,
+    }))
+  );
+}
+
+/** The ports of the nodes of `mode` not running yet that other processes hold. */
+export async function nodePortClashes(mode: ClusterMode): Promise<PortClash[]> {
+  const topo = topology(mode);
+  const stopped: KafkaNode[] = [];
+  for (const node of topo.nodes) if (!(await runningPid(mode, node))) stopped.push(node);
+  return await portClashes(wantedNodePorts(mode, stopped));
 }
 
 function nodePorts(node: KafkaNode): Array<[string, number]> {
@@ -253,10 +277,12 @@ async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promi
   if (await exists(join(dir, "data", "meta.properties"))) {
     // Kafka 4.4 refuses storage another version's tool formatted, with a
     // message that does not say what to do: say it before starting.
-    const by = (await Deno.readTextFile(stamp).catch(() => "an earlier Kafka")).trim();
+    const by = (await Deno.readTextFile(stamp).catch(() => "")).trim();
     if (by !== KAFKA_VERSION) {
       throw new ClusterError(
-        `the storage of ${node.name} was formatted by Kafka ${by}; this is Kafka ${KAFKA_VERSION}. ` +
+        `the storage of ${node.name} was formatted by ${
+          by ? `Kafka ${by}` : "an earlier Kafka"
+        }, not by this one (${KAFKA_VERSION}). ` +
           `Delete the ${topo.mode} data with \`deno task cluster reset${
             topo.mode === "single" ? " --mode single" : ""
           }\` and run again.`,
@@ -347,28 +373,25 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
   const say = options.say ?? ((l: string) => console.log(l));
   const topo = topology(options.mode ?? "cluster");
   const started = performance.now();
-  await checkJava();
-  await ensureJars(say);
-  const cp = await kafkaClasspath();
-
   const toStart: KafkaNode[] = [];
   for (const node of topo.nodes) {
     const pid = await runningPid(topo.mode, node);
-    if (pid) {
-      say(`  ${node.name.padEnd(20)} already running (pid ${pid})`);
-      continue;
-    }
-    for (const [what, port] of nodePorts(node)) {
-      if (!portFree(port)) {
-        throw new ClusterError(
-          `port ${port} (${what} port of ${node.name}) is already in use by another process. ` +
-            "Stop that process, or stop the other cluster mode first " +
-            "(`deno task cluster down` / `deno task cluster down --mode single`).",
-        );
-      }
-    }
-    toStart.push(node);
+    if (pid) say(`  ${node.name.padEnd(20)} already running (pid ${pid})`);
+    else toStart.push(node);
   }
+  // Before anything slow (resolving jars): a taken port fails at once.
+  const clashes = await portClashes(wantedNodePorts(topo.mode, toStart));
+  if (clashes.length === 1) throw new ClusterError(clashMessage(clashes[0]));
+  if (clashes.length > 1) {
+    throw new ClusterError(
+      `${clashes.length} ports of the nodes to start are taken:\n  ${
+        clashReport(clashes).join("\n  ")
+      }`,
+    );
+  }
+  await checkJava();
+  await ensureJars(say);
+  const cp = await kafkaClasspath();
 
   for (const node of toStart) {
     const dir = nodeDir(topo.mode, node);
@@ -598,8 +621,37 @@ const COMMAND = {
   ],
 } as const;
 
+/**
+ * The locks each command takes (stacks/local/lock.ts): the ones that change
+ * the cluster take cluster.lock, so two never race; down and reset also take
+ * start.lock, so they refuse while `deno task start` or `deno task test` runs
+ * on the cluster. status and logs only read.
+ */
+const COMMAND_LOCKS: Readonly<Record<string, readonly LockName[]>> = {
+  up: ["cluster"],
+  stop: ["cluster"],
+  jars: ["cluster"],
+  down: ["start", "cluster"],
+  reset: ["start", "cluster"],
+};
+
 async function main(): Promise<number> {
   const { values, positional } = parseCommandLine(COMMAND);
+  const cmd = positional[0] ?? "";
+  const locks = Object.hasOwn(COMMAND_LOCKS, cmd)
+    ? await acquireLocks(COMMAND_LOCKS[cmd], {
+      home: homeDir(),
+      command: `deno task cluster ${cmd}`,
+    })
+    : [];
+  try {
+    return await runCommand(positional, values);
+  } finally {
+    for (const lock of locks.reverse()) await lock.release();
+  }
+}
+
+async function runCommand(positional: string[], values: Record<string, unknown>): Promise<number> {
   const mode = values.mode as ClusterMode;
   const [cmd, arg] = positional;
   const topo = topology(mode);
@@ -653,7 +705,7 @@ if (import.meta.main) {
   try {
     Deno.exit(await main());
   } catch (err) {
-    if (err instanceof ClusterError) {
+    if (err instanceof ClusterError || err instanceof LockedError) {
       console.error(`deno task cluster: ${err.message}`);
       Deno.exit(1);
     }
