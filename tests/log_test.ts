@@ -27,11 +27,20 @@ Deno.test("log: kafkajs error responses it retries or we handle are warnings; ot
   log(entry("Response Heartbeat(key: 12, version: 3)"));
   log(entry("Failed to send messages: This server does not host this topic-partition"));
   log(entry("Crash: KafkaJSNumberOfRetriesExceeded"));
+  log(entry(
+    "Crash: KafkaJSProtocolError: The coordinator is loading and hence can't process requests for this group",
+  ));
+  log(entry("Restarting the consumer in 300ms"));
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(lines.map((l) => [l["log.level"], l.message]), [
     ["warn", "Response Heartbeat(key: 12, version: 3)"],
     ["warn", "Failed to send messages: This server does not host this topic-partition"],
     ["error", "Crash: KafkaJSNumberOfRetriesExceeded"],
+    [
+      "warn",
+      "Crash: KafkaJSProtocolError: The coordinator is loading and hence can't process requests for this group",
+    ],
+    ["warn", "Restarting the consumer in 300ms"],
   ]);
   assert.equal(lines[0]["log.logger"], "kafkajs.Connection");
   assert.deepEqual((lines[0].kafka as Record<string, unknown>).error, "The group is rebalancing");

@@ -199,6 +199,10 @@ const CONCURRENT_TRANSACTIONS_MESSAGE = errorCodes.find(
   (e: { type: string }) => e.type === "CONCURRENT_TRANSACTIONS",
 )?.message;
 
+/** A kafkajs consumer crash it restarts from: its group coordinator loads, moves or rebalances. */
+const COORDINATOR_CRASH =
+  /^Crash: KafkaJSProtocolError: (The coordinator is (loading|not available)|This is not the correct coordinator|The group is rebalancing)/;
+
 /** A kafkajs `logCreator` that writes kafkajs's log entries through `logger`. */
 export function kafkaLogCreator(logger: Logger): logCreator {
   return () => ({ namespace, level, log }) => {
@@ -215,9 +219,13 @@ export function kafkaLogCreator(logger: Logger): logCreator {
     }
     // kafkajs logs every error response of a request ("Response Heartbeat(...)")
     // as an error, even those it retries or we handle (a rebalance, a
-    // topic another instance just created): warnings; what is not handled
-    // surfaces as an error of ours.
-    const handled = response || message.startsWith("Failed to send messages: "); // retried by kafkajs
+    // topic another instance just created), and so its consumer's restarts
+    // on a coordinator that is loading or moving (after the cluster
+    // restarted, say): warnings. What is not handled surfaces as an error of
+    // ours.
+    const handled = response ||
+      message.startsWith("Failed to send messages: ") || // retried by kafkajs
+      COORDINATOR_CRASH.test(message) || message.startsWith("Restarting the consumer in ");
     if (level === KafkaLogLevel.ERROR && !handled) logger.error(fields, message);
     else if (level === KafkaLogLevel.ERROR) logger.warn(fields, message);
     else if (level === KafkaLogLevel.WARN) logger.warn(fields, message);
