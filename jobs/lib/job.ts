@@ -242,7 +242,14 @@ export async function runJob(
     const admin = kafka.admin();
     await admin.connect();
     try {
-      await ensureTopics(admin, options.topics);
+      await ensureTopics(admin, options.topics, {
+        // Routine just after a topic is created (jobs/lib/leaders.ts): debug only.
+        onWait: (missing) =>
+          log.debug(
+            { "event.action": "topic-leaders-wait" },
+            `waiting until every broker knows the topics' leaders: ${missing.join("; ")}`,
+          ),
+      });
     } finally {
       await admin.disconnect();
     }

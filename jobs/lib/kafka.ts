@@ -12,6 +12,7 @@ import type {
   Admin,
   Consumer,
   ITopicConfig,
+  logCreator,
   Message,
   RetryOptions as KafkaRetryOptions,
 } from "kafkajs";
@@ -19,6 +20,7 @@ import type { Buffer } from "node:buffer";
 import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
 import type { TopicSpec } from "../../stacks/topology.ts";
+import { waitForLeaders, type WaitForLeadersOptions } from "./leaders.ts";
 import process from "node:process";
 
 // kafkajs 2.2.4 schedules a timer with a negative delay on every connection
@@ -39,6 +41,8 @@ export interface KafkaOptions {
   brokers: string[];
   /** kafkajs log lines go here (ECS JSON); without it kafkajs is silent. */
   logger?: Logger;
+  /** Writes kafkajs's warnings and errors instead of `logger` (e.g. quieter, see delivery.ts). */
+  logCreator?: logCreator;
   /** Per-connection timeout in ms. */
   connectionTimeout?: number;
   /** kafkajs's retries of a failed request (default: 5, from 300 ms up to 3 s apart). */
@@ -71,8 +75,9 @@ export function createKafka(options: KafkaOptions): Kafka {
     connectionTimeout: options.connectionTimeout ?? 3000,
     requestTimeout: 30_000,
     retry: options.retry ?? { initialRetryTime: 300, maxRetryTime: 3000, retries: 5 },
-    logLevel: options.logger ? logLevel.WARN : logLevel.NOTHING,
-    logCreator: options.logger ? kafkaLogCreator(options.logger) : undefined,
+    logLevel: options.logger || options.logCreator ? logLevel.WARN : logLevel.NOTHING,
+    logCreator: options.logCreator ??
+      (options.logger ? kafkaLogCreator(options.logger) : undefined),
   });
 }
 
@@ -175,12 +180,18 @@ export interface TopicResult {
 
 /**
  * Creates every topic of `topics` that does not exist yet, with its
- * partitions, replication and configs. Existing topics are checked: a
- * partition count other than the spec's is an error naming both.
+ * partitions, replication and configs, and returns once every broker knows a
+ * leader for every partition of every topic of `topics` (see
+ * jobs/lib/leaders.ts for why: a topic just created, here or by another
+ * process, is not yet known to every broker). Throws after
+ * `options.timeoutMs` (default 30 s) naming what is still missing where.
+ * Topics created meanwhile by another process are fine; a partition count
+ * other than the spec's is an error naming both.
  */
 export async function ensureTopics(
   admin: Admin,
   topics: readonly TopicSpec[],
+  options: WaitForLeadersOptions = {},
 ): Promise<TopicResult[]> {
   const existing = new Set(await admin.listTopics());
   const absentSpecs = topics.filter((t) => !existing.has(t.name));
@@ -194,36 +205,62 @@ export async function ensureTopics(
       configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })),
     };
   });
+  const names = missing.map((t) => t.topic).join(", ");
+  let creationError: Error | undefined;
   if (missing.length > 0) {
     try {
-      await admin.createTopics({ topics: missing, waitForLeaders: true, timeout: 30_000 });
+      // Not kafkajs's waitForLeaders: it asks one broker (waitForLeaders below asks each).
+      await admin.createTopics({ topics: missing, waitForLeaders: false, timeout: 30_000 });
     } catch (err) {
-      // Another process may have created some of them meanwhile: fine if they exist now.
-      const now = new Set(await admin.listTopics());
-      const absent = missing.filter((t) => !now.has(t.topic)).map((t) => t.topic);
-      if (absent.length > 0) {
-        throw new Error(`could not create topics ${absent.join(", ")}: ${(err as Error).message}`);
+      // kafkajs itself accepts TOPIC_ALREADY_EXISTS alone (another process
+      // was first). A topic Kafka refused (bad config, too few brokers) fails
+      // now; a request lost or timed out may still have created them, which
+      // the wait below finds out.
+      const refused = refusals(err);
+      if (refused.length > 0) {
+        throw new Error(`could not create topics ${names}: Kafka refused ${refused.join("; ")}`);
       }
+      creationError = err as Error;
     }
   }
-  const present = topics.filter((t) => existing.has(t.name));
-  if (present.length > 0) {
-    const meta = await admin.fetchTopicMetadata({ topics: present.map((t) => t.name) });
-    for (const t of present) {
-      const found = meta.topics.find((m) => m.name === t.name);
-      const count = found?.partitions.length ?? 0;
-      if (count !== t.partitions) {
-        throw new Error(
-          `topic ${t.name} exists with ${count} partitions; the spec expects ${t.partitions}. ` +
-            "Delete it or reset the cluster (`deno task cluster reset`).",
-        );
-      }
+  let counts: Map<string, number>;
+  try {
+    counts = await waitForLeaders(admin, topics.map((t) => t.name), options);
+  } catch (err) {
+    if (!creationError) throw err;
+    throw new Error(
+      `could not create topics ${names}: ${creationError.message}; ${(err as Error).message}`,
+    );
+  }
+  for (const t of topics) {
+    const count = counts.get(t.name) ?? 0;
+    if (count !== t.partitions) {
+      throw new Error(
+        `topic ${t.name} exists with ${count} partitions; the spec expects ${t.partitions}. ` +
+          "Delete it or reset the cluster (`deno task cluster reset`).",
+      );
     }
   }
   return topics.map((t) => ({
     name: t.name,
     action: existing.has(t.name) ? "exists" as const : "created" as const,
   }));
+}
+
+/**
+ * The topics Kafka refused in a kafkajs createTopics failure, as "topic:
+ * reason": answers that retrying cannot change, other than
+ * TOPIC_ALREADY_EXISTS. Empty for a failure without such an answer (a lost
+ * connection, a timeout).
+ */
+export function refusals(err: unknown): string[] {
+  type KafkaError = { type?: string; retriable?: boolean; topic?: string; message?: string };
+  // kafkajs wraps the broker's answer (one error, or one per topic) in its own error.
+  const cause = ((err as { cause?: unknown })?.cause ?? err) as KafkaError & { errors?: unknown };
+  const errors = (Array.isArray(cause.errors) ? cause.errors : [cause]) as KafkaError[];
+  return errors
+    .filter((e) => e.type && e.type !== "TOPIC_ALREADY_EXISTS" && e.retriable === false)
+    .map((e) => (e.topic ? `${e.topic}: ` : "") + `${e.message} (${e.type})`);
 }
 
 /** A cluster's replication defaults, as its brokers are configured. */

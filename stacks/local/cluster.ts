@@ -463,6 +463,7 @@ async function waitHealthy(topo: Topology, timeoutMs: number, say: Say): Promise
       const expected = topo.nodes.filter((n) => n.role !== "controller").length;
       if (cluster.brokers.length < expected) {
         announce(`brokers registering (${cluster.brokers.length}/${expected})`);
+        await sleep(500);
         continue;
       }
       announce("topics created and every partition led with a full ISR");
