@@ -43,6 +43,7 @@ Deno.test("alert rules: issue 5's six alerts exist with a severity, a summary an
     "TxpipeBatchStuck", // a batch abandoned after --batch-timeout (beyond issue 5's list)
     "TxpipeConsumerLagGrowing", // consumer lag growing for several minutes
     "TxpipeDeadLetterSpike", // a dead-letter spike
+    "TxpipeEventTimeAhead", // outputs with an event time ahead of the clock (beyond issue 5's list)
     "TxpipeJobDown", // a job down (an instance stops answering) ...
     "TxpipeJobMissing", // ... or has no instance at all
     "TxpipeLatencyP99OverBudget", // latency p99 over budget (one rule per job)
@@ -64,6 +65,8 @@ Deno.test("alert rules: thresholds and latency budgets follow the options", () =
     lagGrowingFor: "3m",
     deadLetterRatePerSecond: 2,
     latencyBudgetSeconds: { detect: 1.5 },
+    eventTimeAheadRatePerSecond: 0.2,
+    eventTimeAheadFor: "15m",
   }) as Json).groups.flatMap((g: Json) => g.rules);
   const lag = rules.find((r) => r.alert === "TxpipeConsumerLagGrowing");
   assert.equal(
@@ -73,6 +76,18 @@ Deno.test("alert rules: thresholds and latency budgets follow the options", () =
   );
   assert.equal(lag.for, "3m");
   assert.match(rules.find((r) => r.alert === "TxpipeDeadLetterSpike").expr, / > 2$/);
+  const ahead = rules.find((r) => r.alert === "TxpipeEventTimeAhead");
+  assert.equal(
+    ahead.expr,
+    "sum by (job, processor) (rate(txpipe_event_time_ahead_records_total[5m])) > 0.2",
+  );
+  assert.equal(ahead.for, "15m");
+  const defaults: Json[] = (alertRules(topology("cluster")) as Json).groups.flatMap((g: Json) =>
+    g.rules
+  );
+  const aheadByDefault = defaults.find((r) => r.alert === "TxpipeEventTimeAhead");
+  assert.match(aheadByDefault.expr, / > 0$/);
+  assert.equal(aheadByDefault.for, "5m");
   const detect = rules.find((r) =>
     r.alert === "TxpipeLatencyP99OverBudget" && r.labels.job === "detect"
   );

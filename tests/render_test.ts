@@ -115,8 +115,9 @@ Deno.test("prometheus: promtool check config accepts the rendered local and dock
       });
       assert.equal(code, 0, out);
       assert.match(out, /SUCCESS: prometheus\.yml is valid prometheus config file syntax/);
-      // 3 Kafka rules + lag, down, missing, dead letters, stuck batches + latency for aggregate and detect
-      assert.match(out, /SUCCESS: 10 rules found/);
+      // 3 Kafka rules + lag, down, missing, dead letters, stuck batches, event time ahead
+      // + latency for aggregate and detect
+      assert.match(out, /SUCCESS: 11 rules found/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
@@ -156,6 +157,7 @@ Deno.test("prometheus: every txpipe_ metric an alert uses is defined in jobs/lib
   assert.deepEqual([...used].sort(), [
     "txpipe_consumer_lag",
     "txpipe_dead_letters_total",
+    "txpipe_event_time_ahead_records_total",
     "txpipe_event_to_output_latency_seconds_bucket",
     "txpipe_stuck_batches_total",
   ]);

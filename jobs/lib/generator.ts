@@ -4,16 +4,22 @@
  * same records, byte for byte.
  *
  * The model:
- * - Event time is simulated: arrivals are a Poisson process of `eventsPerSecond`
- *   starting at `startTime`, so `transactionTime` never decreases. Simulated time
- *   is compressed (a user transacts every few minutes, not every few days).
+ * - Event time is simulated and never decreases. By default arrivals are a Poisson
+ *   process of `eventsPerSecond` starting at `startTime`; `take(count, { until })`
+ *   instead places `count` arrivals between the previous arrival and `until`, so a
+ *   paced producer that passes its wall clock gets event time that follows the
+ *   clock at whatever rate it actually sends. Simulated time is compressed (a user
+ *   transacts every minute or two, not every few days).
  * - `users` users, each with a home city (cities weighted by population rank), the
  *   home country's currency, a preferred payment method, a typical amount (median
  *   ~35 USD, lognormal across users) and an activity weight (lognormal). An arrival
- *   picks a user by activity; a user is never picked again within
- *   {@link NORMAL_TRAFFIC}.minUserGapMs, so normal traffic never looks like a burst
- *   (when the users picked are all resting, the arrival is dropped: a population
- *   too small for `eventsPerSecond` simply yields fewer records per simulated second).
+ *   picks a user by activity (a few tries), then any user; a user is never picked
+ *   again within {@link NORMAL_TRAFFIC}.minUserGapMs, so normal traffic never looks
+ *   like a burst. When every user picked is resting, the arrival is dropped: a
+ *   population too small for the rate yields fewer records than arrivals. Each
+ *   user can make at most one normal transaction per minUserGapMs, so `users`
+ *   sustains at most users / 20 s records per second of event time;
+ *   {@link usersForRate} is the population that keeps up with a rate.
  * - `merchants` merchants with Zipf popularity (merchant-0000 is the most popular),
  *   each in a country. Normal transactions happen at the user's home city at a
  *   merchant of the home country; a small share goes to a foreign merchant
@@ -126,6 +132,18 @@ export const NORMAL_TRAFFIC = Object.freeze({
   internationalShare: 0.04,
   /** Chance a transaction uses the user's preferred payment method. */
   preferredMethodShare: 0.85,
+  /**
+   * Users per record/s that {@link usersForRate} asks for: each user then
+   * transacts every 40 s on average, twice minUserGapMs, so arrivals find a
+   * rested user and the generated rate is the requested one.
+   */
+  usersPerRecordPerSecond: 40,
+  /**
+   * Fewest users per record/s with which the generator still delivers over
+   * 99% of the arrivals (measured: tests/generator_test.ts); fewer cannot
+   * sustain the rate at all below minUserGapMs / 1000 = 20.
+   */
+  minUsersPerRecordPerSecond: 25,
 });
 
 /** Options of {@link TransactionGenerator}; every one has a default. */
@@ -153,6 +171,28 @@ export const GENERATOR_DEFAULTS: Readonly<Required<GeneratorOptions>> = Object.f
   eventsPerSecond: 200,
   fraudRate: 0,
 });
+
+/** The largest population the generator builds. */
+export const MAX_USERS = 10_000_000;
+
+/**
+ * The population for `recordsPerSecond` of plausible traffic: the default
+ * users, or {@link NORMAL_TRAFFIC}.usersPerRecordPerSecond per record/s when
+ * that is more (20 000 users sustain about 1 000 records/s), at most
+ * {@link MAX_USERS}.
+ */
+export function usersForRate(recordsPerSecond: number): number {
+  const users = Math.ceil(recordsPerSecond * NORMAL_TRAFFIC.usersPerRecordPerSecond);
+  return Math.min(MAX_USERS, Math.max(GENERATOR_DEFAULTS.users, users));
+}
+
+/**
+ * Fewest users that can sustain `recordsPerSecond` records per second of
+ * event time ({@link NORMAL_TRAFFIC}.minUsersPerRecordPerSecond per record/s).
+ */
+export function minUsersForRate(recordsPerSecond: number): number {
+  return Math.ceil(recordsPerSecond * NORMAL_TRAFFIC.minUsersPerRecordPerSecond);
+}
 
 /** The Kafka headers of a record's label (none for normal records). */
 export function labelHeaders(label: FraudLabel | undefined): Record<string, string> {
@@ -202,28 +242,86 @@ export class TransactionGenerator {
     return this.#pending.size;
   }
 
-  /** The next record in event-time order. */
+  /** The next record in event-time order, from the Poisson arrivals of `eventsPerSecond`. */
   next(): GeneratedRecord {
     for (;;) {
       const head = this.#pending.peekTime();
       if (head <= this.#clock) return this.#pending.pop();
       const t = this.#clock;
       this.#clock += this.#rng.exponential(this.#meanGapMs);
-      const u = this.#pickNormalUser(t);
-      if (u < 0) continue; // everyone picked is resting: the arrival is dropped
-      if (this.#instanceProbability > 0 && this.#rng.float() < this.#instanceProbability) {
-        this.#startInstance(t);
-        continue;
-      }
-      return this.#normal(u, t);
+      const record = this.#arrival(t);
+      if (record) return record;
     }
   }
 
-  /** The next `count` records. */
-  take(count: number): GeneratedRecord[] {
-    const out = new Array<GeneratedRecord>(count);
-    for (let i = 0; i < count; i++) out[i] = this.next();
+  /**
+   * The next `count` records. Without `until`, from the Poisson arrivals of
+   * `eventsPerSecond` (event time simulated). With `until` (epoch ms), the
+   * `count` arrivals fall between the previous call's `until` (or the start
+   * time) and this one, uniformly, as a Poisson process with that many
+   * arrivals would, so no record is later than `until`: a paced producer
+   * passes its clock and event time follows the rate it actually reaches,
+   * whatever it asked for. Then fewer than `count` records come back only
+   * when the population is too small for the rate (see {@link minUsersForRate}).
+   */
+  take(count: number, options: { until?: number } = {}): GeneratedRecord[] {
+    if (options.until === undefined) {
+      const out = new Array<GeneratedRecord>(count);
+      for (let i = 0; i < count; i++) out[i] = this.next();
+      return out;
+    }
+    const until = checkEventTime("until", options.until);
+    const from = this.#clock;
+    const span = Math.max(0, until - from);
+    const times = new Float64Array(count);
+    for (let i = 0; i < count; i++) times[i] = from + (1 - this.#rng.float()) * span;
+    times.sort();
+    const out: GeneratedRecord[] = [];
+    for (const t of times) {
+      this.#clock = Math.max(this.#clock, t);
+      const record = this.#recordAt(this.#clock);
+      if (record) out.push(record);
+    }
+    this.#clock = Math.max(this.#clock, until);
     return out;
+  }
+
+  /**
+   * Moves event time forward to `time` (epoch ms) without arrivals: the next
+   * records are not earlier. A paced producer calls it when it starts
+   * sending, so that the time spent connecting is not filled with records.
+   */
+  skipTo(time: number): void {
+    this.#clock = Math.max(this.#clock, checkEventTime("time", time));
+  }
+
+  /**
+   * One record at event time `t` (the clock): a fraud record now due, else a
+   * new arrival; a few more arrivals at the same instant when one starts an
+   * instance that begins later or finds every user picked resting.
+   */
+  #recordAt(t: number): GeneratedRecord | undefined {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      if (this.#pending.peekTime() <= t) return this.#pending.pop();
+      const record = this.#arrival(t);
+      if (record) return record;
+    }
+    return undefined;
+  }
+
+  /**
+   * An arrival at `t`: a normal record, or nothing when it starts a fraud
+   * instance (its records wait in the queue) or every user picked is resting
+   * (the arrival is dropped).
+   */
+  #arrival(t: number): GeneratedRecord | undefined {
+    const u = this.#pickNormalUser(t);
+    if (u < 0) return undefined;
+    if (this.#instanceProbability > 0 && this.#rng.float() < this.#instanceProbability) {
+      this.#startInstance(t);
+      return undefined;
+    }
+    return this.#normal(u, t);
   }
 
   /**
@@ -273,10 +371,16 @@ export class TransactionGenerator {
     }
   }
 
+  /** A user by activity (16 tries), else any user (16 more), who is not resting at `t`; -1 if none. */
   #pickNormalUser(t: number): number {
     const pop = this.#pop;
     for (let tries = 0; tries < 16; tries++) {
       const u = pickWeighted(pop.userCumulative, this.#rng);
+      if (t - pop.lastNormal[u] >= NORMAL_TRAFFIC.minUserGapMs) return u;
+    }
+    // The active users are all resting (a busy population): anyone rested will do.
+    for (let tries = 0; tries < 16; tries++) {
+      const u = this.#rng.int(pop.userIds.length);
       if (t - pop.lastNormal[u] >= NORMAL_TRAFFIC.minUserGapMs) return u;
     }
     return -1;
@@ -510,6 +614,16 @@ interface RecordFields {
   method: PaymentMethod;
 }
 
+/** `value` when it is an epoch ms the contract accepts; else a RangeError naming `name`. */
+function checkEventTime(name: string, value: number): number {
+  if (!Number.isFinite(value) || value >= MAX_TRANSACTION_TIME) {
+    throw new RangeError(
+      `${name}: expected epoch ms below ${MAX_TRANSACTION_TIME}, given ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
+
 function checkOptions(options: GeneratorOptions): Required<GeneratorOptions> {
   const o = { ...GENERATOR_DEFAULTS, ...options };
   const fail = (name: string, expected: string, given: unknown) => {
@@ -528,8 +642,8 @@ function checkOptions(options: GeneratorOptions): Required<GeneratorOptions> {
       o.startTime,
     );
   }
-  if (!Number.isInteger(o.users) || o.users < 1 || o.users > 10_000_000) {
-    fail("users", "an integer from 1 to 10000000", o.users);
+  if (!Number.isInteger(o.users) || o.users < 1 || o.users > MAX_USERS) {
+    fail("users", `an integer from 1 to ${MAX_USERS}`, o.users);
   }
   if (!Number.isInteger(o.merchants) || o.merchants < 1 || o.merchants > 1_000_000) {
     fail("merchants", "an integer from 1 to 1000000", o.merchants);

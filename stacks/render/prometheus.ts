@@ -10,8 +10,10 @@
  *
  * Job metric names used by the rules (defined in jobs/lib/metrics.ts):
  * `txpipe_consumer_lag` (gauge: processor, topic, partition),
- * `txpipe_dead_letters_total` (counter: processor, reason) and
- * `txpipe_event_to_output_latency_seconds` (histogram: processor). Broker
+ * `txpipe_dead_letters_total` (counter: processor, reason),
+ * `txpipe_stuck_batches_total` (counter: processor),
+ * `txpipe_event_to_output_latency_seconds` (histogram: processor) and
+ * `txpipe_event_time_ahead_records_total` (counter: processor). Broker
  * names come from the JMX exporter rules in stacks/config/kafka_jmx_exporter.yml.
  * Scrape job names equal the job names, so every job series carries
  * `job="produce" | "aggregate" | "detect" | "evaluate"` and `up{job=...}` tells
@@ -160,6 +162,14 @@ export interface AlertOptions {
    * derived from an event time, so they expose no such latency.
    */
   readonly latencyBudgetSeconds?: Readonly<Partial<Record<JobSpec["name"], number>>>;
+  /**
+   * Outputs per second (5m rate) with an event time ahead of the wall clock
+   * above which event time counts as running ahead. Default 0: any, as long
+   * as it lasts (`eventTimeAheadFor`); one stray output does not fire.
+   */
+  readonly eventTimeAheadRatePerSecond?: number;
+  /** How long outputs ahead of the clock must keep coming before the alert fires. Default "5m". */
+  readonly eventTimeAheadFor?: string;
 }
 
 /** Default latency budgets (seconds) of `AlertOptions.latencyBudgetSeconds`. */
@@ -180,6 +190,7 @@ interface AlertRule {
 export function alertRules(topo: Topology, options: AlertOptions = {}): Record<string, unknown> {
   const lagThreshold = options.lagThreshold ?? 1000;
   const deadLetterRate = options.deadLetterRatePerSecond ?? 0.1;
+  const aheadRate = options.eventTimeAheadRatePerSecond ?? 0;
   const budgets = { ...DEFAULT_LATENCY_BUDGET_SECONDS, ...options.latencyBudgetSeconds };
   const jobNames = topo.jobs.map((j) => j.name);
 
@@ -280,6 +291,21 @@ export function alertRules(topo: Topology, options: AlertOptions = {}): Record<s
           "{{ $value | humanize }} batch(es) in 15 minutes after they ran over --batch-timeout; " +
           "their partitions were taken over again. The job log (event.action batch-abandoned) " +
           "names the step each one stuck in.",
+      },
+    },
+    {
+      alert: "TxpipeEventTimeAhead",
+      expr: "sum by (job, processor) (rate(txpipe_event_time_ahead_records_total[5m]))" +
+        ` > ${aheadRate}`,
+      for: options.eventTimeAheadFor ?? "5m",
+      labels: { severity: "warning", component: "jobs" },
+      annotations: {
+        summary: "{{ $labels.processor }} outputs events from the future",
+        description: "{{ $labels.processor }} ({{ $labels.job }}) commits " +
+          "{{ $value | humanize }} outputs per second whose event time is ahead of the wall " +
+          "clock (txpipe_event_time_lead_seconds says by how much): the input's event time runs " +
+          "ahead of the clock, or the producer's and this host's clocks disagree. Latencies " +
+          "leave these outputs out, and windows close before the clock reaches their end.",
       },
     },
     // Only the stream jobs expose txpipe_event_to_output_latency_seconds.
