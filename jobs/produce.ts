@@ -10,13 +10,13 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { CompressionTypes } from "kafkajs";
-import type { Message, Producer } from "kafkajs";
+import type { Message } from "kafkajs";
 import { topicAs, TOPICS, topology } from "../stacks/topology.ts";
-import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { type CommandSpec, flagSource, parseCommandLine, UsageError } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import type { Logger } from "./lib/log.ts";
-import { PARTITIONER, PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./lib/kafka.ts";
+import { createKafka, PARTITIONER, PartitionRouter, PRODUCER_RETRY } from "./lib/kafka.ts";
+import { Delivery, DeliveryStoppedError } from "./lib/delivery.ts";
 import {
   injectedFraud,
   produceBatchSeconds,
@@ -30,7 +30,10 @@ import {
   FRAUD_INSTANCE_HEADER,
   FRAUD_PATTERN_HEADER,
   GENERATOR_DEFAULTS,
+  minUsersForRate,
+  NORMAL_TRAFFIC,
   TransactionGenerator,
+  usersForRate,
 } from "./lib/generator.ts";
 
 /** The producer's flags. */
@@ -75,7 +78,15 @@ export const PRODUCE_COMMAND: CommandSpec = {
       help: "share of records that belong to an injected, labelled fraud pattern",
       placeholder: "P",
     },
-    users: { kind: "int", min: 1, default: 20_000, help: "simulated users", placeholder: "N" },
+    users: {
+      kind: "int",
+      min: 1,
+      help: `simulated users (default: ${GENERATOR_DEFAULTS.users}, or ` +
+        `${NORMAL_TRAFFIC.usersPerRecordPerSecond} per record/s of --rate when that is more; a ` +
+        `paced run needs at least ${NORMAL_TRAFFIC.minUsersPerRecordPerSecond} per record/s, ` +
+        `each user resting ${NORMAL_TRAFFIC.minUserGapMs / 1000} s between transactions)`,
+      placeholder: "N",
+    },
     merchants: {
       kind: "int",
       min: 1,
@@ -91,11 +102,12 @@ export const PRODUCE_COMMAND: CommandSpec = {
       help: "records per send; split by partition, in requests under the brokers' 1 MB limit",
       placeholder: "N",
     },
-    "send-timeout": {
+    "delivery-timeout": {
       kind: "duration",
-      min: 1000,
-      default: 120_000,
-      help: "give up when a batch is not acknowledged within this long",
+      min: 0,
+      default: 0,
+      help: "give up (exit 1) when a batch is not acknowledged within this long, retries " +
+        "through an outage included; 0 = keep retrying until Kafka is back",
     },
   },
   examples: [
@@ -113,23 +125,33 @@ export interface ProduceSummary {
   seconds: number;
   fraudByPattern: Record<string, number>;
   seed: string;
+  /** Times Kafka stopped acknowledging, and for how long in all (retried meanwhile). */
+  outages: number;
+  outageSeconds: number;
+  /** Records sent again by a new producer id: the only ones that may be in the topic twice. */
+  resent: number;
 }
-
-class SendTimeout extends Error {}
 
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(PRODUCE_COMMAND);
   const seed = (v.seed as string | undefined) ?? crypto.randomUUID().slice(0, 8);
   const topic = v.topic as string;
   const rate = v.rate as number;
+  let users: number;
+  try {
+    users = simulatedUsers(rate, v.users as number | undefined);
+  } catch (err) {
+    console.error(`${PRODUCE_COMMAND.name}: ${(err as Error).message}\nRun with --help for usage.`);
+    return 2;
+  }
   const generator = new TransactionGenerator({
     seed,
     startTime: (v.startTime as number | undefined) ?? defaultStartTime(rate, v.count as number),
-    // Paced runs keep event time on the wall clock; unthrottled runs simulate
-    // the default arrival rate (event time then runs ahead of the clock).
+    // Paced runs place event times on the clock as they send (see the send
+    // loop); unthrottled runs simulate the default arrival rate.
     ...(rate > 0 ? { eventsPerSecond: rate } : {}),
     fraudRate: v.fraudRate as number,
-    users: v.users as number,
+    users,
     merchants: v.merchants as number,
   });
 
@@ -139,36 +161,45 @@ async function main(): Promise<number> {
     ...shellOptions("produce", v),
     topics,
   }, async ({ kafka, log, stopSignal }) => {
-    const producer = kafka.producer({
-      retry: PRODUCER_RETRY,
-      createPartitioner: PARTITIONER,
-      idempotent: true, // with acks=all: no duplicates from retries, order kept per partition
-      maxInFlightRequests: 1, // kafkajs keeps idempotent sequences right only with one in flight
-      allowAutoTopicCreation: false,
-    });
-    const admin = kafka.admin(); // the topic's partition count, for routing
+    // The topic's partition count, for routing, read once: no admin
+    // connection is kept through an outage.
+    const admin = kafka.admin();
     await admin.connect();
-    await producer.connect();
+    const router = new PartitionRouter(admin);
     try {
-      const router = new PartitionRouter(admin);
-      return await produceUntilDone(producer, generator, {
-        v,
-        log,
-        stopSignal,
-        seed,
-        topic,
-        router,
-      });
+      await router.partitionCount(topic);
     } finally {
-      await producer.disconnect().catch(() => {});
       await admin.disconnect().catch(() => {});
+    }
+    // Retried through outages, replaced when its idempotence state is lost,
+    // reporting each outage once: jobs/lib/delivery.ts.
+    const delivery = new Delivery({
+      createProducer: (logCreator) =>
+        createKafka({ clientId: "txpipe-produce", brokers: v.brokers as string[], logCreator })
+          .producer({
+            retry: PRODUCER_RETRY,
+            createPartitioner: PARTITIONER,
+            idempotent: true, // with acks=all: no duplicates from retries, order kept per partition
+            maxInFlightRequests: 1, // kafkajs keeps idempotent sequences right only with one in flight
+            allowAutoTopicCreation: false,
+          }),
+      router,
+      topic,
+      log,
+      deliveryTimeoutMs: v.deliveryTimeout as number,
+    });
+    stopSignal.then(() => delivery.stop());
+    try {
+      return await produceUntilDone(delivery, generator, { v, log, stopSignal, seed, topic });
+    } finally {
+      await delivery.close();
     }
   });
 }
 
 /** The send loop: batches until --count, --duration or a signal, then the summary. */
 async function produceUntilDone(
-  producer: Producer,
+  delivery: Delivery,
   generator: TransactionGenerator,
   o: {
     v: Record<string, unknown>;
@@ -176,7 +207,6 @@ async function produceUntilDone(
     stopSignal: Promise<void>;
     seed: string;
     topic: string;
-    router: PartitionRouter;
   },
 ): Promise<number> {
   const { v, log, seed, topic } = o;
@@ -193,6 +223,9 @@ async function produceUntilDone(
     seconds: 0,
     fraudByPattern: {},
     seed,
+    outages: 0,
+    outageSeconds: 0,
+    resent: 0,
   };
   const live = new LiveLine();
   const started = performance.now();
@@ -202,45 +235,56 @@ async function produceUntilDone(
     live.update(
       `produced ${formatCount(summary.acknowledged)} | ${
         formatCount(summary.acknowledged / s)
-      } rec/s | ${formatMBps(summary.bytes / s)} | errors ${summary.errors} | ${formatElapsed(s)}`,
+      } rec/s | ${formatMBps(summary.bytes / s)} | errors ${summary.errors}${
+        outageText(delivery)
+      } | ${formatElapsed(s)}`,
     );
   }, 500);
   const logTicker = setInterval(() => {
-    log.info({ acknowledged: summary.acknowledged, errors: summary.errors }, "progress");
+    const { connected } = delivery.status();
+    log.info({ acknowledged: summary.acknowledged, errors: summary.errors, connected }, "progress");
   }, 10_000);
 
   const count = v.count as number;
   const durationMs = v.duration as number | undefined;
   const batchSize = v.batchSize as number;
+  // Paced: the event time of the records made now (the clock, or --start-time
+  // plus the time since the first batch), so event time follows the rate
+  // actually reached, whatever --rate asked for.
+  const startTime = v.startTime as number | undefined;
+  const eventClock = startTime === undefined
+    ? () => Date.now()
+    : () => startTime + elapsed() * 1000;
+  // Event time starts now, not when the generator was built (before connecting).
+  if (rate > 0) generator.skipTo(eventClock());
   let generated = 0;
   let exitCode = 0;
   let inFlight: Promise<void> | undefined;
 
+  // Resolves when every record is acknowledged (through outages, see
+  // delivery.ts) or the batch is given up: then the run ends.
   const sendBatch = async (messages: Message[], bytes: number) => {
     const end = produceBatchSeconds.startTimer();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SendTimeout()), v.sendTimeout as number);
-    });
-    try {
-      await Promise.race([sendAll(producer, o.router, topic, messages), timeout]);
-      summary.acknowledged += messages.length;
-      summary.bytes += bytes;
-      producedRecords.inc({ topic }, messages.length);
-      producedBytes.inc({ topic }, bytes);
-    } catch (err) {
-      summary.errors += messages.length;
-      produceErrors.inc({ topic }, messages.length);
-      const why = err instanceof SendTimeout
-        ? `not acknowledged within ${v.sendTimeout}ms`
-        : (err as Error).message;
-      log.error({ err, "event.action": "send-failed" }, `batch of ${messages.length}: ${why}`);
-      stopping = true;
-      exitCode = 1;
-    } finally {
-      clearTimeout(timer);
-      end();
+    const result = await delivery.send(messages);
+    end();
+    const ackedBytes = result.unacknowledged === 0 ? bytes : result.acknowledgedBytes;
+    summary.acknowledged += result.acknowledged;
+    summary.bytes += ackedBytes;
+    producedRecords.inc({ topic }, result.acknowledged);
+    producedBytes.inc({ topic }, ackedBytes);
+    if (!result.error) return;
+    summary.errors += result.unacknowledged;
+    produceErrors.inc({ topic }, result.unacknowledged);
+    stopping = true;
+    const what = `${result.unacknowledged} of a batch of ${messages.length} records ` +
+      `not acknowledged: ${result.error.message}`;
+    if (result.error instanceof DeliveryStoppedError) {
+      // Asked to stop while Kafka does not answer: nothing more to do.
+      log.warn({ "event.action": "send-abandoned" }, what);
+      return;
     }
+    log.error({ err: result.error, "event.action": "send-failed" }, what);
+    exitCode = 1;
   };
 
   while (!stopping) {
@@ -257,10 +301,15 @@ async function produceUntilDone(
     }
     if (n <= 0) break;
 
-    const messages: Message[] = new Array(n);
+    const records = rate > 0 ? generator.take(n, { until: eventClock() }) : generator.take(n);
+    if (records.length === 0) { // paced, and every user picked was resting
+      await sleep(5);
+      continue;
+    }
+    const messages: Message[] = new Array(records.length);
     let bytes = 0;
-    for (let i = 0; i < n; i++) {
-      const record = generator.next();
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i];
       const value = encodeTransaction(record.tx);
       bytes += value.byteLength;
       const message: Message = {
@@ -278,7 +327,7 @@ async function produceUntilDone(
       }
       messages[i] = message;
     }
-    generated += n;
+    generated += records.length;
     // One batch in flight (idempotent sequences); the next one is built meanwhile.
     await inFlight;
     inFlight = sendBatch(messages, bytes);
@@ -289,11 +338,33 @@ async function produceUntilDone(
   clearInterval(ticker);
   clearInterval(logTicker);
   summary.seconds = elapsed();
+  const { outages, outageSeconds, resent } = delivery.status();
+  Object.assign(summary, { outages, outageSeconds, resent });
   live.done();
 
   log.info({ "event.action": "summary", ...summary }, "producer finished");
   console.error(formatSummary(summary));
   return exitCode;
+}
+
+/**
+ * The population of a run: --users, or {@link usersForRate} when not given.
+ * A paced run whose --users cannot sustain --rate (each user rests 20 s of
+ * event time between transactions) is a usage error naming --users.
+ */
+export function simulatedUsers(rate: number, given: number | undefined): number {
+  if (given === undefined) return usersForRate(rate);
+  const needed = minUsersForRate(rate);
+  if (rate > 0 && given < needed) {
+    const source = flagSource("users") === "variable" ? "TXPIPE_USERS (for --users)" : "--users";
+    throw new UsageError(
+      `${source}: expected at least ${needed} users for --rate ${rate} (each user rests ` +
+        `${NORMAL_TRAFFIC.minUserGapMs / 1000} s ` +
+        `between transactions, so fewer cannot make ${rate} records/s; leave --users out for ` +
+        `${usersForRate(rate)}), got "${given}"`,
+    );
+  }
+  return given;
 }
 
 /**
@@ -308,30 +379,30 @@ function defaultStartTime(rate: number, count: number): number {
   return now - Math.round((count * 1000) / GENERATOR_DEFAULTS.eventsPerSecond);
 }
 
-/** One kafkajs send per partition (see sendByPartition: a multi-broker send can duplicate). */
-function sendAll(
-  producer: Producer,
-  router: PartitionRouter,
-  topic: string,
-  messages: Message[],
-): Promise<void> {
-  return sendByPartition(
-    (topicMessages) =>
-      producer.sendBatch({ topicMessages, acks: -1, compression: CompressionTypes.None }),
-    router,
-    new Map([[topic, messages]]),
-  );
+/** The live line's part about an outage going on: "" while Kafka acknowledges. */
+function outageText(delivery: Delivery): string {
+  const d = delivery.status();
+  if (d.connected || d.outageSince === undefined) return "";
+  const why = d.lastError ? ` (${d.lastError.slice(0, 80)})` : "";
+  return ` | Kafka not acknowledging for ${
+    formatElapsed((Date.now() - d.outageSince) / 1000)
+  }, retrying${why}`;
 }
 
 /** The human-readable end-of-run summary. */
 export function formatSummary(s: ProduceSummary): string {
   const rate = s.seconds > 0 ? s.acknowledged / s.seconds : 0;
   const fraud = Object.entries(s.fraudByPattern).map(([p, n]) => `${p}=${n}`).join(" ") || "none";
+  const outages = s.outages === 0
+    ? ""
+    : `Kafka outages ${s.outages} (${
+      s.outageSeconds.toFixed(1)
+    } s without acknowledgement, retried); resent by a new producer ${s.resent}; `;
   return [
     `produced ${formatCount(s.acknowledged)} records (acknowledged, acks=all) in ${
       formatElapsed(s.seconds)
     }: ${formatCount(rate)} rec/s, ${formatMBps(s.seconds > 0 ? s.bytes / s.seconds : 0)}`,
-    `errors ${s.errors}; fraud records ${fraud}; seed ${s.seed}`,
+    `errors ${s.errors}; ${outages}fraud records ${fraud}; seed ${s.seed}`,
   ].join("\n");
 }
 

@@ -31,10 +31,15 @@ export const producedBytes = new client.Counter({
   registers: [registry],
 });
 
-/** Producer: records whose send failed after every retry. */
+/**
+ * Producer: records given up unacknowledged: at the delivery timeout, on an
+ * error no retry can fix, or pending when a stop's grace period ran out.
+ * Retries during an outage are not errors (see txpipe_producer_connected).
+ */
 export const produceErrors = new client.Counter({
   name: "txpipe_produce_errors_total",
-  help: "Records whose send failed after every retry (not acknowledged)",
+  help: "Records given up unacknowledged (delivery timeout, an error no retry fixes, or " +
+    "pending at a stop); a retried send is not an error",
   labelNames: ["topic"] as const,
   registers: [registry],
 });
@@ -52,6 +57,37 @@ export const produceBatchSeconds = new client.Histogram({
   name: "txpipe_produce_batch_seconds",
   help: "Seconds from sending a batch until all its records are acknowledged",
   buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+
+/** Producer: 1 while Kafka acknowledges its sends, 0 during an outage (jobs/lib/delivery.ts). */
+export const producerConnected = new client.Gauge({
+  name: "txpipe_producer_connected",
+  help: "1 while Kafka acknowledges the producer's sends; 0 from a failed send, or a batch " +
+    "unacknowledged for 5 s, until a batch is acknowledged again",
+  registers: [registry],
+});
+
+/** Producer: outages (a send failed or a batch waited over 5 s), each counted once. */
+export const produceOutages = new client.Counter({
+  name: "txpipe_produce_outages_total",
+  help: "Times Kafka stopped acknowledging the producer's sends (see txpipe_producer_connected)",
+  registers: [registry],
+});
+
+/** Producer: seconds spent in outages, counted while they last. */
+export const produceOutageSeconds = new client.Counter({
+  name: "txpipe_produce_outage_seconds_total",
+  help: "Seconds during which Kafka did not acknowledge the producer's sends (retried meanwhile)",
+  registers: [registry],
+});
+
+/** Producer: records sent again by a new producer id after an attempt that may have been written. */
+export const produceResentRecords = new client.Counter({
+  name: "txpipe_produce_resent_records_total",
+  help: "Records sent again under a new producer id after an unanswered attempt that may have " +
+    "reached a broker: the only records the producer can write twice",
+  labelNames: ["topic"] as const,
   registers: [registry],
 });
 
@@ -115,22 +151,100 @@ export const lateRecords = new client.Counter({
   registers: [registry],
 });
 
-/** Stream jobs: consumer lag per source partition (high watermark minus next offset). */
+/** Refreshes of {@link consumerLag} that every scrape waits for (see jobs/lib/lag.ts). */
+const lagRefreshes = new Set<() => Promise<void>>();
+
+/**
+ * Stream jobs: consumer lag per source partition, Kafka's LAG (what
+ * `kafka-consumer-groups --describe` prints): the partition's log end offset
+ * (high watermark) minus the group's committed offset. Exported by the
+ * instance the partition is assigned to, recomputed at every scrape and
+ * every few seconds by jobs/lib/lag.ts.
+ */
 export const consumerLag = new client.Gauge({
   name: "txpipe_consumer_lag",
-  help: "Records in the source partition not yet processed (high watermark - committed position)",
+  help: "Records of the source partition after the group's committed offset: log end offset " +
+    "(high watermark) - committed offset, as kafka-consumer-groups --describe reports LAG " +
+    "(never committed: log end - log start); by the instance the partition is assigned to",
   labelNames: ["processor", "topic", "partition"] as const,
   registers: [registry],
+  async collect() {
+    await Promise.all([...lagRefreshes].map((refresh) => refresh()));
+  },
 });
 
-/** Stream jobs: wall-clock time from an output's event time to its commit. */
+/**
+ * Makes every scrape of {@link consumerLag} wait for `refresh` (which must
+ * bound its own time and never reject). Returns the function that undoes it.
+ */
+export function refreshLagOnScrape(refresh: () => Promise<void>): () => void {
+  lagRefreshes.add(refresh);
+  return () => lagRefreshes.delete(refresh);
+}
+
+/**
+ * Stream jobs: wall-clock time from an output's event time to its commit.
+ * Outputs whose event time is ahead of the clock are not observed here (a
+ * negative latency would have to be clamped, hiding them) but counted in
+ * {@link eventTimeAhead}; {@link observeEventTimes} sorts them.
+ */
 export const eventToOutputLatency = new client.Histogram({
   name: "txpipe_event_to_output_latency_seconds",
-  help: "Seconds from the event time an output derives from until its transaction committed",
+  help: "Seconds from the event time an output derives from until its transaction committed " +
+    "(outputs with an event time ahead of the clock are in txpipe_event_time_ahead_records_total)",
   labelNames: ["processor"] as const,
   buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
   registers: [registry],
 });
+
+/**
+ * Stream jobs: outputs whose event time was later than the wall clock when
+ * their transaction committed. Nothing can be output before it happened, so
+ * any is a sign that the producer's event time runs ahead of the clock (or
+ * of clock skew between hosts); every latency and window is then suspect.
+ */
+export const eventTimeAhead = new client.Counter({
+  name: "txpipe_event_time_ahead_records_total",
+  help: "Outputs whose event time was ahead of the wall clock at commit (not observed in " +
+    "txpipe_event_to_output_latency_seconds): the input's event time runs ahead of the clock",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
+/** Stream jobs: how far the event time of the latest outputs was ahead of the clock. */
+export const eventTimeLead = new client.Gauge({
+  name: "txpipe_event_time_lead_seconds",
+  help: "Largest lead of an output's event time over the wall clock at commit, in the latest " +
+    "committed batch with event-time outputs; 0 when none was ahead",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
+/**
+ * Records the event times of one committed batch's outputs against the wall
+ * clock `now` (epoch ms): each one not after `now` in the latency histogram,
+ * each one ahead of it in {@link eventTimeAhead}, and the largest lead (0
+ * when none was ahead) in {@link eventTimeLead}. No event times, no change.
+ */
+export function observeEventTimes(
+  processor: string,
+  eventTimes: readonly number[],
+  now: number,
+): void {
+  if (eventTimes.length === 0) return;
+  let leadMs = 0;
+  let ahead = 0;
+  for (const t of eventTimes) {
+    if (t <= now) {
+      eventToOutputLatency.observe({ processor }, (now - t) / 1000);
+    } else {
+      ahead++;
+      leadMs = Math.max(leadMs, t - now);
+    }
+  }
+  if (ahead > 0) eventTimeAhead.inc({ processor }, ahead);
+  eventTimeLead.set({ processor }, leadMs / 1000);
+}
 
 /** Stream jobs: Kafka transactions by outcome. */
 export const transactions = new client.Counter({

@@ -39,15 +39,17 @@ import {
 } from "./kafka.ts";
 import {
   consumedRecords,
-  consumerLag,
   deadLetters,
-  eventToOutputLatency,
+  eventTimeAhead,
+  eventTimeLead,
+  observeEventTimes,
   outputRecords,
   restoredStateRecords,
   stateEntries,
   stuckBatches,
   transactions,
 } from "./metrics.ts";
+import { LagMonitor } from "./lag.ts";
 
 /** Header names of a dead letter. */
 export const DLQ_HEADERS = {
@@ -257,9 +259,19 @@ export async function runStream<T, S>(
   const log = logger.child({ "txpipe.processor": processor.groupId });
   const owned = new Map<number, Owned<S>>();
   stuckBatches.inc({ processor: processor.groupId }, 0); // the series exists (at 0) from the start
+  eventTimeAhead.inc({ processor: processor.groupId }, 0); // so do these two
+  eventTimeLead.set({ processor: processor.groupId }, 0);
   const admin = kafka.admin();
   await admin.connect();
   const router = new PartitionRouter(admin);
+  // txpipe_consumer_lag of the partitions assigned here, from the committed offsets.
+  const lag = new LagMonitor({
+    kafka,
+    admin,
+    groupId: processor.groupId,
+    topic: processor.source,
+    logger: log,
+  });
 
   const sessionTimeoutMs = options.sessionTimeoutMs ?? STREAM_DEFAULTS.sessionTimeoutMs;
   const consumer: Consumer = kafka.consumer({
@@ -298,12 +310,8 @@ export async function runStream<T, S>(
     const o = owned.get(partition);
     owned.delete(partition);
     // Another instance reports this partition now: no stale series here.
+    // (Its lag follows the assignment instead: see lag.assign.)
     stateEntries.remove({ processor: processor.groupId, partition: String(partition) });
-    consumerLag.remove({
-      processor: processor.groupId,
-      topic: processor.source,
-      partition: String(partition),
-    });
     // Bounded: a producer stuck in a request must not hold up the release.
     if (o) await withTimeout(o.producer.disconnect().catch(() => {}), 10_000);
   };
@@ -311,6 +319,7 @@ export async function runStream<T, S>(
   consumer.on(consumer.events.GROUP_JOIN, async (e) => {
     const mine = new Set(e.payload.memberAssignment[processor.source] ?? []);
     log.info({ partitions: [...mine] }, `assigned partitions of ${processor.source}`);
+    lag.assign(mine); // reported from now on, also while taking them over
     for (const p of [...owned.keys()]) {
       if (!mine.has(p)) await release(p, { waitForBatch: true });
     }
@@ -529,19 +538,13 @@ export async function runStream<T, S>(
 
     const now = Date.now();
     consumedRecords.inc({ processor: processor.groupId, topic: batch.topic }, fresh.length);
+    const eventTimes: number[] = [];
     for (const r of outputs) {
       outputRecords.inc({ processor: processor.groupId, topic: r.topic });
-      if (r.eventTime !== undefined) {
-        eventToOutputLatency.observe(
-          { processor: processor.groupId },
-          Math.max(0, now - r.eventTime) / 1000,
-        );
-      }
+      if (r.eventTime !== undefined) eventTimes.push(r.eventTime);
     }
-    consumerLag.set(
-      { processor: processor.groupId, topic: batch.topic, partition: String(partition) },
-      Math.max(0, Number(batch.highWatermark) - Number(nextOffset)),
-    );
+    // Latency of those at or behind the clock; those ahead of it counted apart.
+    observeEventTimes(processor.groupId, eventTimes, now);
     stateEntries.set({ processor: processor.groupId, partition: String(partition) }, o.state.size);
   };
 
@@ -628,6 +631,7 @@ export async function runStream<T, S>(
   stopping = true;
   await consumer.disconnect().catch(() => {});
   for (const p of [...owned.keys()]) await release(p);
+  await lag.stop();
   await admin.disconnect().catch(() => {});
   if (failure) throw failure;
 }
