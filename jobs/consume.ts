@@ -37,15 +37,13 @@
 import "./lib/read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { commonFlags } from "./lib/job.ts";
+import { connectionFlags } from "./lib/job.ts";
 import { connectWithRetry, createKafka, KafkaUnreachableError, probeKafka } from "./lib/kafka.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { DLQ_HEADERS } from "./lib/stream.ts";
 
-// The connection flags every command shares; the /metrics flags do not apply
-// (a reader serves no metrics). commonFlags takes a job name only for its
-// default metrics port.
-const { brokers, "connect-attempts": connectAttempts } = commonFlags("produce");
+// The connection flags every command shares (a reader serves no /metrics).
+const { brokers, "connect-attempts": connectAttempts } = connectionFlags();
 
 /** The reader's flags. */
 export const CONSUME_COMMAND: CommandSpec = {

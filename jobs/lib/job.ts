@@ -35,11 +35,10 @@ import {
 import { type RunOptions, STREAM_DEFAULTS } from "./stream.ts";
 
 /**
- * Flags every txpipe job takes: where Kafka is, where /metrics is served, how
- * long to keep trying an unreachable Kafka, and the format of its logs.
+ * The flags of every command that reaches Kafka (the jobs and `deno task
+ * consume`): where Kafka is and how long to keep trying it.
  */
-export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
-  const spec = topology().jobs.find((j) => j.name === job)!;
+export function connectionFlags(): { brokers: FlagSpec; "connect-attempts": FlagSpec } {
   return {
     brokers: {
       kind: "list",
@@ -47,6 +46,25 @@ export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
       help: "Kafka bootstrap servers, comma-separated",
       placeholder: "HOST:PORT,...",
     },
+    "connect-attempts": {
+      kind: "int",
+      min: 1,
+      default: 4,
+      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
+      placeholder: "N",
+    },
+  };
+}
+
+/**
+ * Flags every txpipe job takes: where Kafka is, where /metrics is served, how
+ * long to keep trying an unreachable Kafka, and the format of its logs.
+ */
+export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
+  const spec = topology().jobs.find((j) => j.name === job)!;
+  const connection = connectionFlags();
+  return {
+    brokers: connection.brokers,
     "metrics-port": {
       kind: "int",
       min: 0,
@@ -60,13 +78,7 @@ export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
       default: "127.0.0.1",
       help: "address the /metrics endpoint binds to (0.0.0.0 in containers)",
     },
-    "connect-attempts": {
-      kind: "int",
-      min: 1,
-      default: 4,
-      help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
-      placeholder: "N",
-    },
+    "connect-attempts": connection["connect-attempts"],
     "log-format": {
       kind: "string",
       choices: LOG_FORMATS,
