@@ -140,10 +140,14 @@ async function stopProducer(
 async function readBack(topic: string, expected: number) {
   const read = await readTopic(topic, { expected, timeoutMs: 180_000, settleMs: 3000 });
   const byPosition = new Map<string, string>();
+  const eventTimes = new Map<number, Map<bigint, number>>(); // partition → offset → event time
   for (const r of read) {
     const parsed = validateTransaction(JSON.parse(decoder.decode(r.value!)));
     assert.ok(parsed.ok, `invalid record at ${r.partition}/${r.offset}`);
     byPosition.set(`${r.partition}/${r.offset}`, parsed.tx.transactionId);
+    const times = eventTimes.get(r.partition) ??
+      eventTimes.set(r.partition, new Map()).get(r.partition)!;
+    times.set(BigInt(r.offset), parsed.tx.transactionTime);
   }
   const seen = new Map<string, number>();
   for (const id of byPosition.values()) seen.set(id, (seen.get(id) ?? 0) + 1);
@@ -153,7 +157,26 @@ async function readBack(topic: string, expected: number) {
     distinct: seen.size,
     duplicated,
     readTwice: read.length - byPosition.size,
+    reordered: reorderings(eventTimes),
   };
+}
+
+/**
+ * Records whose event time is earlier than that of the record before them in
+ * their partition. The generator's event time never decreases and a paced
+ * run sends its records in that order, so any is a batch written out of order.
+ */
+function reorderings(eventTimes: Map<number, Map<bigint, number>>): string[] {
+  const out: string[] = [];
+  for (const [partition, times] of eventTimes) {
+    const offsets = [...times.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (let i = 1; i < offsets.length; i++) {
+      if (times.get(offsets[i])! < times.get(offsets[i - 1])!) {
+        out.push(`${partition}/${offsets[i]}`);
+      }
+    }
+  }
+  return out;
 }
 
 /** The producer's warnings and errors, and its outage lines. */
@@ -260,6 +283,7 @@ Deno.test(
     const back = await readBack(topic, stopped.acknowledged);
     console.log(`  acknowledged ${stopped.acknowledged}; in the topic ${JSON.stringify(back)}`);
     assert.equal(back.duplicated, 0, "no record twice");
+    assert.deepEqual(back.reordered, [], "each partition in event-time order");
     assert.equal(back.records, stopped.acknowledged, "exactly the acknowledged records");
     assert.equal(back.distinct, stopped.acknowledged);
   },
@@ -325,6 +349,7 @@ Deno.test(
     const back = await readBack(topic, stopped.acknowledged);
     console.log(`  acknowledged ${stopped.acknowledged}; in the topic ${JSON.stringify(back)}`);
     assert.equal(back.duplicated, 0, "no record twice");
+    assert.deepEqual(back.reordered, [], "each partition in event-time order");
     assert.equal(back.records, stopped.acknowledged, "exactly the acknowledged records");
     assert.equal(back.distinct, stopped.acknowledged);
   },

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { clusterDown, clusterUp } from "../stacks/local/cluster.ts";
 import { TOPICS } from "../stacks/topology.ts";
 import { validateTransaction } from "../jobs/lib/transaction.ts";
-import { FRAUD_PATTERN_HEADER } from "../jobs/lib/generator.ts";
+import { FRAUD_PATTERN_HEADER, TransactionGenerator, usersForRate } from "../jobs/lib/generator.ts";
+import { PARTITIONER } from "../jobs/lib/kafka.ts";
 import {
   BROKERS,
   ensureCluster,
@@ -38,6 +39,59 @@ function checkRecords(records: ReadRecord[]): Set<string> {
     ids.add(parsed.tx.transactionId);
   }
   return ids;
+}
+
+/**
+ * Asserts that each partition holds, in offset order, exactly the records an
+ * unthrottled run of `seed` from `startTime` sends there, in the generator's
+ * order: nothing missing, nothing twice, nothing reordered.
+ */
+function assertPartitionOrder(
+  records: ReadRecord[],
+  o: { seed: string; startTime: number; count: number; partitions: number },
+): void {
+  // The producer's generator for an unthrottled run (jobs/produce.ts's defaults).
+  const gen = new TransactionGenerator({
+    seed: o.seed,
+    startTime: o.startTime,
+    fraudRate: 0.01,
+    users: usersForRate(0),
+    merchants: 2_000,
+  });
+  const partitioner = PARTITIONER();
+  const partitionMetadata = Array.from({ length: o.partitions }, (_, i) => ({
+    partitionId: i,
+    leader: 0,
+    partitionErrorCode: 0,
+    replicas: [],
+    isr: [],
+  }));
+  const expected = new Map<number, string[]>();
+  for (const r of gen.take(o.count)) {
+    const p = partitioner({ topic: "t", partitionMetadata, message: { key: r.key, value: null } });
+    (expected.get(p) ?? expected.set(p, []).get(p)!).push(r.tx.transactionId);
+  }
+  const actual = new Map<number, Array<[bigint, string]>>();
+  for (const r of records) {
+    const id = JSON.parse(decoder.decode(r.value!)).transactionId as string;
+    (actual.get(r.partition) ?? actual.set(r.partition, []).get(r.partition)!)
+      .push([BigInt(r.offset), id]);
+  }
+  for (const [p, ids] of expected) {
+    const got = (actual.get(p) ?? []).sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+      .map(([, id]) => id);
+    assert.equal(
+      got.length,
+      ids.length,
+      `partition ${p}: ${got.length} records, expected ${ids.length}`,
+    );
+    const first = got.findIndex((id, i) => id !== ids[i]);
+    assert.equal(
+      first,
+      -1,
+      `partition ${p}: offset order differs from the generator's at #${first}`,
+    );
+  }
 }
 
 let bulkTopic = "";
@@ -103,12 +157,17 @@ Deno.test(
     const topic = await freshTopic(TOPICS.transactions);
     await clusterDown({ mode: "cluster", node: "kafka-broker-2", say: () => {} });
     try {
-      const run = await produce(topic, "--count", "20000", "--seed", "outage");
+      const startTime = 1_700_000_000_000;
+      const run = await produce(
+        topic,
+        ...["--count", "20000", "--seed", "outage", "--start-time", String(startTime)],
+      );
       assert.equal(run.code, 0, run.stderr);
       assert.match(run.stderr, /produced 20,000 records/);
       const records = await readTopic(topic, { expected: 20_000 });
       assert.equal(records.length, 20_000);
       assert.equal(checkRecords(records).size, 20_000);
+      assertPartitionOrder(records, { seed: "outage", startTime, count: 20_000, partitions: 5 });
     } finally {
       await clusterUp({ mode: "cluster", say: () => {} });
     }

@@ -6,8 +6,10 @@
  * starts and once when it ends.
  *
  * How a batch goes out: split by partition (one kafkajs send per partition,
- * see sendByPartition in kafka.ts), each partition's requests in order. A
- * request that fails is sent again, identical, by the same producer:
+ * see sendByPartition in kafka.ts), each partition's requests in order, each
+ * request's records encoded once (record_batch.ts: the same bytes kafkajs
+ * would write, reused by every attempt). A request that fails is sent again,
+ * identical, by the same producer:
  *
  * - kafkajs rolls a partition's sequence number back when a request fails,
  *   so the same records go again under the same producer id and sequence
@@ -53,12 +55,15 @@
  *
  * @module
  */
+// First record_batch.ts, then produce_timeout.ts: the latter wraps the former's requests.
+import "./record_batch.ts"; // the records of a send are encoded once, by txpipe, not per record by kafkajs
 import "./produce_timeout.ts"; // produce timeouts end their connection; revoked sends stay unsent
 import { CompressionTypes, logLevel as KafkaLogLevel } from "kafkajs";
 import type { logCreator, Message, ProducerBatch, RecordMetadata } from "kafkajs";
 import type { Logger } from "./log.ts";
 import { type PartitionRouter, sendByPartition, type TopicMessages } from "./kafka.ts";
 import { revoke, REVOKED_MESSAGE, wasSent } from "./produce_timeout.ts";
+import { type EncodedRecords, encodeRecords, prepare } from "./record_batch.ts";
 import {
   produceOutages,
   produceOutageSeconds,
@@ -411,6 +416,8 @@ export class Delivery {
     const maybeWrittenBy = new Set<number>(); // producers whose attempt may have reached a broker
     let counted = false;
     let backoff = this.#o.initialBackoffMs;
+    // Encoded once for every attempt (the bytes do not depend on the producer id or sequence).
+    const records = encodedOrNone(messages);
     for (;;) {
       if (batch.failure) throw batch.failure;
       const gen = await this.#ready(batch).catch((err) => {
@@ -423,6 +430,7 @@ export class Delivery {
       }
       // Fresh objects per attempt: revoking one attempt leaves the next alone.
       const attempt = messages.map((m) => ({ ...m }));
+      if (records) prepare(attempt, records);
       const settled = await this.#attempt(gen, topic, attempt, batch);
       const kind = settled.kind === "error" ? classifySendError(settled.error) : undefined;
       if (settled.kind === "ok" || kind === "written") {
@@ -682,6 +690,12 @@ function later(ms: number): { promise: Promise<"time">; cancel: () => void } {
     id = setTimeout(() => r("time"), Math.max(0, Math.min(ms, 2 ** 31 - 1)));
   });
   return { promise, cancel: () => clearTimeout(id) };
+}
+
+/** The records of a send encoded by record_batch.ts, or undefined to leave them to kafkajs. */
+function encodedOrNone(messages: readonly Message[]): EncodedRecords | undefined {
+  if (messages.some((m) => m.timestamp !== undefined && m.timestamp !== null)) return undefined;
+  return encodeRecords(messages);
 }
 
 function valueBytes(m: Message): number {
