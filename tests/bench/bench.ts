@@ -1,60 +1,151 @@
 /**
- * `deno task bench`: txpipe's producer against Kafka's own
- * `org.apache.kafka.tools.ProducerPerformance` on the same cluster, the same
- * kind of topic, the same record bytes and `acks=all` with idempotence,
- * printed side by side with the ratio. A benchmark, not a test: it asserts
- * nothing and prints measurements.
+ * `deno task bench`: txpipe against what users would pick instead, on the
+ * same local 3+3 cluster, the same backlog, in the same run.
+ *
+ * - produce: txpipe's producer against Kafka's own ProducerPerformance (the
+ *   same record bytes, acks=all, idempotent; Kafka's defaults and batching
+ *   like ours);
+ * - catch-up: one backlog, then each contender from a fresh start until it
+ *   has processed all of it: ConsumerPerformance (a plain consumer), txpipe
+ *   aggregate and detect, Kafka Streams doing txpipe's aggregation
+ *   (tests/bench/streams/), and Spark Structured Streaming with `--spark`.
+ *   The aggregations' windows are cross-checked against txpipe's, exactly;
+ * - latency: each stream job under a paced producer at rising rates, read
+ *   by an independent read_committed reader (tests/bench/latency.ts).
+ *
+ * Contenders run interleaved (run 1 of each, then run 2 of each, ...) and
+ * every figure is the median of `--runs` with its min and max: two shared
+ * cores swing single runs by ±50 %. Each run writes results-<time>.json and
+ * its chart (SVG, tests/bench/chart.ts) under `--out`. A benchmark, not a
+ * test: it asserts nothing.
  *
  * @module
  */
 import { join } from "node:path";
 import { clusterUp, homeDir, kafkaClasspath, ROOT } from "../../stacks/local/cluster.ts";
-import { bootstrapServers, topicAs, TOPICS, topology } from "../../stacks/topology.ts";
+import { KAFKA_VERSION, topicAs, TOPICS } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
-import { parseCommandLine } from "../../jobs/lib/cli.ts";
+import { type CommandSpec, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
+import { BROKERS, TOPO } from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
+import { ProcessWatch } from "./proc.ts";
+import { startReader } from "./reader.ts";
+import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
+import {
+  type BenchResult,
+  type CatchUpResult,
+  type ContenderSummary,
+  type CrossCheck,
+  crossCheck,
+  type LatencyResult,
+  type Machine,
+  type ProducerResult,
+  ratio,
+  summariseRuns,
+  txpipeWindows,
+} from "./results.ts";
+import { renderChart } from "./chart.ts";
+import { buildKafkaStreams, runKafkaStreams } from "./kafka_streams.ts";
+import { ensureSpark, runSpark } from "./spark.ts";
+import { sweep } from "./latency.ts";
 
-const COMMAND = {
+const COMMAND: CommandSpec = {
   name: "deno task bench",
-  summary: "benchmark txpipe against Kafka's own performance tools on the local cluster",
-  usage: "deno task bench [producer|consumer|all] [flags]",
+  summary: "benchmark txpipe against Kafka Streams, Spark and Kafka's own tools on the local " +
+    "cluster",
+  usage: "deno task bench [all|producer|catchup|latency] [flags]",
   flags: {
     records: {
       kind: "int",
       min: 1000,
-      default: 500_000,
-      help: "records per measured run (producer) or in the backlog (consumer)",
+      default: 1_000_000,
+      help: "records in the catch-up backlog and in each producer run",
       placeholder: "N",
     },
-    runs: { kind: "int", min: 1, max: 10, default: 2, help: "runs of each side (best is kept)" },
+    runs: {
+      kind: "int",
+      min: 1,
+      max: 10,
+      default: 3,
+      help: "interleaved runs of each contender; figures are medians with min and max",
+    },
+    spark: {
+      kind: "boolean",
+      default: false,
+      help: "add Spark Structured Streaming to the catch-up (installs pyspark into .cache " +
+        "on first use, about 450 MB)",
+    },
+    rates: {
+      kind: "list",
+      default: ["1000", "5000", "20000", "40000", "80000"],
+      help: "paced input rates of the latency sweep, records/s, rising; it stops at the " +
+        "first rate a job cannot sustain",
+      placeholder: "R,R",
+    },
+    "latency-seconds": {
+      kind: "int",
+      min: 5,
+      default: 60,
+      help: "seconds measured at each paced rate (after a warm-up); the maximum sustainable " +
+        "rate needs bounded lag over 60",
+      placeholder: "S",
+    },
+    quick: {
+      kind: "boolean",
+      default: false,
+      help: "a quicker variant: 200 000 records, 1 run, rates 1000,5000,20000 for 20 s",
+    },
+    out: {
+      kind: "string",
+      help: "folder for results-<time>.json and chart-<time>.svg (default: TXPIPE_HOME/bench)",
+      placeholder: "DIR",
+    },
   },
-} as const;
+  examples: [
+    "deno task bench",
+    "deno task bench --quick",
+    "deno task bench catchup --spark --records 500000",
+    "deno task bench latency --rates 1000,5000,20000 --latency-seconds 60",
+  ],
+};
 
-/** One measured run. */
-interface Measurement {
-  records: number;
-  seconds: number;
-  bytes: number;
+const MODES = ["all", "producer", "catchup", "latency"] as const;
+/** Topics this benchmark creates (its own, and the contenders' outputs and internal topics). */
+const BENCH_PREFIXES = ["bench_", "bench-", "test_bench_", "test-bench_"];
+/** A catch-up round's outputs and internal topics (the backlog, bench_backlog_*, stays). */
+const ROUND_PREFIXES = ["test_bench_", "test-bench_", "bench-", "bench_streams_", "bench_spark_"];
+const decoder = new TextDecoder();
+const AGGREGATE: AggregateSettings = { windowMs: 60_000, allowedLatenessMs: 5_000 };
+/**
+ * Kafka Streams' grace: the issue's "grace equal to the allowed lateness",
+ * and one wide enough for a catch-up. Its stream time is per repartition
+ * partition, fed by every input partition at uneven speed while it catches
+ * up, so with 5 s it drops most of a backlog as late (docs/benchmarks.md).
+ */
+const STREAMS_GRACE = [
+  { name: "Kafka Streams aggregate, grace 5 s", graceMs: 5_000, what: "grace 5 s" },
+  { name: "Kafka Streams aggregate, grace 10 min", graceMs: 600_000, what: "grace 10 min" },
+];
+
+function say(line: string): void {
+  console.error(`    ${line}`);
 }
 
-const TOPO = topology("cluster");
-/** Topics this benchmark creates (its own, and the jobs' outputs and internal topics). */
-const BENCH_PREFIXES = ["bench_", "test_bench_", "test-bench_"];
-const BROKERS = bootstrapServers(TOPO);
-const decoder = new TextDecoder();
-
-async function freshBenchTopic(label: string): Promise<string> {
-  const name = `bench_${label}_${Date.now()}`;
+async function createTopic(name: string, like: string): Promise<string> {
   const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
   await admin.connect();
   try {
-    await ensureTopics(admin, [topicAs(TOPO, TOPICS.transactions, name)]);
+    await ensureTopics(admin, [topicAs(TOPO, like, name)]);
   } finally {
     await admin.disconnect();
   }
   return name;
+}
+
+function freshBenchTopic(label: string): Promise<string> {
+  return createTopic(`bench_${label}_${Date.now()}`, TOPICS.transactions);
 }
 
 async function deleteTopics(...prefixes: string[]): Promise<void> {
@@ -68,37 +159,76 @@ async function deleteTopics(...prefixes: string[]): Promise<void> {
   }
 }
 
-/** Runs our producer for `records` records into `topic`; its own summary is the measurement. */
-async function runOurs(topic: string, records: number, seed: string): Promise<Measurement> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      join(ROOT, "jobs/produce.ts"),
-      "--topic",
-      topic,
-      "--count",
-      String(records),
-      "--seed",
-      seed,
-      "--metrics-port",
-      "0",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const lines = decoder.decode(out.stdout).split("\n").filter((l) => l.includes('"summary"'));
-  if (!out.success || lines.length === 0) {
-    throw new Error(`our producer failed:\n${decoder.decode(out.stderr).slice(-2000)}`);
-  }
-  const summary = JSON.parse(lines[lines.length - 1]);
-  return { records: summary.acknowledged, seconds: summary.seconds, bytes: summary.bytes };
+/** A finished child process, with what it used. */
+interface Watched {
+  code: number;
+  stdout: string;
+  stderr: string;
+  startedAt: number;
+  endedAt: number;
+  peakRssBytes: number;
+  cpuSeconds: number;
 }
 
-async function writePayloadFile(records: number): Promise<{ path: string; meanBytes: number }> {
+/** Runs a command to its end, sampling its memory and CPU. */
+async function runWatched(cmd: string, args: string[]): Promise<Watched> {
+  const startedAt = Date.now();
+  const child = new Deno.Command(cmd, { args, cwd: ROOT, stdout: "piped", stderr: "piped" })
+    .spawn();
+  const watch = new ProcessWatch(child.pid);
+  const [out, err] = [new Response(child.stdout).text(), new Response(child.stderr).text()];
+  const status = await child.status;
+  const usage = watch.stop();
+  return {
+    code: status.code,
+    stdout: await out,
+    stderr: await err,
+    startedAt,
+    endedAt: Date.now(),
+    ...usage,
+  };
+}
+
+// ---------------------------------------------------------------- produce
+
+/** Runs our producer for `records` records into `topic`; its own summary gives the rate. */
+async function runOurProducer(topic: string, records: number, seed: string): Promise<CatchUpRun> {
+  const w = await runWatched(Deno.execPath(), [
+    "run",
+    "-A",
+    join(ROOT, "jobs/produce.ts"),
+    "--topic",
+    topic,
+    "--count",
+    String(records),
+    "--seed",
+    seed,
+    "--metrics-port",
+    "0",
+  ]);
+  const lines = w.stdout.split("\n").filter((l) => l.includes('"summary"'));
+  if (w.code !== 0 || lines.length === 0) {
+    throw new Error(`our producer failed:\n${w.stderr.slice(-2000)}`);
+  }
+  const summary = JSON.parse(lines[lines.length - 1]);
+  return {
+    contender: "txpipe produce",
+    records: summary.acknowledged,
+    startedAt: w.startedAt,
+    doneAt: w.endedAt,
+    recordsPerSecond: perSecond(summary.acknowledged, w.startedAt, w.endedAt),
+    // Its own figure: from connected to the last acknowledgement.
+    recordsPerSecondFromFirstOutput: summary.acknowledged / summary.seconds,
+    peakRssBytes: w.peakRssBytes,
+    cpuSeconds: w.cpuSeconds,
+    outputs: summary.acknowledged,
+  };
+}
+
+async function writePayloadFile(): Promise<{ path: string; meanBytes: number }> {
   // ProducerPerformance cycles through these payloads: the same JSON records ours sends.
   const gen = new TransactionGenerator({ seed: "bench", fraudRate: 0.01 });
-  const sample = Math.min(records, 50_000);
+  const sample = 50_000;
   const lines: string[] = [];
   let bytes = 0;
   for (let i = 0; i < sample; i++) {
@@ -114,180 +244,515 @@ async function writePayloadFile(records: number): Promise<{ path: string; meanBy
 }
 
 /** ProducerPerformance settings: Kafka's client defaults, and batching close to ours. */
-const JAVA_VARIANTS: Record<string, string[]> = {
-  "defaults": [],
-  "batching like ours": ["batch.size=262144", "linger.ms=10"],
-};
+const JAVA_PRODUCERS: Array<{ name: string; props: string[] }> = [
+  { name: "ProducerPerformance, defaults", props: [] },
+  {
+    name: "ProducerPerformance, batching like ours",
+    props: ["batch.size=262144", "linger.ms=10"],
+  },
+];
 
 async function runProducerPerformance(
+  name: string,
   records: number,
   payloads: string,
-  extraProps: string[],
-): Promise<Measurement> {
+  props: string[],
+): Promise<CatchUpRun> {
   const topic = await freshBenchTopic("kafka");
-  const out = await new Deno.Command("java", {
-    args: [
-      "-Xmx512m",
-      "-cp",
-      await kafkaClasspath(),
-      "org.apache.kafka.tools.ProducerPerformance",
-      "--topic",
-      topic,
-      "--num-records",
-      String(records),
-      "--throughput",
-      "-1",
-      "--payload-file",
-      payloads,
-      "--bootstrap-server",
-      BROKERS.join(","),
-      "--command-property",
-      "acks=all",
-      "enable.idempotence=true",
-      ...extraProps,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = decoder.decode(out.stdout);
+  const w = await runWatched("java", [
+    "-Xmx512m",
+    "-cp",
+    await kafkaClasspath(),
+    "org.apache.kafka.tools.ProducerPerformance",
+    "--topic",
+    topic,
+    "--num-records",
+    String(records),
+    "--throughput",
+    "-1",
+    "--payload-file",
+    payloads,
+    "--bootstrap-server",
+    BROKERS.join(","),
+    "--command-property",
+    "acks=all",
+    "enable.idempotence=true",
+    ...props,
+  ]);
   // "500000 records sent, 123456.7 records/sec (29.43 MB/sec), ..."
-  const m = /(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\)/.exec(
-    text.trim().split("\n").pop() ?? "",
+  const m = /(\d+) records sent, ([\d.]+) records\/sec/.exec(
+    w.stdout.trim().split("\n").pop() ?? "",
   );
-  if (!out.success || !m) {
+  if (w.code !== 0 || !m) {
     throw new Error(
-      `ProducerPerformance failed:\n${text.slice(-1500)}${decoder.decode(out.stderr).slice(-1500)}`,
+      `ProducerPerformance failed:\n${w.stdout.slice(-1500)}${w.stderr.slice(-1500)}`,
     );
   }
-  const recs = Number(m[1]);
-  const seconds = recs / Number(m[2]);
-  // ProducerPerformance's MB is 2^20 bytes.
-  return { records: recs, seconds, bytes: Number(m[3]) * 1024 * 1024 * seconds };
+  const n = Number(m[1]);
+  return {
+    contender: name,
+    records: n,
+    startedAt: w.startedAt,
+    doneAt: w.endedAt,
+    recordsPerSecond: perSecond(n, w.startedAt, w.endedAt),
+    recordsPerSecondFromFirstOutput: Number(m[2]), // its own figure, without JVM start
+    peakRssBytes: w.peakRssBytes,
+    cpuSeconds: w.cpuSeconds,
+    outputs: n,
+  };
 }
 
-function best(runs: Measurement[]): Measurement {
-  return runs.reduce((a, b) => (b.records / b.seconds > a.records / a.seconds ? b : a));
-}
-
-function row(name: string, m: Measurement): string {
-  const rps = m.records / m.seconds;
-  const mbps = m.bytes / m.seconds / 1e6;
-  return `${name.padEnd(52)} ${formatCount(rps).padStart(10)} rec/s ${
-    mbps.toFixed(1).padStart(7)
-  } MB/s  (${formatCount(m.records)} records in ${m.seconds.toFixed(1)}s)`;
-}
-
-async function runConsumerPerformance(topic: string, records: number): Promise<Measurement> {
-  const out = await new Deno.Command("java", {
-    args: [
-      "-Xmx512m",
-      "-cp",
-      await kafkaClasspath(),
-      "org.apache.kafka.tools.ConsumerPerformance",
-      "--bootstrap-server",
-      BROKERS.join(","),
-      "--topic",
-      topic,
-      "--num-records",
-      String(records),
-      "--group",
-      `bench-consumer-performance-${Date.now()}`,
-      "--timeout",
-      "120000",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = decoder.decode(out.stdout);
-  // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
-  const line = text.trim().split("\n").pop() ?? "";
-  const cells = line.split(",").map((c) => c.trim());
-  const mb = Number(cells[2]);
-  const n = Number(cells[4]);
-  const perSecond = Number(cells[5]);
-  if (!out.success || !(n > 0) || !(perSecond > 0)) {
-    throw new Error(`ConsumerPerformance failed:\n${text.slice(-1500)}`);
+async function producerBenchmark(records: number, runs: number): Promise<ProducerResult> {
+  const payload = await writePayloadFile();
+  console.log(
+    `==> produce: ${formatCount(records)} records of ~${
+      payload.meanBytes.toFixed(0)
+    } bytes (txpipe transactions), acks=all, idempotent, 5 partitions x 3 replicas, ${runs} ` +
+      `interleaved run(s) each`,
+  );
+  const byName = new Map<string, CatchUpRun[]>();
+  const contenders = [
+    {
+      name: "txpipe produce",
+      run: async () => runOurProducer(await freshBenchTopic("ours"), records, "bench"),
+    },
+    ...JAVA_PRODUCERS.map((j) => ({
+      name: j.name,
+      run: () => runProducerPerformance(j.name, records, payload.path, j.props),
+    })),
+  ];
+  for (let i = 0; i < runs; i++) {
+    for (const c of rotate(contenders, i)) {
+      const r = await c.run();
+      (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r);
+      console.log(`    run ${i + 1}: ${line(r)}`);
+    }
+    await deleteTopics(...BENCH_PREFIXES);
   }
-  return { records: n, seconds: n / perSecond, bytes: mb * 1024 * 1024 };
+  const what: Record<string, string> = {
+    "txpipe produce": "kafkajs, generator included",
+    [JAVA_PRODUCERS[0].name]: "Java client, batch.size 16 KiB, linger.ms 5",
+    [JAVA_PRODUCERS[1].name]: "Java client, batch.size=262144, linger.ms=10",
+  };
+  return {
+    records,
+    meanRecordBytes: payload.meanBytes,
+    contenders: [...byName].map(([name, rs]) => summariseRuns(name, what[name] ?? "", rs)),
+  };
 }
 
-/** Wall time for one fresh instance of `job` to process the whole backlog of `topic`. */
-async function runCatchUp(
+// ---------------------------------------------------------------- catch-up
+
+/** One contender of the catch-up: it reads `backlog` and reports a run (and windows, if any). */
+interface CatchUpContender {
+  name: string;
+  what: string;
+  run(backlog: string, records: number): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }>;
+}
+
+async function runConsumerPerformance(topic: string, records: number): Promise<CatchUpRun> {
+  const w = await runWatched("java", [
+    "-Xmx512m",
+    "-cp",
+    await kafkaClasspath(),
+    "org.apache.kafka.tools.ConsumerPerformance",
+    "--bootstrap-server",
+    BROKERS.join(","),
+    "--topic",
+    topic,
+    "--num-records",
+    String(records),
+    "--group",
+    `bench-consumer-performance-${Date.now()}`,
+    "--timeout",
+    "120000",
+  ]);
+  // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
+  const cells = (w.stdout.trim().split("\n").pop() ?? "").split(",").map((c) => c.trim());
+  const n = Number(cells[4]);
+  const own = Number(cells[5]);
+  if (w.code !== 0 || !(n > 0) || !(own > 0)) {
+    throw new Error(`ConsumerPerformance failed:\n${w.stdout.slice(-1500)}${w.stderr.slice(-800)}`);
+  }
+  return {
+    contender: "ConsumerPerformance",
+    records: n,
+    startedAt: w.startedAt,
+    doneAt: w.endedAt,
+    recordsPerSecond: perSecond(n, w.startedAt, w.endedAt),
+    recordsPerSecondFromFirstOutput: own, // its own figure: from subscribing to the last record
+    peakRssBytes: w.peakRssBytes,
+    cpuSeconds: w.cpuSeconds,
+    outputs: 0,
+  };
+}
+
+/** Waits until the reader has received nothing new for `quietMs` (at most `maxMs`). */
+async function settle(count: () => number, quietMs = 2000, maxMs = 15_000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  let last = -1;
+  while (Date.now() < deadline && count() !== last) {
+    last = count();
+    await new Promise((r) => setTimeout(r, quietMs));
+  }
+}
+
+/** One fresh instance of a txpipe job over the whole backlog, from spawn to committed. */
+async function runTxpipe(
   job: "aggregate" | "detect",
-  topic: string,
-  m: { records: number; bytes: number },
-): Promise<Measurement> {
-  const t = runTopics(topic, `bench_${job}`);
-  const started = performance.now();
-  const instance = startInstance(job, t, job === "aggregate" ? ["--window", "60s"] : []);
+  backlog: string,
+  records: number,
+): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
+  const t = runTopics(backlog, `bench_${job}`);
+  await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
+  const reader = await startReader(t.output);
+  const startedAt = Date.now();
+  const instance = startInstance(
+    job,
+    t,
+    job === "aggregate"
+      ? [
+        "--window",
+        `${AGGREGATE.windowMs}ms`,
+        "--allowed-lateness",
+        `${AGGREGATE.allowedLatenessMs}ms`,
+      ]
+      : [],
+  );
+  const watch = new ProcessWatch(instance.child.pid);
+  let doneAt: number;
   try {
     await waitCaughtUp(job, t, 1_800_000);
+    doneAt = Date.now();
+    await settle(() => reader.records.length);
   } finally {
+    watch.sample();
     await stopInstance(instance);
+    await reader.stop();
   }
-  return { ...m, seconds: (performance.now() - started) / 1000 };
+  const usage = watch.stop();
+  const run: CatchUpRun = {
+    contender: `txpipe ${job}`,
+    records,
+    startedAt,
+    firstOutputAt: reader.firstAt,
+    doneAt,
+    recordsPerSecond: perSecond(records, startedAt, doneAt),
+    ...(reader.firstAt && reader.firstAt < doneAt
+      ? { recordsPerSecondFromFirstOutput: perSecond(records, reader.firstAt, doneAt) }
+      : {}),
+    ...usage,
+    outputs: reader.records.length,
+  };
+  if (job === "detect") return { run };
+  return { run, windows: txpipeWindows(reader.records.map((r) => JSON.parse(r.value))) };
 }
 
-async function consumerBenchmark(records: number): Promise<void> {
-  const topic = await freshBenchTopic("backlog");
-  console.log(`==> consumer benchmark: a backlog of ${formatCount(records)} transactions`);
-  await runOurs(topic, records, "bench-backlog");
-  const theirs = await runConsumerPerformance(topic, records);
-  console.log(`    ${row("ConsumerPerformance (plain consumer)", theirs)}`);
-  const rate = (m: Measurement) => m.records / m.seconds;
-  for (const job of ["aggregate", "detect"] as const) {
-    const ours = await runCatchUp(job, topic, theirs);
-    console.log(`    ${row(`txpipe ${job} (exactly-once, 1 instance)`, ours)}`);
-    console.log(
-      `        ratio ${job} / ConsumerPerformance: ${(rate(ours) / rate(theirs)).toFixed(3)}`,
-    );
+function catchUpContenders(spark: boolean): CatchUpContender[] {
+  const contenders: CatchUpContender[] = [
+    {
+      name: "ConsumerPerformance",
+      what: "Kafka's plain consumer: no processing, no writes",
+      run: async (topic, records) => ({ run: await runConsumerPerformance(topic, records) }),
+    },
+    {
+      name: "txpipe aggregate",
+      what: "validate, repartition, windows, changelog, exactly once",
+      run: (topic, records) => runTxpipe("aggregate", topic, records),
+    },
+    ...STREAMS_GRACE.map((g): CatchUpContender => ({
+      name: g.name,
+      what: `the same aggregation, exactly_once_v2, 1 stream thread, ${g.what}`,
+      run: async (topic, records) => {
+        const output = await createTopic(`bench_streams_out_${Date.now()}`, TOPICS.aggregates);
+        const r = await runKafkaStreams({
+          input: topic,
+          output,
+          records,
+          settings: { ...AGGREGATE, allowedLatenessMs: g.graceMs },
+        });
+        return {
+          run: { ...r.run, contender: g.name, dropped: r.skipped.late + r.skipped.invalid },
+          windows: r.windows,
+        };
+      },
+    })),
+    {
+      name: "txpipe detect",
+      what: "validate, four rules per user, changelog, exactly once",
+      run: (topic, records) => runTxpipe("detect", topic, records),
+    },
+  ];
+  if (spark) {
+    contenders.push({
+      name: "Spark aggregate",
+      what: "the same aggregation, Structured Streaming local[2], at least once",
+      run: async (topic, records) => {
+        const output = await createTopic(`bench_spark_out_${Date.now()}`, TOPICS.aggregates);
+        const r = await runSpark({ input: topic, output, records, settings: AGGREGATE });
+        // Spark reads a backlog in one micro-batch and emits every window in the last
+        // one: "from the first output" would time only that last batch.
+        const { recordsPerSecondFromFirstOutput: _, ...run } = r.run;
+        return { run: { ...run, contender: "Spark aggregate" }, windows: r.windows };
+      },
+    });
+  }
+  return contenders;
+}
+
+async function catchUpBenchmark(
+  records: number,
+  runs: number,
+  spark: boolean,
+): Promise<CatchUpResult> {
+  console.log(`==> catch-up: building the peers`);
+  await buildKafkaStreams(say);
+  if (spark) await ensureSpark(say);
+  const backlog = await freshBenchTopic("backlog");
+  console.log(`==> catch-up: a backlog of ${formatCount(records)} transactions in ${backlog}`);
+  const produced = await runOurProducer(backlog, records, "bench-backlog");
+  say(`backlog written: ${line(produced)}`);
+  const contenders = catchUpContenders(spark);
+  const byName = new Map<string, CatchUpRun[]>();
+  const windows = new Map<string, WindowTotals[][]>();
+  for (let i = 0; i < runs; i++) {
+    for (const c of rotate(contenders, i)) {
+      const r = await c.run(backlog, records);
+      (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r.run);
+      if (r.windows) (windows.get(c.name) ?? windows.set(c.name, []).get(c.name)!).push(r.windows);
+      console.log(`    run ${i + 1}: ${line(r.run)}`);
+    }
+    // Outputs and internal topics of this round; the backlog stays.
+    await deleteTopics(...ROUND_PREFIXES);
   }
   await deleteTopics(...BENCH_PREFIXES);
+  const checks = crossCheckAll(windows);
+  for (const c of checks) console.log(`    cross-check: ${describeCheck(c)}`);
+  return {
+    records,
+    ...AGGREGATE,
+    contenders: contenders.filter((c) => byName.has(c.name)).map((c) =>
+      summariseRuns(c.name, c.what, byName.get(c.name)!)
+    ),
+    crossChecks: checks,
+  };
+}
+
+/** Every aggregation run against txpipe's first run: the reference. */
+function crossCheckAll(windows: Map<string, WindowTotals[][]>): CrossCheck[] {
+  const reference = windows.get("txpipe aggregate")?.[0];
+  if (!reference) return [];
+  const checks: CrossCheck[] = [];
+  for (const [name, runs] of windows) {
+    runs.forEach((w, i) => {
+      if (name === "txpipe aggregate" && i === 0) return;
+      checks.push(
+        crossCheck(
+          { reference: "txpipe aggregate run 1", contender: `${name} run ${i + 1}` },
+          reference,
+          w,
+        ),
+      );
+    });
+  }
+  return checks;
+}
+
+function describeCheck(c: CrossCheck): string {
+  const verdict = c.mismatched === 0 && c.duplicates === 0 ? "EQUAL" : "DIFFERENT";
+  return `${c.contender} vs ${c.reference}: ${verdict} on ${formatCount(c.compared)} windows ` +
+    `both closed (${c.mismatched} differ, ${c.duplicates} emitted twice; only in the reference ` +
+    `${c.onlyReference}, only in the contender ${c.onlyContender})`;
+}
+
+// ---------------------------------------------------------------- latency
+
+async function latencyBenchmark(rates: number[], seconds: number): Promise<LatencyResult> {
+  console.log(
+    `==> latency: paced rates ${rates.join(", ")} records/s, ${seconds} s measured at each`,
+  );
+  const result: LatencyResult = { seconds, rows: [], maxSustainableRate: {} };
+  for (const job of ["detect", "aggregate"] as const) {
+    const s = await sweep({ job, rates, seconds, say });
+    result.maxSustainableRate[job] = s.maxSustainableRate;
+    for (const p of s.points) {
+      result.rows.push({
+        job: p.job,
+        rate: p.rate,
+        achievedRate: p.achievedRate,
+        p50Ms: p.p50Ms,
+        p99Ms: p.p99Ms,
+        maxMs: p.maxMs,
+        sustained: p.sustained,
+        ...(p.why ? { why: p.why } : {}),
+        jobP50Ms: p.jobHistogram.p50Ms,
+        jobP99Ms: p.jobHistogram.p99Ms,
+        peakRssBytes: p.peakRssBytes,
+      });
+      console.log(
+        `    ${job} at ${formatCount(p.rate)}/s: p50 ${p.p50Ms.toFixed(0)} ms, p99 ${
+          p.p99Ms.toFixed(0)
+        } ms, max ${p.maxMs.toFixed(0)} ms; ${
+          p.sustained ? "sustained" : `NOT sustained (${p.why})`
+        }`,
+      );
+    }
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- report
+
+function rotate<T>(items: readonly T[], by: number): T[] {
+  const k = by % items.length;
+  return [...items.slice(k), ...items.slice(0, k)];
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+function line(r: CatchUpRun): string {
+  const first = r.recordsPerSecondFromFirstOutput
+    ? `, ${formatCount(r.recordsPerSecondFromFirstOutput)} rec/s without start-up`
+    : "";
+  return `${r.contender.padEnd(50)} ${
+    formatCount(r.recordsPerSecond).padStart(8)
+  } rec/s${first}; ` +
+    `peak RSS ${mib(r.peakRssBytes)}, CPU ${r.cpuSeconds.toFixed(1)} s`;
+}
+
+async function machine(): Promise<Machine> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const java = await new Deno.Command("java", { args: ["-version"], stderr: "piped" }).output()
+    .then((o) => decoder.decode(o.stderr).split("\n")[0]).catch(() => "unknown");
+  return {
+    cpus: navigator.hardwareConcurrency,
+    cpuModel: /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1]?.trim() ?? "unknown",
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    java,
+    kafka: KAFKA_VERSION,
+  };
+}
+
+/** The table of one section; `against` names, per txpipe contender, the peers it is divided by. */
+function table(
+  title: string,
+  contenders: ContenderSummary[],
+  against: Record<string, string[]>,
+): string {
+  const rows = [
+    `${title}`,
+    `  ${"contender".padEnd(50)} ${"rec/s median (min–max)".padEnd(30)} ${
+      "w/o start-up".padEnd(12)
+    } ${"peak RSS".padEnd(9)} CPU s  ratios`,
+  ];
+  const median = (name: string) =>
+    contenders.find((c) => c.contender === name)?.recordsPerSecond.median;
+  for (const c of contenders) {
+    const r = c.recordsPerSecond;
+    const ratios = (against[c.contender] ?? []).map((a) => {
+      const x = ratio(r.median, median(a));
+      return x === undefined ? "" : `${x.toFixed(2)}× ${a}`;
+    }).filter(Boolean).join("; ");
+    rows.push(
+      `  ${c.contender.padEnd(50)} ${
+        `${formatCount(r.median)} (${formatCount(r.min)}–${formatCount(r.max)})`.padEnd(30)
+      } ${formatCount(c.recordsPerSecondFromFirstOutput?.median ?? 0).padEnd(12)} ${
+        mib(c.peakRssBytes?.median ?? 0).padEnd(9)
+      } ${(c.cpuSeconds?.median ?? 0).toFixed(1).padStart(5)}  ${ratios}${
+        c.dropped ? `  (dropped as late: ${c.dropped.map(formatCount).join(", ")})` : ""
+      }`,
+    );
+  }
+  return rows.join("\n");
 }
 
 async function main(): Promise<void> {
   const { values, positional } = parseCommandLine(COMMAND);
   const mode = positional[0] ?? "all";
-  if (!["producer", "consumer", "all"].includes(mode)) {
-    console.error(`deno task bench: expected a mode (producer, consumer, all), got "${mode}"`);
+  if (!(MODES as readonly string[]).includes(mode)) {
+    console.error(
+      `deno task bench: expected a mode (${
+        MODES.join(", ")
+      }), got "${mode}"\nRun with --help for usage.`,
+    );
     Deno.exit(2);
   }
-  const records = values.records as number;
-  const runs = values.runs as number;
+  const quick = values.quick as boolean;
+  const records = quick ? 200_000 : values.records as number;
+  const runs = quick ? 1 : values.runs as number;
+  const rates = (quick ? ["1000", "5000", "20000"] : values.rates as string[]).map(Number);
+  if (rates.some((r) => !(r > 0))) {
+    console.error(
+      `deno task bench: --rates: expected positive numbers, got "${
+        (values.rates as string[]).join(",")
+      }"`,
+    );
+    Deno.exit(2);
+  }
+  const seconds = quick ? 20 : values.latencySeconds as number;
+  const started = Date.now();
+  const result: BenchResult = {
+    date: new Date(started).toISOString(),
+    command: ["deno task bench", ...Deno.args].join(" "),
+    machine: await machine(),
+    runs,
+    seconds: 0,
+  };
   console.log("==> cluster");
   await clusterUp({ mode: "cluster" });
   await deleteTopics(...BENCH_PREFIXES);
-  if (mode !== "producer") await consumerBenchmark(records);
-  if (mode === "consumer") return;
-  const payload = await writePayloadFile(records);
-  console.log(
-    `==> producer benchmark: ${formatCount(records)} records of ~${
-      payload.meanBytes.toFixed(0)
-    } bytes (txpipe transactions), acks=all, idempotent, 5 partitions x 3 replicas, ${runs} run(s) each`,
-  );
-  const ours: Measurement[] = [];
-  const theirs: Record<string, Measurement[]> = {};
-  for (let i = 0; i < runs; i++) {
-    ours.push(await runOurs(await freshBenchTopic("ours"), records, "bench"));
-    console.log(`    ${row(`txpipe produce (run ${i + 1})`, ours[i])}`);
-    for (const [variant, props] of Object.entries(JAVA_VARIANTS)) {
-      const m = await runProducerPerformance(records, payload.path, props);
-      (theirs[variant] ??= []).push(m);
-      console.log(`    ${row(`ProducerPerformance, ${variant} (run ${i + 1})`, m)}`);
+  if (mode === "all" || mode === "catchup") {
+    result.catchUp = await catchUpBenchmark(records, runs, values.spark as boolean);
+  }
+  if (mode === "all" || mode === "producer") {
+    result.producer = await producerBenchmark(records, runs);
+  }
+  if (mode === "all" || mode === "latency") result.latency = await latencyBenchmark(rates, seconds);
+  result.seconds = (Date.now() - started) / 1000;
+
+  console.log("");
+  if (result.catchUp) {
+    console.log(table(
+      `catch-up over ${formatCount(records)} records`,
+      result.catchUp.contenders,
+      {
+        "txpipe aggregate": [
+          ...STREAMS_GRACE.map((g) => g.name),
+          "Spark aggregate",
+          "ConsumerPerformance",
+        ],
+        "txpipe detect": ["ConsumerPerformance"],
+      },
+    ));
+  }
+  if (result.producer) {
+    console.log(table(
+      `produce ${formatCount(records)} records`,
+      result.producer.contenders,
+      { "txpipe produce": JAVA_PRODUCERS.map((j) => j.name) },
+    ));
+  }
+  if (result.latency) {
+    for (const [job, rate] of Object.entries(result.latency.maxSustainableRate)) {
+      console.log(
+        `maximum sustainable rate, ${job}: ${
+          rate === null ? "none of the rates" : `${formatCount(rate)} records/s`
+        }`,
+      );
     }
   }
-  await deleteTopics(...BENCH_PREFIXES);
-  const a = best(ours);
-  const rate = (m: Measurement) => m.records / m.seconds;
-  console.log("\nbest of each:");
-  console.log(`  ${row("txpipe produce (kafkajs)", a)}`);
-  for (const [variant, ms] of Object.entries(theirs)) {
-    const b = best(ms);
-    console.log(`  ${row(`ProducerPerformance, ${variant}`, b)}`);
-    console.log(
-      `      ratio txpipe / ProducerPerformance (${variant}): ${(rate(a) / rate(b)).toFixed(2)}`,
-    );
-  }
+  const dir = (values.out as string | undefined) ?? join(homeDir(), "bench");
+  await Deno.mkdir(dir, { recursive: true });
+  const stamp = result.date.replace(/[:.]/g, "-");
+  const json = join(dir, `results-${stamp}.json`);
+  const svg = join(dir, `chart-${stamp}.svg`);
+  await Deno.writeTextFile(json, JSON.stringify(result, null, 2) + "\n");
+  await Deno.writeTextFile(svg, renderChart(result));
+  console.log(`\nresults: ${json}\nchart:   ${svg}\n(${(result.seconds / 60).toFixed(1)} min)`);
 }
 
 if (import.meta.main) await main();
