@@ -64,10 +64,11 @@ function throughputPanel(result: BenchResult, top: number): { svg: string; heigh
     `<text x="20" y="${
       top + 18
     }" font-size="16" font-weight="bold" ${FONT}>Throughput, records/s ` +
-      `(log scale): median of ${result.runs} interleaved run(s), whiskers min–max; ` +
-      `txpipe in blue</text>`,
+      `(log scale): median of ${result.runs} interleaved run(s), whiskers min–max</text>`,
+    `<text x="20" y="${top + 34}" font-size="12" fill="#555" ${FONT}>txpipe in blue; the grey ` +
+      `figure after each rate is the contender's peak RSS</text>`,
   );
-  let y = top + 40;
+  let y = top + 46;
   const plotTop = y;
   let group = "";
   const rows: string[] = [];
@@ -93,8 +94,12 @@ function throughputPanel(result: BenchResult, top: number): { svg: string; heigh
       `<line x1="${x(r.min).toFixed(1)}" x2="${x(r.max).toFixed(1)}" y1="${y + ROW_H / 2}" y2="${
         y + ROW_H / 2
       }" stroke="#000" stroke-width="1.5"/>`,
-      `<text x="${x(r.max) + 6}" y="${y + 17}" font-size="12" ${FONT}>${
-        shortNumber(r.median)
+      `<text x="${x(r.max) + 6}" y="${y + 17}" font-size="12" ${FONT}>${shortNumber(r.median)}${
+        b.s.peakRssBytes
+          ? `<tspan fill="#777">\u00a0· ${
+            (b.s.peakRssBytes.median / 2 ** 20).toFixed(0)
+          } MiB</tspan>`
+          : ""
       }</text>`,
     );
     y += ROW_H;
