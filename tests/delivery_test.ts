@@ -293,3 +293,72 @@ Deno.test("delivery: failed sends are classified: give up, new producer, already
     assert.equal(classifySendError(err), kind, (err as Error).message);
   }
 });
+
+/** Records of `partition` (explicit: the router keeps it), with values naming them. */
+function partitionRecords(partition: number, n: number, tag: string): Message[] {
+  return Array.from({ length: n }, (_, i) => ({ value: `${tag}-${i}`, partition }));
+}
+
+/** A step answered when the test says so. */
+function gate(): { step: Promise<void>; open: () => void; fail: (e: Error) => void } {
+  let open!: () => void;
+  let fail!: (e: Error) => void;
+  const step = new Promise<void>((resolve, reject) => [open, fail] = [resolve, reject]);
+  return { step, open, fail };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 20));
+
+Deno.test("delivery: batches in flight together: a partition's next request waits for its previous one only, not for the other partitions", async () => {
+  const slow = gate();
+  // Batch 1: partition 0 (waits for the gate), partition 1; batch 2: partition 1, then 0.
+  const script = new Script([slow.step, "ok"]);
+  const { d } = delivery(script, { router: router(2) });
+  const first = d.send([...partitionRecords(0, 3, "a"), ...partitionRecords(1, 3, "a")]);
+  const second = d.send([...partitionRecords(0, 2, "b"), ...partitionRecords(1, 2, "b")]);
+  await tick();
+  const sent = script.created[0].sends;
+  assert.equal(sent.length, 3, "batch 2's partition 1 went while batch 1's partition 0 waits");
+  assert.deepEqual(sent.map((s) => s[0].partition), [0, 1, 1]);
+  slow.open();
+  const results = await Promise.all([first, second]);
+  await d.close();
+  assert.deepEqual(results.map((r) => r.acknowledged), [6, 4]);
+  assert.deepEqual(sent.map((s) => `${s[0].partition}:${s[0].value}`), [
+    "0:a-0",
+    "1:a-0",
+    "1:b-0",
+    "0:b-0", // after batch 1's partition 0 only
+  ]);
+});
+
+Deno.test("delivery: when a partition's request fails for good, the later batches' requests of that partition fail with the same error, unsent; other partitions go on", async () => {
+  const slow = gate();
+  const script = new Script([slow.step, "ok"]);
+  const { d } = delivery(script, { router: router(2) });
+  const first = d.send([...partitionRecords(0, 3, "a"), ...partitionRecords(1, 3, "a")]);
+  const second = d.send([...partitionRecords(0, 2, "b"), ...partitionRecords(1, 2, "b")]);
+  await tick();
+  const tooLarge = protocolError("MESSAGE_TOO_LARGE");
+  slow.fail(tooLarge);
+  const [r1, r2] = await Promise.all([first, second]);
+  await d.close();
+  assert.equal(r1.error, tooLarge);
+  assert.equal(r1.acknowledged, 3, "partition 1 of batch 1");
+  assert.equal(r2.error, tooLarge, "the same error: batch 2's partition 0 never went");
+  assert.equal(r2.acknowledged, 2, "partition 1 of batch 2");
+  const sent = script.created[0].sends.map((s) => `${s[0].partition}:${s[0].value}`);
+  assert.deepEqual(sent, ["0:a-0", "1:a-0", "1:b-0"], "nothing of partition 0 after the gap");
+});
+
+Deno.test("delivery: a partition whose request failed for good takes no records of a later send either", async () => {
+  const script = new Script([protocolError("MESSAGE_TOO_LARGE"), "ok"]);
+  const { d } = delivery(script, { router: router(2) });
+  const first = await d.send(partitionRecords(0, 3, "a"));
+  const later = await d.send([...partitionRecords(0, 2, "b"), ...partitionRecords(1, 2, "b")]);
+  await d.close();
+  assert.equal(first.error, later.error, "the same error");
+  assert.equal(later.acknowledged, 2, "partition 1");
+  const sent = script.created[0].sends.map((s) => `${s[0].partition}:${s[0].value}`);
+  assert.deepEqual(sent, ["0:a-0", "1:b-0"]);
+});

@@ -6,10 +6,18 @@
  * starts and once when it ends.
  *
  * How a batch goes out: split by partition (one kafkajs send per partition,
- * see sendByPartition in kafka.ts), each partition's requests in order, each
- * request's records encoded once (record_batch.ts: the same bytes kafkajs
- * would write, reused by every attempt). A request that fails is sent again,
- * identical, by the same producer:
+ * as sendByPartition in kafka.ts does, for the same reason), each
+ * partition's requests in order, each request's records encoded once
+ * (record_batch.ts: the same bytes kafkajs would write, reused by every
+ * attempt). Several batches may be in flight ({@link Delivery.send} may be
+ * called again before the last call resolved): each partition's requests
+ * queue behind the same partition's requests of earlier batches, so a
+ * partition's next request goes out as soon as its previous one is
+ * acknowledged, without waiting for the other partitions (one request per
+ * partition at a time: kafkajs's idempotent sequence numbers need it), and
+ * once a partition's request fails for good, its later ones (those of later
+ * sends too) fail with the same error, unsent (no gap in a partition). A request that fails is sent
+ * again, identical, by the same producer:
  *
  * - kafkajs rolls a partition's sequence number back when a request fails,
  *   so the same records go again under the same producer id and sequence
@@ -61,7 +69,7 @@ import "./produce_timeout.ts"; // produce timeouts end their connection; revoked
 import { CompressionTypes, logLevel as KafkaLogLevel } from "kafkajs";
 import type { logCreator, Message, ProducerBatch, RecordMetadata } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { type PartitionRouter, sendByPartition, type TopicMessages } from "./kafka.ts";
+import { type PartitionRouter, requestChunks } from "./kafka.ts";
 import { revoke, REVOKED_MESSAGE, wasSent } from "./produce_timeout.ts";
 import { type EncodedRecords, encodeRecords, prepare } from "./record_batch.ts";
 import {
@@ -286,6 +294,10 @@ export class Delivery {
   readonly #retired = new Map<Generation, () => void>();
   readonly #disconnects = new Set<Promise<void>>();
   readonly #batches = new Set<Batch>();
+  /** Routing in the order of the sends, so that partitions queue batches in that order. */
+  #routing: Promise<unknown> = Promise.resolve();
+  /** Per partition: its requests so far settled, with the error that ended them (kept), if any. */
+  readonly #tails = new Map<number, Promise<Error | undefined>>();
   #watch: ReturnType<typeof setInterval> | undefined;
   #stopAt: number | undefined;
   #wakeOnStop!: () => void;
@@ -321,18 +333,14 @@ export class Delivery {
    * Sends `messages` and resolves once each is acknowledged, or when the
    * batch cannot be: the delivery timeout, a stop, an error no retry fixes
    * (then `error` says which; some records may be acknowledged). Never
-   * rejects.
+   * rejects. Batches sent before this one's end come first in each partition.
    */
   async send(messages: readonly Message[]): Promise<DeliveryResult> {
     const batch = this.#newBatch();
     this.#batches.add(batch);
     this.#watch ??= setInterval(() => this.#check(), 1000);
     try {
-      await sendByPartition(
-        (topicMessages) => this.#deliver(topicMessages, batch),
-        this.#o.router,
-        new Map([[this.#o.topic, messages]]),
-      );
+      await this.#sendInOrder(messages, batch);
     } catch (err) {
       batch.failure ??= err as Error;
     } finally {
@@ -409,9 +417,46 @@ export class Delivery {
     };
   }
 
+  /**
+   * Sends `messages` by partition, each partition's requests after those of
+   * earlier batches (see the module documentation); rejects with the first
+   * error of any partition once every partition has settled.
+   */
+  async #sendInOrder(messages: readonly Message[], batch: Batch): Promise<void> {
+    const topic = this.#o.topic;
+    const queued = this.#routing.then(async () => {
+      const byPartition = await this.#o.router.route(topic, messages);
+      const sends: Array<Promise<Error | undefined>> = [];
+      for (const [partition, list] of byPartition) {
+        const before = this.#tails.get(partition);
+        const send = (async () => {
+          const earlier = await before;
+          if (earlier) throw earlier; // not after a gap: this partition's sending is over
+          for (const chunk of requestChunks(list)) {
+            await this.#deliver(topic, partition, chunk, batch);
+          }
+        })().then(() => undefined, (err: Error) => err);
+        this.#tails.set(partition, send);
+        send.then((error) => {
+          // A failure stays: no later batch writes this partition after a gap.
+          if (!error && this.#tails.get(partition) === send) this.#tails.delete(partition);
+        });
+        sends.push(send);
+      }
+      return sends;
+    });
+    this.#routing = queued.catch(() => {});
+    const failed = (await Promise.all(await queued)).find((e) => e !== undefined);
+    if (failed) throw failed;
+  }
+
   /** Sends one partition's request until it is acknowledged or the batch ends. */
-  async #deliver(topicMessages: TopicMessages, batch: Batch): Promise<void> {
-    const [{ topic, messages }] = topicMessages;
+  async #deliver(
+    topic: string,
+    partition: number,
+    messages: readonly Message[],
+    batch: Batch,
+  ): Promise<void> {
     const fail = (err: Error): Error => batch.failure ??= err;
     const maybeWrittenBy = new Set<number>(); // producers whose attempt may have reached a broker
     let counted = false;
@@ -429,7 +474,7 @@ export class Delivery {
         produceResentRecords.inc({ topic }, messages.length);
       }
       // Fresh objects per attempt: revoking one attempt leaves the next alone.
-      const attempt = messages.map((m) => ({ ...m }));
+      const attempt = messages.map((m) => ({ ...m, partition }));
       if (records) prepare(attempt, records);
       const settled = await this.#attempt(gen, topic, attempt, batch);
       const kind = settled.kind === "error" ? classifySendError(settled.error) : undefined;

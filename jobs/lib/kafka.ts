@@ -436,8 +436,14 @@ function messageBytes(m: Message): number {
   return n;
 }
 
-/** Consecutive runs of `messages` of at most about `maxBytes` each (at least one record). */
-function requestChunks(messages: readonly Message[], maxBytes: number): Message[][] {
+/**
+ * Consecutive runs of `messages` of at most about `maxBytes` each (at least
+ * one record): the requests of one partition's records.
+ */
+export function requestChunks(
+  messages: readonly Message[],
+  maxBytes: number = MAX_REQUEST_BYTES,
+): Message[][] {
   const out: Message[][] = [];
   let current: Message[] = [];
   let bytes = 0;

@@ -1,0 +1,109 @@
+/**
+ * The producer's generation worker (jobs/lib/generation_worker.ts), without
+ * Kafka: it makes exactly the records the generator makes in the send loop's
+ * thread, routed as the delivery routes them, and its failures surface as one
+ * error.
+ */
+import assert from "node:assert/strict";
+import type { Admin } from "kafkajs";
+import { PartitionRouter } from "../jobs/lib/kafka.ts";
+import { type GeneratorOptions, TransactionGenerator } from "../jobs/lib/generator.ts";
+import {
+  batchMessages,
+  encodeBatch,
+  type EncodedBatch,
+  GenerationError,
+  GenerationWorker,
+  KeyRouting,
+} from "../jobs/lib/generation_worker.ts";
+
+const DESTINATION = { topic: "t", partitions: 5 };
+const OPTIONS: GeneratorOptions = { seed: "worker-test", fraudRate: 0.02, startTime: 1e12 };
+
+/** A batch's records as comparable values. */
+function flat(b: EncodedBatch) {
+  const { messages } = batchMessages(b);
+  return messages.map((m) => ({
+    key: new TextDecoder().decode(m.key as Uint8Array),
+    value: new TextDecoder().decode(m.value as Uint8Array),
+    partition: m.partition,
+    headers: m.headers,
+  }));
+}
+
+Deno.test("generation worker: batch after batch (a smaller take in between), the same records, labels and partitions as the generator makes in the send loop's thread", async () => {
+  const worker = new GenerationWorker(OPTIONS, DESTINATION, 1_000);
+  const here = new TransactionGenerator(OPTIONS);
+  const keys = new KeyRouting(DESTINATION);
+  try {
+    let labelled = 0;
+    for (const n of [1_000, 1_000, 300, 1_000, 1_000, 1_000]) {
+      const fromWorker = await worker.take(n);
+      const expected = encodeBatch(here.take(fromWorker.count), keys);
+      assert.ok(fromWorker.count > 0 && fromWorker.count <= n);
+      assert.deepEqual(flat(fromWorker), flat(expected));
+      labelled += fromWorker.labels.length;
+    }
+    assert.ok(labelled > 20, `labelled records compared too (${labelled})`);
+  } finally {
+    worker.close();
+  }
+});
+
+Deno.test("generation worker: a batch's messages hold the value bytes the summary counts", () => {
+  const batch = encodeBatch(
+    new TransactionGenerator(OPTIONS).take(100),
+    new KeyRouting(DESTINATION),
+  );
+  const { messages, bytes } = batchMessages(batch);
+  assert.equal(messages.length, 100);
+  assert.equal(bytes, messages.reduce((n, m) => n + (m.value as Uint8Array).byteLength, 0));
+});
+
+Deno.test("generation worker: records are routed to the partition the delivery's router picks for their key", async () => {
+  const admin = {
+    fetchTopicMetadata: () =>
+      Promise.resolve({
+        topics: [{
+          name: DESTINATION.topic,
+          partitions: Array.from(
+            { length: DESTINATION.partitions },
+            (_, i) => ({ partitionId: i }),
+          ),
+        }],
+      }),
+  };
+  const router = new PartitionRouter(admin as unknown as Admin);
+  const records = new TransactionGenerator(OPTIONS).take(2_000);
+  const routed = await router.route(
+    DESTINATION.topic,
+    records.map((r) => ({ key: r.key, value: null })),
+  );
+  const byKey = new Map<string, number>();
+  for (const [partition, list] of routed) for (const m of list) byKey.set(String(m.key), partition);
+  const keys = new KeyRouting(DESTINATION);
+  for (const r of records) assert.equal(keys.of(r.key).partition, byKey.get(r.key), r.key);
+  assert.equal(new Set(byKey.values()).size, DESTINATION.partitions);
+});
+
+Deno.test("generation worker: an error in the worker surfaces as one GenerationError naming it, for this and every later take", async () => {
+  const worker = new GenerationWorker({ ...OPTIONS, users: 0 }, DESTINATION, 100);
+  try {
+    await assert.rejects(() => worker.take(100), (err: Error) => {
+      assert.ok(err instanceof GenerationError);
+      assert.match(err.message, /^the generation worker failed: RangeError: .*users/);
+      assert.ok(!err.message.includes("\n"), "one line");
+      return true;
+    });
+    await assert.rejects(() => worker.take(100), GenerationError);
+  } finally {
+    worker.close();
+  }
+});
+
+Deno.test("generation worker: closed, it makes nothing more", async () => {
+  const worker = new GenerationWorker(OPTIONS, DESTINATION, 100);
+  assert.equal((await worker.take(100)).count, 100);
+  worker.close();
+  await assert.rejects(() => worker.take(100), /the generation worker failed: closed/);
+});
