@@ -592,7 +592,9 @@ async function latencyBenchmark(rates: number[], seconds: number): Promise<Laten
       console.log(
         `    ${job} at ${formatCount(p.rate)}/s: p50 ${p.p50Ms.toFixed(0)} ms, p99 ${
           p.p99Ms.toFixed(0)
-        } ms, max ${p.maxMs.toFixed(0)} ms; ${
+        } ms, max ${p.maxMs.toFixed(0)} ms (the job's own histogram: p50 ${
+          p.jobHistogram.p50Ms.toFixed(0)
+        }, p99 ${p.jobHistogram.p99Ms.toFixed(0)} ms); peak RSS ${mib(p.peakRssBytes)}; ${
           p.sustained ? "sustained" : `NOT sustained (${p.why})`
         }`,
       );
