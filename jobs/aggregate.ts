@@ -5,9 +5,10 @@
  *   financial_transactions (key userId)
  *     → parse + validate (invalid → dead letters)
  *     → late records (behind the input partition's watermark) → dead letters, counted
+ *     → per batch, one partial total per merchant, currency and window
  *     → re-key by merchant|currency → <app>-repartition, plus watermark markers
  *   <app>-repartition
- *     → add to the window (state: open windows, changelogged)
+ *     → merge into the window (state: open windows, changelogged)
  *     → when the lowest input watermark passes a window's end → transaction_aggregates (key merchantId)
  *
  * Why a repartition topic: the input is keyed by user, so one merchant's
@@ -17,6 +18,17 @@
  * the records, and a window closes only when every input partition's
  * watermark has passed it: its content then does not depend on timing,
  * instance count or crashes.
+ *
+ * Why partials: a window's totals are sums, counts, a min and a max, which
+ * combine in any grouping. Summing each batch per window before the shuffle
+ * writes one repartition record per merchant, currency and window of the
+ * batch instead of one per transaction, and stage 2 merges a handful of
+ * partials instead of adding every record. A partial holds only its batch's
+ * records: it is built between the batch's `beginBatch` and `endBatch`, so a
+ * batch that fails and runs again starts from nothing, and it travels in the
+ * batch's transaction, before the batch's watermark markers. Stage 2 still
+ * reads the per-record values older versions wrote (an upgrade over a
+ * repartition topic that holds some).
  *
  * @module
  */
@@ -28,6 +40,7 @@ import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
   addToWindow,
   combinedWatermark,
+  mergeWindow,
   toAggregate,
   watermark,
   type WindowInput,
@@ -63,8 +76,13 @@ const MARKER_KEY = "__watermark__";
 const NEVER = Number.MIN_SAFE_INTEGER;
 const MARKER_HEADER = "txpipe-watermark";
 
-/** A repartition record: a transaction's window input, or an input partition's watermark. */
+/**
+ * A repartition record: the partial totals of a window from one batch, a
+ * transaction's window input (written by older versions), or an input
+ * partition's watermark.
+ */
 type Routed =
+  | { kind: "partial"; window: WindowState }
   | { kind: "tx"; input: WindowInput; eventTime: number }
   | { kind: "watermark"; source: number; watermark: number };
 
@@ -74,14 +92,25 @@ interface InputProgress {
   marked: number;
 }
 
-/** Stage 1: validate, drop late records to the dead letters, re-key by merchant and currency. */
+/**
+ * Stage 1: validate, drop late records to the dead letters, sum each batch
+ * per merchant, currency and window, re-key by merchant and currency.
+ */
 export function rekeyProcessor(o: {
   appId: string;
   input: string;
   repartitionPartitions: number;
   allowedLatenessMs: number;
+  windowMs: number;
 }): StreamProcessor<{ tx: Transaction; amountMinor: number }, InputProgress> {
   const topics = internalTopicNames(o.appId);
+  // The batch in progress's partial totals, by input partition, then by window key.
+  const partials = new Map<number, Map<string, WindowState>>();
+  const batchPartials = (partition: number) => {
+    let m = partials.get(partition);
+    if (!m) partials.set(partition, m = new Map());
+    return m;
+  };
   return {
     name: "aggregate",
     groupId: `${o.appId}-rekey`,
@@ -91,6 +120,8 @@ export function rekeyProcessor(o: {
       const v = parseTransaction(r.value);
       return v.ok ? { ok: true, value: { tx: v.tx, amountMinor: v.amountMinor } } : v;
     },
+    // Nothing from an earlier run of this batch (failed, abandoned) may reach this one.
+    beginBatch: (ctx) => void partials.set(ctx.partition, new Map()),
     process: ({ tx, amountMinor }, record, ctx) => {
       const progress = ctx.state.get("progress") ?? { maxEventTime: NEVER, marked: NEVER };
       const wm = watermark(progress.maxEventTime, o.allowedLatenessMs);
@@ -110,21 +141,31 @@ export function rekeyProcessor(o: {
         transactionType: tx.transactionType,
         amountMinor,
       };
-      ctx.emit({
-        topic: topics.repartition,
-        key: `${tx.merchantId}|${tx.currency}`,
-        value: JSON.stringify(input),
-      });
+      const batch = batchPartials(ctx.partition);
+      const key = windowKey(
+        tx.merchantId,
+        tx.currency,
+        windowStart(tx.transactionTime, o.windowMs),
+      );
+      batch.set(key, addToWindow(batch.get(key), input, o.windowMs));
       if (tx.transactionTime > progress.maxEventTime) {
         ctx.state.put("progress", { ...progress, maxEventTime: tx.transactionTime });
       }
     },
     endBatch: (ctx) => {
+      for (const w of batchPartials(ctx.partition).values()) {
+        ctx.emit({
+          topic: topics.repartition,
+          key: `${w.merchantId}|${w.currency}`,
+          value: JSON.stringify(w),
+        });
+      }
+      partials.delete(ctx.partition);
       const progress = ctx.state.get("progress");
       if (!progress) return;
       const wm = watermark(progress.maxEventTime, o.allowedLatenessMs);
       if (wm <= progress.marked) return;
-      // After this batch's records, so a window never closes before its records arrive.
+      // After this batch's partials, so a window never closes before its records arrive.
       for (let p = 0; p < o.repartitionPartitions; p++) {
         ctx.emit({
           topic: topics.repartition,
@@ -159,7 +200,7 @@ export function windowProcessor(o: {
     groupId: `${o.appId}-windows`,
     source: topics.repartition,
     changelog: topics.changelog,
-    parse: parseRouted,
+    parse: (r) => parseRouted(r, o.windowMs),
     process: (routed, _record, ctx) => {
       if (routed.kind === "watermark") {
         const marks = { ...(ctx.state.get("watermarks") as Record<string, number> | undefined) };
@@ -168,6 +209,12 @@ export function windowProcessor(o: {
           marks[key] = routed.watermark;
           ctx.state.put("watermarks", marks);
         }
+        return;
+      }
+      if (routed.kind === "partial") {
+        const w = routed.window;
+        const key = windowKey(w.merchantId, w.currency, w.windowStart);
+        ctx.state.put(key, mergeWindow(ctx.state.get(key) as WindowState | undefined, w));
         return;
       }
       const i = routed.input;
@@ -206,15 +253,21 @@ export function windowProcessor(o: {
   };
 }
 
+const decoder = new TextDecoder();
+
+/** A repartition record of either shape, or a marker; a partial of another window size is invalid. */
 function parseRouted(
-  r: { key: string | null; value: Uint8Array | null; headers: Record<string, string> },
+  r: { key: string | null; value: Uint8Array | null; headers: Readonly<Record<string, string>> },
+  windowMs: number,
 ): Parsed<Routed> {
   try {
-    const v = JSON.parse(new TextDecoder().decode(r.value ?? new Uint8Array()));
+    const v = JSON.parse(decoder.decode(r.value ?? new Uint8Array()));
     if (r.headers[MARKER_HEADER] === "1") {
       if (Number.isInteger(v.source) && typeof v.watermark === "number") {
         return { ok: true, value: { kind: "watermark", source: v.source, watermark: v.watermark } };
       }
+    } else if (typeof v === "object" && v !== null && "windowStart" in v) {
+      if (isPartial(v, windowMs)) return { ok: true, value: { kind: "partial", window: v } };
     } else if (
       typeof v.merchantId === "string" && typeof v.currency === "string" &&
       Number.isSafeInteger(v.transactionTime) && Number.isSafeInteger(v.amountMinor) &&
@@ -226,8 +279,33 @@ function parseRouted(
   return {
     ok: false,
     reason: "invalid_repartition_record",
-    message: "expected a window input or a watermark marker from the rekey stage",
+    message: `expected a partial window of ${windowMs} ms, a window input or a watermark ` +
+      "marker from the rekey stage",
   };
+}
+
+/** The integer fields of a partial window. */
+const PARTIAL_INTEGERS = [
+  "windowStart",
+  "windowEnd",
+  "transactionCount",
+  "purchaseCount",
+  "refundCount",
+  "purchaseMinor",
+  "refundMinor",
+  "minMinor",
+  "maxMinor",
+] as const;
+
+/** Whether `v` is the partial totals of a window of `windowMs`, in JSON-safe integers. */
+function isPartial(v: Record<string, unknown>, windowMs: number): boolean {
+  if (typeof v.merchantId !== "string" || typeof v.currency !== "string") return false;
+  if (!PARTIAL_INTEGERS.every((k) => Number.isSafeInteger(v[k]))) return false;
+  const w = v as unknown as WindowState;
+  return w.windowEnd - w.windowStart === windowMs &&
+    windowStart(w.windowStart, windowMs) === w.windowStart &&
+    w.transactionCount >= 1 && w.transactionCount === w.purchaseCount + w.refundCount &&
+    w.minMinor <= w.maxMinor;
 }
 
 async function main(): Promise<number> {
@@ -264,6 +342,7 @@ async function main(): Promise<number> {
           input: v.input as string,
           repartitionPartitions: repartition.partitions,
           allowedLatenessMs: v.allowedLateness as number,
+          windowMs: v.window as number,
         }),
         run,
       ),

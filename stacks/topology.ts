@@ -123,7 +123,11 @@ export function internalTopics(aggregateAppId: string, detectAppId: string): Top
   const det = internalTopicNames(detectAppId);
   const compacted = { "cleanup.policy": "compact" };
   return [
-    topic(agg.repartition, 3, "aggregation: transactions keyed by merchant|currency + watermarks"),
+    topic(
+      agg.repartition,
+      3,
+      "aggregation: per-batch partial window totals keyed by merchant|currency + watermarks",
+    ),
     topic(agg.rekeyChangelog, 5, "aggregation: per input partition watermark", compacted),
     topic(agg.changelog, 3, "aggregation: open windows per repartition partition", compacted),
     topic(det.changelog, 5, "detection: per-user state per input partition", compacted),

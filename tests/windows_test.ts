@@ -3,10 +3,13 @@ import assert from "node:assert/strict";
 import {
   addToWindow,
   combinedWatermark,
+  mergeWindow,
   toAggregate,
   watermark,
+  type WindowInput,
   windowKey,
   windowStart,
+  type WindowState,
 } from "../jobs/lib/windows.ts";
 
 const base = {
@@ -77,4 +80,87 @@ Deno.test("windows: the combined watermark is the lowest input watermark, and un
   assert.equal(watermark(10_000, 2_000), 8_000);
   assert.equal(combinedWatermark({ "0": 5, "1": 3 }, 3), -Infinity);
   assert.equal(combinedWatermark({ "0": 5, "1": 3, "2": 9 }, 3), 3);
+});
+
+/** A seeded pseudo-random sequence in [0, 1) (the tests must be repeatable). */
+function random(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+/** `n` transactions of one window: purchases and refunds, small and large amounts. */
+function windowInputs(n: number, rand: () => number): WindowInput[] {
+  return Array.from({ length: n }, (_, i) => ({
+    ...base,
+    transactionTime: 120_000 + Math.floor(rand() * 60_000),
+    transactionType: rand() < 0.2 ? "refund" as const : "purchase" as const,
+    // Refunds hold the extremes now and then: min/max must come from either kind.
+    amountMinor: i === 7 ? 1 : i === 11 ? 9_999_999_99 : 1 + Math.floor(rand() ** 3 * 500_000),
+  }));
+}
+
+/** The totals of `inputs` added one by one. */
+function oneByOne(inputs: readonly WindowInput[]): WindowState | undefined {
+  let w: WindowState | undefined;
+  for (const i of inputs) w = addToWindow(w, i, 60_000);
+  return w;
+}
+
+Deno.test("windows: merging the partials of any split gives exactly the one-by-one totals", () => {
+  const rand = random(42);
+  for (let round = 0; round < 200; round++) {
+    const inputs = windowInputs(1 + Math.floor(rand() * 60), rand);
+    const expected = oneByOne(inputs)!;
+    // Cut into consecutive runs of random length (some of one record), one partial each.
+    const partials: WindowState[] = [];
+    for (let i = 0; i < inputs.length;) {
+      const n = 1 + Math.floor(rand() * 10);
+      partials.push(oneByOne(inputs.slice(i, i + n))!);
+      i += n;
+    }
+    let merged: WindowState | undefined;
+    for (const p of partials) merged = mergeWindow(merged, p);
+    assert.deepEqual(merged, expected, `round ${round}`);
+    // In any order: partials of different batches reach stage 2 in no fixed order.
+    let reversed: WindowState | undefined;
+    for (const p of partials.toReversed()) reversed = mergeWindow(reversed, p);
+    assert.deepEqual(reversed, expected, `round ${round}, reversed`);
+    assert.deepEqual(toAggregate(merged!), toAggregate(expected));
+  }
+});
+
+Deno.test("windows: merged min, max and refunds come from whichever partial holds them", () => {
+  const at = (transactionType: "purchase" | "refund", amountMinor: number): WindowInput => ({
+    ...base,
+    transactionTime: 61_000,
+    transactionType,
+    amountMinor,
+  });
+  const first = [at("purchase", 500), at("refund", 20)];
+  const second = [at("purchase", 70), at("refund", 9_000), at("refund", 1)];
+  const merged = mergeWindow(mergeWindow(undefined, oneByOne(first)!), oneByOne(second)!);
+  assert.deepEqual(merged, oneByOne([...first, ...second]));
+  assert.deepEqual(
+    [merged.transactionCount, merged.purchaseCount, merged.refundCount],
+    [5, 2, 3],
+  );
+  assert.deepEqual([merged.purchaseMinor, merged.refundMinor], [570, 9_021]);
+  assert.deepEqual([merged.minMinor, merged.maxMinor], [1, 9_000]);
+  assert.equal(toAggregate(merged).netAmountMinor, 570 - 9_021);
+  assert.deepEqual([merged.windowStart, merged.windowEnd], [60_000, 120_000]);
+});
+
+Deno.test("windows: a first partial starts the window as a copy, never shared", () => {
+  const p = oneByOne(windowInputs(3, random(7)))!;
+  const w = mergeWindow(undefined, p);
+  assert.deepEqual(w, p);
+  assert.notEqual(w, p);
+  const again = mergeWindow(w, p);
+  assert.equal(again.transactionCount, 6);
+  assert.equal(p.transactionCount, 3, "merging leaves its inputs as they were");
 });

@@ -2,8 +2,8 @@
  * The small stream runtime every txpipe stream job runs on.
  *
  * A job is a {@link StreamProcessor}: a source topic, a parse step, a
- * per-record `process` function over a per-partition key-value state, and an
- * optional `endBatch` hook. The runtime does the plumbing once:
+ * per-record `process` function over a per-partition key-value state, and
+ * optional `beginBatch` and `endBatch` hooks. The runtime does the plumbing once:
  *
  * - a consumer group on the source (`read_committed`, no auto-commit);
  * - exactly-once read-process-write: for every fetched batch of a partition,
@@ -165,6 +165,15 @@ export interface StreamProcessor<T, S> {
   readonly changelog?: string;
   /** Decodes and validates a record; a rejection goes to the dead-letter topic. */
   parse(record: SourceRecord): Parsed<T>;
+  /**
+   * Runs before a batch's first record, each time the batch runs: a batch
+   * that failed or was abandoned runs again from its first record. A
+   * processor that gathers something over a batch for `endBatch` (beside
+   * its state) starts afresh here, so nothing of a failed run leaks into
+   * the next. Between a partition's `beginBatch` and `endBatch` come only
+   * that batch's `process` calls.
+   */
+  beginBatch?(ctx: ProcessContext<S>): void;
   /** Handles one valid record. */
   process(value: T, record: SourceRecord, ctx: ProcessContext<S>): void;
   /** Runs after every batch of a partition, before the commit (e.g. to close windows). */
@@ -459,6 +468,7 @@ export async function runStream<T, S>(
       },
     };
 
+    processor.beginBatch?.(ctx);
     for (const m of fresh) {
       const record: SourceRecord = {
         topic: batch.topic,

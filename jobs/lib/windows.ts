@@ -9,7 +9,7 @@
 import { fromMinorUnits } from "./currency.ts";
 import type { TransactionType } from "./transaction.ts";
 
-/** What the aggregation needs of a transaction (the repartition topic's value). */
+/** What the aggregation needs of a transaction (per-record repartition values of old versions). */
 export interface WindowInput {
   merchantId: string;
   currency: string;
@@ -18,7 +18,10 @@ export interface WindowInput {
   amountMinor: number;
 }
 
-/** An open window's running totals, as kept in state (plain JSON). */
+/**
+ * A window's running totals, as kept in state (plain JSON); also the partial
+ * totals of one batch's transactions on the repartition topic.
+ */
 export interface WindowState {
   merchantId: string;
   currency: string;
@@ -97,6 +100,28 @@ export function addToWindow(
     refundMinor: w.refundMinor + (refund ? input.amountMinor : 0),
     minMinor: Math.min(w.minMinor, input.amountMinor),
     maxMinor: Math.max(w.maxMinor, input.amountMinor),
+  };
+}
+
+/**
+ * Merges `partial`, the totals of some of a window's transactions (built by
+ * {@link addToWindow}), into the window's totals so far (`current`, undefined
+ * for a new window). Both must be of the same merchant, currency and window.
+ * Counts and sums add and min/max combine, so merging the partials of any
+ * split of a window's transactions gives exactly what adding them one by
+ * one gives: the aggregation sums each batch per window before the shuffle.
+ */
+export function mergeWindow(current: WindowState | undefined, partial: WindowState): WindowState {
+  if (!current) return { ...partial };
+  return {
+    ...current,
+    transactionCount: current.transactionCount + partial.transactionCount,
+    purchaseCount: current.purchaseCount + partial.purchaseCount,
+    refundCount: current.refundCount + partial.refundCount,
+    purchaseMinor: current.purchaseMinor + partial.purchaseMinor,
+    refundMinor: current.refundMinor + partial.refundMinor,
+    minMinor: Math.min(current.minMinor, partial.minMinor),
+    maxMinor: Math.max(current.maxMinor, partial.maxMinor),
   };
 }
 
