@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { crossCheck, spread, summariseRuns, txpipeWindows } from "./bench/results.ts";
 import type { BenchResult } from "./bench/results.ts";
 import { logScale, renderChart, shortNumber } from "./bench/chart.ts";
+import { markdown } from "./bench/report.ts";
 import type { CatchUpRun, WindowTotals } from "./bench/types.ts";
 
 Deno.test("bench: spread is the median with min and max (mean of the middle two when even)", () => {
@@ -150,6 +151,15 @@ Deno.test("bench: the chart is an SVG drawn from the result alone, every contend
     },
   };
   const svg = renderChart(result);
+  const md = markdown(result);
+  assert.match(md, /\| txpipe aggregate \| 17 500 \(15 000–20 000\) \|/);
+  assert.match(
+    md,
+    /0\.29× Kafka Streams aggregate <&>/,
+    "txpipe's ratio to the peer, median over median",
+  );
+  assert.match(md, /maximum sustainable rate, detect: 5 000 records\/s/);
+  assert.match(md, /\| detect \| 20 000 \| 15 000 \| .* \| no: lag grew \|/);
   assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   assert.match(svg, /<\/svg>\n$/);
   assert.ok(!svg.includes("NaN") && !svg.includes("undefined") && !svg.includes("Infinity"));

@@ -250,6 +250,12 @@ const JAVA_PRODUCERS: Array<{ name: string; props: string[] }> = [
     name: "ProducerPerformance, batching like ours",
     props: ["batch.size=262144", "linger.ms=10"],
   },
+  // kafkajs's idempotent producer has one request in flight per connection;
+  // the Java client pipelines up to five. This variant shows what that costs.
+  {
+    name: "ProducerPerformance, batching like ours, 1 in flight",
+    props: ["batch.size=262144", "linger.ms=10", "max.in.flight.requests.per.connection=1"],
+  },
 ];
 
 async function runProducerPerformance(
@@ -333,6 +339,7 @@ async function producerBenchmark(records: number, runs: number): Promise<Produce
     "txpipe produce": "kafkajs, generator included",
     [JAVA_PRODUCERS[0].name]: "Java client, batch.size 16 KiB, linger.ms 5",
     [JAVA_PRODUCERS[1].name]: "Java client, batch.size=262144, linger.ms=10",
+    [JAVA_PRODUCERS[2].name]: "the same, max.in.flight.requests.per.connection=1, as kafkajs",
   };
   return {
     records,

@@ -10,7 +10,7 @@
 import type { BenchResult, ContenderSummary, LatencyRow } from "./results.ts";
 
 const WIDTH = 960;
-const LABEL_W = 330;
+const LABEL_W = 380;
 const PLOT_W = WIDTH - LABEL_W - 130;
 const ROW_H = 26;
 const FONT = `font-family="Helvetica, Arial, sans-serif"`;

@@ -1,0 +1,139 @@
+/**
+ * Markdown tables of a `deno task bench` result (the ones docs/benchmarks.md
+ * shows), drawn from the result JSON alone:
+ *
+ *   deno run -A tests/bench/report.ts .cache/bench/results-<time>.json
+ *
+ * @module
+ */
+import type { BenchResult, ContenderSummary, Spread } from "./results.ts";
+import { ratio } from "./results.ts";
+
+/** 12 345 → "12 345" (thin grouping, as the docs write numbers). */
+function n(v: number): string {
+  return Math.round(v).toLocaleString("en-US").replaceAll(",", " ");
+}
+
+function spreadText(s: Spread): string {
+  return s.runs.length > 1 ? `${n(s.median)} (${n(s.min)}–${n(s.max)})` : n(s.median);
+}
+
+function mib(bytes: number | undefined): string {
+  return bytes === undefined ? "" : `${n(bytes / 2 ** 20)} MiB`;
+}
+
+function rows(
+  contenders: readonly ContenderSummary[],
+  against: Record<string, string[]>,
+): string[] {
+  const median = (name: string) =>
+    contenders.find((c) => c.contender === name)?.recordsPerSecond.median;
+  return contenders.map((c) => {
+    const ratios = (against[c.contender] ?? []).flatMap((a) => {
+      const r = ratio(c.recordsPerSecond.median, median(a));
+      return r === undefined ? [] : [`${r.toFixed(2)}× ${a}`];
+    });
+    const dropped = c.dropped?.some((d) => d > 0)
+      ? ` (dropped as late: ${c.dropped.map(n).join(", ")})`
+      : "";
+    return `| ${c.contender}${dropped} | ${spreadText(c.recordsPerSecond)} | ${
+      c.recordsPerSecondFromFirstOutput ? n(c.recordsPerSecondFromFirstOutput.median) : "—"
+    } | ${mib(c.peakRssBytes?.median)} | ${c.cpuSeconds?.median.toFixed(1) ?? ""} | ${
+      ratios.join("; ")
+    } |`;
+  });
+}
+
+const HEADER = [
+  "| contender | records/s from start, median (min–max) | without start-up | peak RSS | CPU s | txpipe ÷ |",
+  "| --- | --- | --- | --- | --- | --- |",
+];
+
+/** The result's tables, as Markdown. */
+export function markdown(result: BenchResult): string {
+  const out: string[] = [];
+  const m = result.machine;
+  out.push(
+    `Measured ${
+      result.date.slice(0, 16).replace("T", " ")
+    } UTC with \`${result.command}\`: ${m.cpus} cores (${m.cpuModel}), ${m.memoryGiB} GiB, ${m.kernel}, Deno ${m.deno}, ${m.java}, Kafka ${m.kafka}; median of ${result.runs} interleaved run(s); the whole bench took ${
+      (result.seconds / 60).toFixed(0)
+    } min.`,
+    "",
+  );
+  if (result.catchUp) {
+    const c = result.catchUp;
+    const streams = c.contenders.filter((x) => x.contender.startsWith("Kafka Streams")).map((x) =>
+      x.contender
+    );
+    out.push(`**Catch-up over a backlog of ${n(c.records)} records**`, "", ...HEADER);
+    out.push(...rows(c.contenders, {
+      "txpipe aggregate": [...streams, "Spark aggregate", "ConsumerPerformance"],
+      "txpipe detect": ["ConsumerPerformance"],
+    }));
+    out.push("", "**Cross-check of the windows against txpipe aggregate's first run**", "");
+    out.push(
+      "| contender | windows both closed | differ | emitted twice | only txpipe closed | only the contender closed |",
+      "| --- | --- | --- | --- | --- | --- |",
+    );
+    for (const x of c.crossChecks) {
+      out.push(
+        `| ${x.contender} | ${n(x.compared)} | ${n(x.mismatched)} | ${n(x.duplicates)} | ${
+          n(x.onlyReference)
+        } | ${n(x.onlyContender)} |`,
+      );
+    }
+    out.push("");
+  }
+  if (result.producer) {
+    const p = result.producer;
+    out.push(
+      `**Produce ${n(p.records)} records of about ${n(p.meanRecordBytes)} bytes**`,
+      "",
+      ...HEADER,
+    );
+    out.push(...rows(p.contenders, {
+      "txpipe produce": p.contenders.filter((x) => !x.contender.startsWith("txpipe")).map((x) =>
+        x.contender
+      ),
+    }));
+    out.push("");
+  }
+  if (result.latency) {
+    const l = result.latency;
+    out.push(
+      `**Latency under paced load** (${l.seconds} s measured per rate)`,
+      "",
+      "| job | paced rate | reached | p50 ms | p99 ms | max ms | job's own p50 / p99 ms | peak RSS | lag bounded |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    );
+    for (const r of l.rows) {
+      out.push(
+        `| ${r.job} | ${n(r.rate)} | ${n(r.achievedRate)} | ${n(r.p50Ms)} | ${n(r.p99Ms)} | ${
+          n(r.maxMs)
+        } | ${r.jobP50Ms !== undefined ? `${n(r.jobP50Ms)} / ${n(r.jobP99Ms ?? 0)}` : ""} | ${
+          mib(r.peakRssBytes)
+        } | ${r.sustained ? "yes" : `no: ${r.why ?? ""}`} |`,
+      );
+    }
+    out.push("");
+    for (const [job, rate] of Object.entries(l.maxSustainableRate)) {
+      out.push(
+        `- maximum sustainable rate, ${job}: ${
+          rate === null ? "none of the rates tried" : `${n(rate)} records/s`
+        }`,
+      );
+    }
+    out.push("");
+  }
+  return out.join("\n");
+}
+
+if (import.meta.main) {
+  const file = Deno.args[0];
+  if (!file || file === "--help") {
+    console.error("usage: deno run -A tests/bench/report.ts RESULTS.json");
+    Deno.exit(file ? 0 : 2);
+  }
+  console.log(markdown(JSON.parse(await Deno.readTextFile(file)) as BenchResult));
+}
