@@ -27,7 +27,7 @@ import { CURRENCIES } from "../../jobs/lib/currency.ts";
 import { ensureTopics } from "../../jobs/lib/kafka.ts";
 import { BROKERS, TOPO, withAdmin } from "../helpers/cluster.ts";
 import { groupProgress, type GroupSource } from "../helpers/jobs.ts";
-import { ProcessWatch } from "./proc.ts";
+import { ProcessWatch, stopGracefully } from "./proc.ts";
 import { type OutputReader, startReader } from "./reader.ts";
 import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
 
@@ -201,23 +201,6 @@ async function waitDone(
   );
 }
 
-/** Stops the JVM with SIGTERM (a clean close); SIGKILL if it has not exited after `ms`. */
-async function stopJvm(child: Deno.ChildProcess, ms = 60_000): Promise<Deno.CommandStatus> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, ms);
-  try {
-    return await child.status;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Deletes the app's internal topics and its consumer group (the output topic stays). */
 async function cleanUp(appId: string): Promise<void> {
   const topics = await internalTopics(appId).catch(() => []);
@@ -313,12 +296,12 @@ export async function runKafkaStreams(o: {
       });
     } catch (err) {
       watch.stop();
-      await stopJvm(child, 10_000);
+      await stopGracefully(child, 10_000);
       throw err;
     }
     watch.sample();
     const usage = watch.stop();
-    const status = await stopJvm(child);
+    const status = await stopGracefully(child, 60_000);
     await stderrDone;
     // The JVM exits 143 (128 + SIGTERM) after its shutdown hook closed Kafka Streams.
     const summary = /"summary":(\{[^}]*\})/.exec(await stdout);

@@ -81,7 +81,7 @@ import {
   startInstance,
   stopInstance,
 } from "../helpers/jobs.ts";
-import { ProcessWatch } from "./proc.ts";
+import { ProcessWatch, stopGracefully } from "./proc.ts";
 import { type Received, startReader } from "./reader.ts";
 
 /** The stream jobs measured. */
@@ -553,20 +553,6 @@ function startProducer(topic: string, rate: number, fraudRate: number): Producer
   return { child, stderr: new Response(child.stderr).text(), logged, logFile };
 }
 
-async function stopProcess(child: Deno.ChildProcess, graceMs = 30_000): Promise<number> {
-  try {
-    child.kill("SIGTERM");
-  } catch { /* already gone */ }
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, graceMs);
-  const status = await child.status;
-  clearTimeout(timer);
-  return status.code;
-}
-
 /** Deletes a run's topics (input, output, dead letters, internal) and consumer groups. */
 async function cleanUp(job: StreamJob, t: JobTopics): Promise<void> {
   const internal = internalTopicNames(t.appId);
@@ -732,7 +718,7 @@ export async function measureRate(o: MeasureOptions): Promise<LatencyPoint> {
   } finally {
     measuring = false;
     watch.stop();
-    if (producer) await stopProcess(producer.child);
+    if (producer) await stopGracefully(producer.child, 30_000);
     await producer?.logged.catch(() => {});
     await stopInstance(instance);
     await reader?.stop().catch(() => {});

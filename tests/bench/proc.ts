@@ -106,3 +106,23 @@ export class ProcessWatch {
     return { peakRssBytes: this.#peakKiB * 1024, cpuSeconds: ticks / TICKS };
   }
 }
+
+/** Stops a child with SIGTERM (a clean close), then SIGKILL if it has not exited after `graceMs`. */
+export async function stopGracefully(
+  child: Deno.ChildProcess,
+  graceMs: number,
+): Promise<Deno.CommandStatus> {
+  try {
+    child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, graceMs);
+  try {
+    return await child.status;
+  } finally {
+    clearTimeout(timer);
+  }
+}
