@@ -4,7 +4,7 @@
  * between contenders, and an SVG drawn from a result alone.
  */
 import assert from "node:assert/strict";
-import { crossCheck, spread, summariseRuns, txpipeWindows } from "./bench/results.ts";
+import { crossCheck, spread, summariseRuns, windowTotals } from "./bench/results.ts";
 import type { BenchResult } from "./bench/results.ts";
 import { logScale, renderChart, shortNumber } from "./bench/chart.ts";
 import { markdown } from "./bench/report.ts";
@@ -53,8 +53,8 @@ Deno.test("bench: the cross-check compares the windows both closed, exactly", ()
   assert.deepEqual(off.examples[0].contender, w("m1", 0, 3, 301));
 });
 
-Deno.test("bench: txpipe's aggregate records become window totals in minor units", () => {
-  const [t] = txpipeWindows([{
+Deno.test("bench: aggregate records (txpipe's, and the peers' of the same fields) become window totals in minor units", () => {
+  const record = {
     merchantId: "m1",
     currency: "JPY",
     windowStart: 0,
@@ -63,7 +63,9 @@ Deno.test("bench: txpipe's aggregate records become window totals in minor units
     purchaseAmount: 1500,
     purchaseAmountMinor: 1500,
     refundAmountMinor: 200,
-  }]);
+  };
+  const [t] = windowTotals([record]);
+  assert.deepEqual(windowTotals([JSON.stringify(record)]), [t], "JSON text or parsed, the same");
   assert.deepEqual(t, {
     merchantId: "m1",
     currency: "JPY",

@@ -44,7 +44,7 @@ import {
   type ProducerResult,
   ratio,
   summariseRuns,
-  txpipeWindows,
+  windowTotals,
 } from "./results.ts";
 import { renderChart } from "./chart.ts";
 import { buildKafkaStreams, runKafkaStreams } from "./kafka_streams.ts";
@@ -452,7 +452,7 @@ async function runTxpipe(
     outputs: reader.records.length,
   };
   if (job === "detect") return { run };
-  return { run, windows: txpipeWindows(reader.records.map((r) => JSON.parse(r.value))) };
+  return { run, windows: windowTotals(reader.records.map((r) => r.value)) };
 }
 
 function catchUpContenders(spark: boolean): CatchUpContender[] {
@@ -471,7 +471,7 @@ function catchUpContenders(spark: boolean): CatchUpContender[] {
       name: g.name,
       what: `the same aggregation, exactly_once_v2, 1 stream thread, ${g.what}`,
       run: async (topic, records) => {
-        const output = await createTopic(`bench_streams_out_${Date.now()}`, TOPICS.aggregates);
+        const output = `bench_streams_out_${Date.now()}`; // the runner creates it
         const r = await runKafkaStreams({
           input: topic,
           output,
@@ -495,7 +495,7 @@ function catchUpContenders(spark: boolean): CatchUpContender[] {
       name: "Spark aggregate",
       what: "the same aggregation, Structured Streaming local[2], at least once",
       run: async (topic, records) => {
-        const output = await createTopic(`bench_spark_out_${Date.now()}`, TOPICS.aggregates);
+        const output = `bench_spark_out_${Date.now()}`; // the runner creates it
         const r = await runSpark({ input: topic, output, records, settings: AGGREGATE });
         // Spark reads a backlog in one micro-batch and emits every window in the last
         // one: "from the first output" would time only that last batch.

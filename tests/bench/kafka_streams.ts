@@ -28,6 +28,7 @@ import { ensureTopics } from "../../jobs/lib/kafka.ts";
 import { BROKERS, TOPO, withAdmin } from "../helpers/cluster.ts";
 import { groupProgress, type GroupSource } from "../helpers/jobs.ts";
 import { ProcessWatch, stopGracefully } from "./proc.ts";
+import { windowTotals } from "./results.ts";
 import { type OutputReader, startReader } from "./reader.ts";
 import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
 
@@ -218,22 +219,6 @@ async function cleanUp(appId: string): Promise<void> {
   }).catch(() => {});
 }
 
-/** The output JSON values of the Kafka Streams app (texts or parsed) as WindowTotals. */
-export function streamsWindows(values: readonly unknown[]): WindowTotals[] {
-  return values.map((v) => {
-    const a = (typeof v === "string" ? JSON.parse(v) : v) as Record<string, unknown>;
-    return {
-      merchantId: a.merchantId as string,
-      currency: a.currency as string,
-      windowStart: a.windowStart as number,
-      windowEnd: a.windowEnd as number,
-      transactionCount: a.transactionCount as number,
-      purchaseMinor: a.purchaseAmountMinor as number,
-      refundMinor: a.refundAmountMinor as number,
-    };
-  });
-}
-
 /** What the app reported when it stopped: records skipped as invalid or late. */
 export interface StreamsSkipped {
   invalid: number;
@@ -328,7 +313,7 @@ export async function runKafkaStreams(o: {
     };
     return {
       run,
-      windows: streamsWindows(reader.records.map((r) => r.value)),
+      windows: windowTotals(reader.records.map((r) => r.value)),
       skipped: JSON.parse(summary[1]) as StreamsSkipped,
     };
   } finally {

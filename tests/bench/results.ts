@@ -137,10 +137,14 @@ export function crossCheck(
   };
 }
 
-/** txpipe's aggregate records (jobs/lib/windows.ts `Aggregate`) as {@link WindowTotals}. */
-export function txpipeWindows(values: readonly unknown[]): WindowTotals[] {
+/**
+ * Aggregate records as {@link WindowTotals}: txpipe's (jobs/lib/windows.ts
+ * `Aggregate`), and the Kafka Streams and Spark peers', which write the same
+ * field names. Each value is JSON text or already parsed.
+ */
+export function windowTotals(values: readonly unknown[]): WindowTotals[] {
   return values.map((v) => {
-    const a = v as Record<string, unknown>;
+    const a = (typeof v === "string" ? JSON.parse(v) : v) as Record<string, unknown>;
     return {
       merchantId: String(a.merchantId),
       currency: String(a.currency),

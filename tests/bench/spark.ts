@@ -23,6 +23,7 @@ import { CURRENCIES } from "../../jobs/lib/currency.ts";
 import { BROKERS, TOPO } from "../helpers/cluster.ts";
 import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
 import { processTree, ProcessWatch } from "./proc.ts";
+import { windowTotals } from "./results.ts";
 import { startReader } from "./reader.ts";
 
 const SOURCE = join(ROOT, "tests/bench/spark");
@@ -163,22 +164,6 @@ export interface BatchProgress {
   outputRows: number | null;
   stateRows: number | null;
   droppedByWatermark: number | null;
-}
-
-/** The totals of Spark's output values (aggregate.py's JSON), in the shared form. */
-export function sparkWindows(values: readonly string[]): WindowTotals[] {
-  return values.map((text) => {
-    const v = JSON.parse(text);
-    return {
-      merchantId: v.merchantId,
-      currency: v.currency,
-      windowStart: v.windowStart,
-      windowEnd: v.windowEnd,
-      transactionCount: v.transactionCount,
-      purchaseMinor: v.purchaseAmountMinor,
-      refundMinor: v.refundAmountMinor,
-    };
-  });
 }
 
 /** Decimals per currency code, from txpipe's CURRENCIES. */
@@ -349,7 +334,7 @@ export async function runSpark(o: {
         cpuSeconds: usage.cpuSeconds,
         outputs: reader.records.length,
       };
-      return { run, windows: sparkWindows(reader.records.map((r) => r.value)) };
+      return { run, windows: windowTotals(reader.records.map((r) => r.value)) };
     } finally {
       watch.stop();
       await stopTree(child, 20_000);
