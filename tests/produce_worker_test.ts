@@ -7,7 +7,11 @@
 import assert from "node:assert/strict";
 import type { Admin } from "kafkajs";
 import { PartitionRouter } from "../jobs/lib/kafka.ts";
-import { type GeneratorOptions, TransactionGenerator } from "../jobs/lib/generator.ts";
+import {
+  encodeTransaction,
+  type GeneratorOptions,
+  TransactionGenerator,
+} from "../jobs/lib/generator.ts";
 import {
   batchMessages,
   encodeBatch,
@@ -60,6 +64,25 @@ Deno.test("generation worker: a batch's messages hold the value bytes the summar
   assert.equal(bytes, messages.reduce((n, m) => n + (m.value as Uint8Array).byteLength, 0));
 });
 
+Deno.test("generation worker: each value is byte for byte encodeTransaction's JSON of its record, and each key the user id (every fraud pattern, several seeds)", () => {
+  const patterns = new Set<string>();
+  let multiByte = 0; // "São Paulo, BR": UTF-8 longer than the text
+  for (const seed of ["a", "b"]) {
+    const generator = new TransactionGenerator({ ...OPTIONS, seed });
+    const records = generator.take(50_000).concat(generator.flush());
+    const batch = encodeBatch(records, new KeyRouting(DESTINATION));
+    const { messages } = batchMessages(batch);
+    records.forEach((r, i) => {
+      assert.deepEqual(new Uint8Array(messages[i].value as Uint8Array), encodeTransaction(r.tx));
+      assert.equal(new TextDecoder().decode(messages[i].key as Uint8Array), r.key);
+      if (r.label) patterns.add(r.label.pattern);
+      if (/[^\x00-\x7f]/.test(r.tx.location)) multiByte++;
+    });
+  }
+  assert.equal(patterns.size, 4, `every pattern compared (${[...patterns]})`);
+  assert.ok(multiByte > 0, "non-ASCII cities compared too");
+});
+
 Deno.test("generation worker: records are routed to the partition the delivery's router picks for their key", async () => {
   const admin = {
     fetchTopicMetadata: () =>
@@ -82,7 +105,7 @@ Deno.test("generation worker: records are routed to the partition the delivery's
   const byKey = new Map<string, number>();
   for (const [partition, list] of routed) for (const m of list) byKey.set(String(m.key), partition);
   const keys = new KeyRouting(DESTINATION);
-  for (const r of records) assert.equal(keys.of(r.key).partition, byKey.get(r.key), r.key);
+  for (const r of records) assert.equal(keys.of(r.key, r.user).partition, byKey.get(r.key), r.key);
   assert.equal(new Set(byKey.values()).size, DESTINATION.partitions);
 });
 

@@ -56,6 +56,27 @@ import {
 /** The JSON bytes of a transaction (re-exported from transaction.ts for producers). */
 export { encodeTransaction };
 
+/**
+ * The JSON text of a generated transaction: the same text as
+ * {@link encodeTransaction} writes (a unit test compares them over every
+ * pattern), built without JSON.stringify, about 4× faster (the producer's
+ * generation worker spent a fifth of its time in it). Sound only for what
+ * the generator makes: none of its strings needs escaping (user and merchant
+ * ids `user-…`/`merchant-…`, lower-case hex UUIDs, the currency codes, the
+ * enums, and the committed cities, checked when this module loads), and its
+ * numbers are finite, which String() prints as JSON does.
+ */
+export function generatedJson(tx: Transaction): string {
+  return `{"transactionId":"${tx.transactionId}","userId":"${tx.userId}","amount":${tx.amount},"currency":"${tx.currency}","transactionTime":${tx.transactionTime},"merchantId":"${tx.merchantId}","transactionType":"${tx.transactionType}","location":"${tx.location}","paymentMethod":"${tx.paymentMethod}","isInternational":${tx.isInternational}}`;
+}
+
+// generatedJson writes the cities as they are: none may need escaping.
+for (const { location } of LOCATIONS) {
+  if (JSON.stringify(location) !== `"${location}"`) {
+    throw new Error(`jobs/data/locations.json: ${JSON.stringify(location)} needs JSON escaping`);
+  }
+}
+
 /** Kafka header carrying the injected fraud pattern of a record. */
 export const FRAUD_PATTERN_HEADER = "txpipe-fraud-pattern";
 /** Kafka header carrying the id of the injected fraud instance a record belongs to. */
@@ -82,6 +103,8 @@ export interface FraudLabel {
 export interface GeneratedRecord {
   /** The Kafka key: the userId. */
   key: string;
+  /** The user's index in the generator's population (the same user, the same index). */
+  user: number;
   tx: Transaction;
   /** `tx.amount` in integer minor units of `tx.currency`. */
   amountMinor: number;
@@ -599,8 +622,8 @@ export class TransactionGenerator {
       isInternational: pop.merchantCountry[f.merchant] !== pop.locationCountry[pop.userHome[u]],
     };
     return label === undefined
-      ? { key: tx.userId, tx, amountMinor: f.amountMinor }
-      : { key: tx.userId, tx, amountMinor: f.amountMinor, label };
+      ? { key: tx.userId, user: u, tx, amountMinor: f.amountMinor }
+      : { key: tx.userId, user: u, tx, amountMinor: f.amountMinor, label };
   }
 }
 
