@@ -42,7 +42,11 @@ interface Profile {
 
 /** Categories of frames that have a category of their own (first match wins). */
 const OWN: Array<[string, (f: CallFrame) => boolean]> = [
-  ["idle", (f) => f.functionName === "(idle)"],
+  // A worker's thread waits in op_worker_maybe_wait_for_debugger until its first message.
+  [
+    "idle",
+    (f) => f.functionName === "(idle)" || f.functionName === "op_worker_maybe_wait_for_debugger",
+  ],
   ["garbage collection", (f) => f.functionName === "(garbage collector)"],
   ["kafkajs CRC32C", (f) => /kafkajs.*crc32C/i.test(f.url)],
   ["kafkajs record encoding", (f) => /kafkajs.*\/src\/protocol\//.test(f.url)],
@@ -132,7 +136,11 @@ function main(args: string[]): number {
   }
   const topAt = args.indexOf("--top");
   const top = topAt >= 0 ? Number(args[topAt + 1]) : 0;
-  const path = args.find((a, i) => !a.startsWith("--") && i !== topAt + 1)!;
+  const path = args.find((a, i) => !a.startsWith("--") && (topAt < 0 || i !== topAt + 1));
+  if (path === undefined) {
+    console.error("cpuprofile: expected a .cpuprofile file or a directory, given none");
+    return 2;
+  }
   const file = Deno.statSync(path).isDirectory ? newestProfile(path) : path;
   const { byCategory, byFunction } = summarise(JSON.parse(Deno.readTextFileSync(file)));
   const total = [...byCategory.values()].reduce((a, b) => a + b, 0);
