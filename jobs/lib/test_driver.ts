@@ -1,0 +1,288 @@
+/**
+ * A test driver for stream processors, what TopologyTestDriver is to Kafka
+ * Streams: a topology of {@link StreamProcessor}s runs in memory, batch by
+ * batch as the runtime runs it, in milliseconds. Tests feed records into
+ * topics, run, and read the outputs, the dead letters and the state; they can
+ * crash the processors (state restored from the changelog, processing resumed
+ * from the last commit) and fail batches halfway.
+ *
+ * What it keeps of the runtime (jobs/lib/stream.ts):
+ * - the same pure batch step ({@link processBatch}) over each source
+ *   partition, in offset order;
+ * - a batch commits whole or not at all: its outputs, dead letters, state
+ *   changes (the changelog, as JSON, compacted) and its source position;
+ * - outputs are partitioned as the jobs' producers partition them: an
+ *   explicit partition, else Kafka's default murmur2 hash of the key;
+ * - a crash discards the in-memory state; the processor resumes from the
+ *   changelog (JSON, so state that does not survive JSON is caught) and from
+ *   the position of its last committed batch.
+ *
+ * What it leaves to the real-cluster tests: Kafka itself (transactions,
+ * fencing, rebalances, kill -9), which the driver does not simulate.
+ *
+ * Batch sizes are the caller's choice (a number, or a function for random
+ * sizes), since window closing and watermarks depend on where batches end.
+ *
+ * @module
+ */
+import { PARTITIONER } from "./kafka.ts";
+import { PartitionState, type SourceRecord, type StreamProcessor } from "./stream.ts";
+import { type DeadLetter, processBatch } from "./batch.ts";
+
+/** A record in one of the driver's topics. */
+export interface DriverRecord {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: number;
+  readonly key: string | null;
+  readonly value: Uint8Array | null;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** A record to feed: the partition is the key's (murmur2) unless given. */
+export interface InputRecord {
+  readonly key?: string | null;
+  readonly value: Uint8Array | string | null;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly partition?: number;
+}
+
+/** Options of {@link TestDriver}. */
+export interface DriverOptions {
+  /** Every topic and its partition count (sources, outputs, the dead-letter topic). */
+  readonly topics: Readonly<Record<string, number>>;
+  // deno-lint-ignore no-explicit-any
+  readonly processors: ReadonlyArray<StreamProcessor<any, any>>;
+  /** Where dead letters go (default `dead_letters`; it need not be listed in `topics`). */
+  readonly deadLetterTopic?: string;
+}
+
+/** Options of {@link TestDriver.run}. */
+export interface RunOptions {
+  /** Records per batch (default 500), or a function giving each batch's size. */
+  readonly batchSize?: number | (() => number);
+  /** Called before each batch: true makes it fail halfway first (nothing of it commits). */
+  readonly failBatch?: () => boolean;
+  /** Stop after this many batches (e.g. to crash in the middle of a run). */
+  readonly maxBatches?: number;
+}
+
+// deno-lint-ignore no-explicit-any
+type AnyProcessor = StreamProcessor<any, any>;
+
+interface ProcessorRun {
+  readonly processor: AnyProcessor;
+  // deno-lint-ignore no-explicit-any
+  states: Array<PartitionState<any>>;
+  /** Next source offset per partition: the committed position. */
+  readonly positions: number[];
+  /** The changelog per partition, compacted: key → JSON value. */
+  readonly changelog: Array<Map<string, string>>;
+}
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+
+/** The in-memory topology; see the module documentation. */
+export class TestDriver {
+  readonly #topics = new Map<string, DriverRecord[][]>();
+  readonly #runs: ProcessorRun[];
+  readonly #deadLetterTopic: string;
+  readonly #deadLetters: DeadLetter[] = [];
+  readonly #partitioner = PARTITIONER();
+  readonly #roundRobin = new Map<string, number>();
+  #batches = 0;
+
+  constructor(o: DriverOptions) {
+    this.#deadLetterTopic = o.deadLetterTopic ?? "dead_letters";
+    for (const [topic, partitions] of Object.entries(o.topics)) this.#addTopic(topic, partitions);
+    if (!this.#topics.has(this.#deadLetterTopic)) this.#addTopic(this.#deadLetterTopic, 1);
+    this.#runs = o.processors.map((processor) => {
+      const n = this.#partitionsOf(processor.source, `${processor.name}'s source`);
+      if (processor.changelog !== undefined && !this.#topics.has(processor.changelog)) {
+        this.#addTopic(processor.changelog, n);
+      }
+      return {
+        processor,
+        states: Array.from({ length: n }, () => new PartitionState()),
+        positions: new Array<number>(n).fill(0),
+        changelog: Array.from({ length: n }, () => new Map<string, string>()),
+      };
+    });
+  }
+
+  /** Appends records to `topic`, as a producer would. */
+  pipe(topic: string, records: readonly InputRecord[]): void {
+    for (const r of records) {
+      const value = typeof r.value === "string" ? utf8.encode(r.value) : r.value;
+      this.#append(topic, r.key ?? null, value, r.headers ?? {}, r.partition);
+    }
+  }
+
+  /**
+   * Runs every processor until none has unread records: processors in the
+   * order given, each over its source partitions in turn, one batch at a
+   * time, so a downstream processor reads what an upstream one wrote
+   * (or until `maxBatches`). Returns the number of batches committed.
+   */
+  run(o: RunOptions = {}): number {
+    const size = typeof o.batchSize === "function"
+      ? o.batchSize
+      : () => (o.batchSize as number | undefined) ?? 500;
+    const before = this.#batches;
+    const limit = before + (o.maxBatches ?? Infinity);
+    for (let progress = true; progress;) {
+      progress = false;
+      for (const run of this.#runs) {
+        const log = this.#topics.get(run.processor.source)!;
+        for (let p = 0; p < log.length; p++) {
+          const from = run.positions[p];
+          if (this.#batches >= limit) return this.#batches - before;
+          if (from >= log[p].length) continue;
+          const n = Math.max(1, Math.floor(size()));
+          const batch = log[p].slice(from, from + n).map(sourceRecord);
+          if (o.failBatch?.()) this.#failHalfway(run, p, batch);
+          this.#commit(run, p, batch);
+          progress = true;
+        }
+      }
+    }
+    return this.#batches - before;
+  }
+
+  /**
+   * Crashes the processors (those named, or all): their in-memory state is
+   * dropped and restored from their changelogs; they resume after their
+   * last committed batch.
+   */
+  crash(...names: string[]): void {
+    for (const run of this.#runs) {
+      if (names.length > 0 && !names.includes(run.processor.name)) continue;
+      run.states = run.changelog.map((entries) => {
+        const state = new PartitionState();
+        for (const [key, json] of entries) state.restore(key, JSON.parse(json));
+        return state;
+      });
+    }
+  }
+
+  /** The records of `topic`, partition by partition, in offset order. */
+  read(topic: string): DriverRecord[] {
+    const log = this.#topics.get(topic);
+    if (!log) {
+      throw new Error(`unknown topic ${topic}: expected one of ${[...this.#topics.keys()]}`);
+    }
+    return log.flat();
+  }
+
+  /** The JSON values of `topic`'s records, partition by partition, in offset order. */
+  readValues<V = unknown>(topic: string): V[] {
+    return this.read(topic).map((r) => JSON.parse(text.decode(r.value!)) as V);
+  }
+
+  /** Every dead letter so far, in the order they were committed. */
+  deadLetters(): readonly DeadLetter[] {
+    return this.#deadLetters;
+  }
+
+  /** The state of processor `name` on `partition`. */
+  state<S = unknown>(name: string, partition: number): ReadonlyMap<string, S> {
+    const run = this.#runs.find((r) => r.processor.name === name);
+    if (!run) throw new Error(`unknown processor ${name}`);
+    return new Map(run.states[partition].entries()) as Map<string, S>;
+  }
+
+  /** Batches committed so far. */
+  get batches(): number {
+    return this.#batches;
+  }
+
+  #addTopic(topic: string, partitions: number): void {
+    this.#topics.set(topic, Array.from({ length: partitions }, () => []));
+  }
+
+  #partitionsOf(topic: string, what: string): number {
+    const log = this.#topics.get(topic);
+    if (!log) throw new Error(`${what} ${topic} is not among the driver's topics`);
+    return log.length;
+  }
+
+  #append(
+    topic: string,
+    key: string | null,
+    value: Uint8Array | null,
+    headers: Readonly<Record<string, string>>,
+    partition?: number,
+  ): void {
+    const log = this.#topics.get(topic);
+    if (!log) {
+      throw new Error(`unknown topic ${topic}: expected one of ${[...this.#topics.keys()]}`);
+    }
+    const p = partition ?? this.#partitionOf(topic, key, log.length);
+    if (!(p >= 0 && p < log.length)) {
+      throw new Error(`${topic} has ${log.length} partitions, given partition ${p}`);
+    }
+    log[p].push({ topic, partition: p, offset: log[p].length, key, value, headers });
+  }
+
+  #partitionOf(topic: string, key: string | null, partitions: number): number {
+    if (key === null) {
+      const next = this.#roundRobin.get(topic) ?? 0;
+      this.#roundRobin.set(topic, next + 1);
+      return next % partitions;
+    }
+    return this.#partitioner({
+      topic,
+      partitionMetadata: Array.from({ length: partitions }, (_, i) => ({
+        partitionErrorCode: 0,
+        partitionId: i,
+        leader: 0,
+        replicas: [],
+        isr: [],
+      })),
+      message: { key, value: null },
+    });
+  }
+
+  /** A failed attempt: half the batch on a state restored from the changelog, all dropped. */
+  #failHalfway(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
+    const scratch = new PartitionState();
+    for (const [key, json] of run.changelog[partition]) scratch.restore(key, JSON.parse(json));
+    processBatch(run.processor, partition, scratch, batch.slice(0, Math.ceil(batch.length / 2)));
+  }
+
+  #commit(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
+    const out = processBatch(run.processor, partition, run.states[partition], batch);
+    for (const r of out.outputs) {
+      this.#append(
+        r.topic,
+        r.key,
+        r.value === null ? null : utf8.encode(r.value),
+        r.headers ?? {},
+        r.partition,
+      );
+    }
+    for (const d of out.deadLetters) {
+      this.#append(this.#deadLetterTopic, d.source.key, d.source.value, d.headers);
+      this.#deadLetters.push(d);
+    }
+    const changelog = run.changelog[partition];
+    for (const [key, value] of out.changes) {
+      if (value === null) changelog.delete(key);
+      else changelog.set(key, JSON.stringify(value));
+    }
+    run.positions[partition] += batch.length;
+    this.#batches++;
+  }
+}
+
+function sourceRecord(r: DriverRecord): SourceRecord {
+  return {
+    topic: r.topic,
+    partition: r.partition,
+    offset: String(r.offset),
+    key: r.key,
+    value: r.value,
+    headers: r.headers,
+  };
+}
