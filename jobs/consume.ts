@@ -36,7 +36,7 @@
  */
 import "./lib/read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
-import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { connectionFlags } from "./lib/job.ts";
 import { connectWithRetry, createKafka, KafkaUnreachableError, probeKafka } from "./lib/kafka.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
@@ -46,7 +46,7 @@ import { DLQ_HEADERS } from "./lib/stream.ts";
 const { brokers, "connect-attempts": connectAttempts } = connectionFlags();
 
 /** The reader's flags. */
-export const CONSUME_COMMAND: CommandSpec = {
+export const CONSUME_COMMAND = defineCommand({
   name: "deno task consume",
   summary: "print the committed records of a topic (read_committed), from its beginning",
   usage: "deno task consume TOPIC [flags]",
@@ -80,7 +80,7 @@ export const CONSUME_COMMAND: CommandSpec = {
     "deno task consume financial_transactions --limit 5 --format json | jq .value.amount",
     "deno task consume transaction_anomalies --follow",
   ],
-};
+});
 
 /** A dead letter's reason, from its `txpipe-dlq-*` headers. */
 export interface DeadLetterView {
@@ -394,12 +394,10 @@ async function main(): Promise<number> {
     usageError(`expected one TOPIC argument, got ${positional.length}: ${positional.join(" ")}`);
   }
   const topic = positional[0];
-  const follow = v.follow as boolean;
-  const brokerList = v.brokers as string[];
+  const follow = v.follow;
+  const brokerList = v.brokers;
   const terminal = Deno.stdout.isTerminal();
-  const format: OutputFormat = v.format === "auto"
-    ? (terminal ? "pretty" : "json")
-    : v.format as OutputFormat;
+  const format: OutputFormat = v.format === "auto" ? (terminal ? "pretty" : "json") : v.format;
   const color = format === "pretty" && terminal && !Deno.env.get("NO_COLOR");
 
   const name = CONSUME_COMMAND.name;
@@ -414,7 +412,7 @@ async function main(): Promise<number> {
   const started = performance.now();
   try {
     // Each attempt is a silent probe trying every broker once (as runJob does).
-    const attempts = v.connectAttempts as number;
+    const attempts = v.connectAttempts;
     const connected = connectWithRetry(brokerList, () => probeKafka(brokerList, "txpipe-consume"), {
       attempts,
       onRetry: (attempt, delay) =>
@@ -438,7 +436,7 @@ async function main(): Promise<number> {
     const count = await consumeTopic(kafka, admin, {
       topic,
       follow,
-      limit: v.limit as number,
+      limit: v.limit,
       print: stdoutPrinter(format, color),
       stopSignal,
     });

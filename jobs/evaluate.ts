@@ -13,7 +13,7 @@
  */
 import type { Consumer, Kafka } from "kafkajs";
 import { TOPICS } from "../stacks/topology.ts";
-import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
+import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import { subscribeWhenKnown } from "./lib/kafka.ts";
 import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
@@ -32,7 +32,7 @@ import {
 } from "./lib/metrics.ts";
 
 /** The evaluator's flags. */
-export const EVALUATE_COMMAND: CommandSpec = {
+export const EVALUATE_COMMAND = defineCommand({
   name: "deno task evaluate",
   summary: "precision and recall of the detector against the generator's fraud labels",
   flags: {
@@ -64,7 +64,7 @@ export const EVALUATE_COMMAND: CommandSpec = {
     },
   },
   examples: ["deno task evaluate", "deno task evaluate --follow"],
-};
+});
 
 /** What has been read so far. */
 interface Collected {
@@ -180,7 +180,7 @@ function publish(e: Evaluation): void {
 
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(EVALUATE_COMMAND);
-  const topics = { transactions: v.transactions as string, anomalies: v.anomalies as string };
+  const topics = { transactions: v.transactions, anomalies: v.anomalies };
   const collected: Collected = {
     labels: new Map(),
     instanceLast: new Map(),
@@ -190,7 +190,7 @@ async function main(): Promise<number> {
   };
   return await runJob({
     ...shellOptions("evaluate", v),
-    metricsPort: v.follow ? v.metricsPort as number : undefined,
+    metricsPort: v.follow ? v.metricsPort : undefined,
     topics: [], // it only reads; the jobs it evaluates create their topics
     // One-shot, the table is the output: only warnings and errors are logged.
     logLevel: v.follow ? undefined : "warn",
@@ -213,7 +213,7 @@ async function main(): Promise<number> {
       const settled = new Map<string, GroundTruth>();
       for (const [id, label] of collected.labels) {
         const last = collected.instanceLast.get(label.instanceId) ?? 0;
-        if (collected.maxEventTime - last >= (v.settle as number)) settled.set(id, label);
+        if (collected.maxEventTime - last >= v.settle) settled.set(id, label);
       }
       const all = evaluate(collected.labels, collected.anomalies.values());
       const e = { ...all, patterns: evaluate(settled, collected.anomalies.values()).patterns };
@@ -225,7 +225,7 @@ async function main(): Promise<number> {
         anomalies: e.anomalies,
       }, "evaluation");
     };
-    const timer = setInterval(tick, v.interval as number);
+    const timer = setInterval(tick, v.interval);
     await stopSignal;
     clearInterval(timer);
     tick();

@@ -18,7 +18,7 @@
 import { groupingPatched } from "./lib/group_by_partition.ts";
 import type { Message } from "kafkajs";
 import { topicAs, TOPICS, topology } from "../stacks/topology.ts";
-import { type CommandSpec, flagSource, parseCommandLine, UsageError } from "./lib/cli.ts";
+import { defineCommand, flagSource, parseCommandLine, UsageError } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import type { Logger } from "./lib/log.ts";
 import { createKafka, PARTITIONER, PartitionRouter, PRODUCER_RETRY } from "./lib/kafka.ts";
@@ -48,7 +48,7 @@ import {
 } from "./lib/generation_worker.ts";
 
 /** The producer's flags. */
-export const PRODUCE_COMMAND: CommandSpec = {
+export const PRODUCE_COMMAND = defineCommand({
   name: "deno task produce",
   summary: "produce synthetic financial transactions into Kafka",
   flags: {
@@ -126,7 +126,7 @@ export const PRODUCE_COMMAND: CommandSpec = {
     "deno task produce --count 100000 --seed 42",
     "deno task produce --duration 5m --fraud-rate 0.02",
   ],
-};
+});
 
 /** What a producer run did, printed and logged at the end. */
 export interface ProduceSummary {
@@ -145,25 +145,25 @@ export interface ProduceSummary {
 
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(PRODUCE_COMMAND);
-  const seed = (v.seed as string | undefined) ?? crypto.randomUUID().slice(0, 8);
-  const topic = v.topic as string;
-  const rate = v.rate as number;
+  const seed = v.seed ?? crypto.randomUUID().slice(0, 8);
+  const topic = v.topic;
+  const rate = v.rate;
   let users: number;
   try {
-    users = simulatedUsers(rate, v.users as number | undefined);
+    users = simulatedUsers(rate, v.users);
   } catch (err) {
     console.error(`${PRODUCE_COMMAND.name}: ${(err as Error).message}\nRun with --help for usage.`);
     return 2;
   }
   const generatorOptions: GeneratorOptions = {
     seed,
-    startTime: (v.startTime as number | undefined) ?? defaultStartTime(rate, v.count as number),
+    startTime: v.startTime ?? defaultStartTime(rate, v.count),
     // Paced runs place event times on the clock as they send (see the send
     // loop); unthrottled runs simulate the default arrival rate.
     ...(rate > 0 ? { eventsPerSecond: rate } : {}),
-    fraudRate: v.fraudRate as number,
+    fraudRate: v.fraudRate,
     users,
-    merchants: v.merchants as number,
+    merchants: v.merchants,
   };
   // Paced, records are made in the send loop, as their event time follows the
   // clock when they are sent; unthrottled, on a second thread (see below).
@@ -191,14 +191,14 @@ async function main(): Promise<number> {
       worker: new GenerationWorker(
         generatorOptions,
         { topic, partitions },
-        v.batchSize as number,
+        v.batchSize,
       ),
     };
     // Retried through outages, replaced when its idempotence state is lost,
     // reporting each outage once: jobs/lib/delivery.ts.
     const delivery = new Delivery({
       createProducer: (logCreator) =>
-        createKafka({ clientId: "txpipe-produce", brokers: v.brokers as string[], logCreator })
+        createKafka({ clientId: "txpipe-produce", brokers: v.brokers, logCreator })
           .producer({
             retry: PRODUCER_RETRY,
             createPartitioner: PARTITIONER,
@@ -209,7 +209,7 @@ async function main(): Promise<number> {
       router,
       topic,
       log,
-      deliveryTimeoutMs: v.deliveryTimeout as number,
+      deliveryTimeoutMs: v.deliveryTimeout,
     });
     stopSignal.then(() => delivery.stop());
     try {

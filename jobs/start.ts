@@ -45,7 +45,7 @@ import {
   startPrometheus,
   stopPrometheus,
 } from "./lib/prometheus_local.ts";
-import { flagSource, parseCommandLine, type Parsed } from "./lib/cli.ts";
+import { defineCommand, flagSource, parseCommandLine, type Parsed } from "./lib/cli.ts";
 import { copyToFile } from "./lib/log_file.ts";
 import { acquireLock, describeHolder, type HeldLock, LockedError } from "../stacks/local/lock.ts";
 import {
@@ -60,7 +60,7 @@ import { type Scraped, summaryScreen, type Totals } from "./lib/summary.ts";
 /** The spec's first job /metrics port: --metrics-base moves all four by the same offset. */
 const JOB_PORT_BASE = Math.min(...topology().jobs.map((j) => j.metricsPort));
 
-const COMMAND = {
+const COMMAND = defineCommand({
   name: "deno task start",
   summary: "run the local txpipe pipeline: Kafka, producer, aggregation, detection, evaluation",
   flags: {
@@ -126,7 +126,7 @@ const COMMAND = {
     "deno task start --mode single --rate 50",
     "deno task start --metrics-base 19464 --prometheus-port 19090",
   ],
-} as const;
+});
 
 /** A process started by `start`, its output written to .cache/logs/<name>.log. */
 interface Running {
@@ -257,13 +257,13 @@ async function main(): Promise<number> {
 }
 
 /** Checks the ports, then brings everything up, shows the summary and stops it all in order. */
-async function run(v: Parsed["values"]): Promise<number> {
-  const mode = v.mode as ClusterMode;
+async function run(v: Parsed<typeof COMMAND.flags>["values"]): Promise<number> {
+  const mode: ClusterMode = v.mode;
   const topo = topology(mode);
   const home = homeDir();
   const command = COMMAND.name;
-  const jobPorts = jobMetricsPorts(topo, v.metricsBase as number);
-  const prometheusPort = findPrometheus() ? v.prometheusPort as number : undefined;
+  const jobPorts = jobMetricsPorts(topo, v.metricsBase);
+  const prometheusPort = findPrometheus() ? v.prometheusPort : undefined;
   const taken = await takenPorts(mode, jobPorts, prometheusPort);
   if (taken.messages.length > 0) {
     console.error(
@@ -331,7 +331,7 @@ async function run(v: Parsed["values"]): Promise<number> {
         mode,
         topo,
         jobPorts,
-        settleMs: v.settle as number,
+        settleMs: v.settle,
         prometheusUrl: prometheus?.url,
       });
     }

@@ -16,7 +16,7 @@ export interface FlagSpec {
   readonly kind: FlagKind;
   readonly help: string;
   /** Default when neither the flag nor its environment variable is set. */
-  readonly default?: string | number | boolean | string[];
+  readonly default?: string | number | boolean | readonly string[];
   /** Inclusive lower bound for numbers and durations (ms). */
   readonly min?: number;
   /** Inclusive upper bound for numbers and durations (ms). */
@@ -27,19 +27,76 @@ export interface FlagSpec {
   readonly placeholder?: string;
 }
 
+/** A command's flags by name, as on the command line (kebab-case). */
+export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
+
 /** What a command is, its flags and its positional arguments. */
-export interface CommandSpec {
+export interface CommandSpec<F extends FlagSpecs = FlagSpecs> {
   readonly name: string;
   readonly summary: string;
   readonly usage?: string;
-  readonly flags: Readonly<Record<string, FlagSpec>>;
+  readonly flags: F;
   readonly examples?: readonly string[];
 }
 
+/** Any parsed flag value (what a spec not declared `as const` gives). */
+export type AnyFlagValue = string | number | boolean | string[];
+
+/**
+ * A flag name as a key of the parsed values: `allowed-lateness` →
+ * `allowedLateness` (a dash before a lowercase letter goes, the letter is
+ * capitalised; any other dash stays, as {@link flagKey} does at run time).
+ */
+export type FlagKey<S extends string> = S extends `${infer H}-${infer C}${infer R}`
+  ? C extends Lowercase<C> ? Uppercase<C> extends C ? `${H}-${FlagKey<`${C}${R}`>}` // not a letter
+    : `${H}${Uppercase<C>}${FlagKey<R>}`
+  : `${H}-${FlagKey<`${C}${R}`>}`
+  : S;
+
+/**
+ * The parsed value of one flag: number for int, number and duration (ms),
+ * boolean, string[] for list, and a string, or the union of its `choices`.
+ * A flag of a wide {@link FlagSpec} (not `as const`) gives {@link AnyFlagValue}.
+ */
+export type FlagValue<F extends FlagSpec> = F["kind"] extends "int" | "number" | "duration" ? number
+  : F["kind"] extends "boolean" ? boolean
+  : F["kind"] extends "list" ? string[]
+  : F["kind"] extends "string"
+    ? F extends { readonly choices: readonly (infer C extends string)[] } ? C : string
+  : AnyFlagValue;
+
+/** Whether the flag always has a value: it has a default. */
+type HasDefault<F extends FlagSpec> = F extends
+  { readonly default: string | number | boolean | readonly string[] } ? true
+  : false;
+
+/**
+ * The parsed values of `F`, by camelCased name ({@link FlagKey}): each typed
+ * from its spec ({@link FlagValue}), `| undefined` only when it has no default.
+ */
+export type FlagValues<F extends FlagSpecs> = {
+  -readonly [K in keyof F & string as FlagKey<K>]: HasDefault<F[K]> extends true ? FlagValue<F[K]>
+    : FlagValue<F[K]> | undefined;
+};
+
 /** Parsed values: flags by name (camelCased), plus positional arguments. */
-export interface Parsed {
-  readonly values: Record<string, string | number | boolean | string[] | undefined>;
+export interface Parsed<F extends FlagSpecs = FlagSpecs> {
+  /** Each flag's value ({@link FlagValues}); `help` is true when --help or -h was given. */
+  readonly values: FlagValues<F> & { help?: boolean };
   readonly positional: string[];
+}
+
+/**
+ * `spec`, its types kept: declare a command with it (or `as const` /
+ * `satisfies CommandSpec`) and its parsed values are typed from its flags.
+ */
+export function defineCommand<const F extends FlagSpecs>(spec: CommandSpec<F>): CommandSpec<F> {
+  return spec;
+}
+
+/** `flags`, their types kept, for flag groups spread into several commands. */
+export function defineFlags<const F extends FlagSpecs>(flags: F): F {
+  return flags;
 }
 
 /** A usage error: the caller prints it and exits with code 2. */
@@ -54,8 +111,9 @@ function envName(flag: string): string {
   return `TXPIPE_${flag.replaceAll("-", "_").toUpperCase()}`;
 }
 
-function camel(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+/** The key of flag `flag` in the parsed values (see {@link FlagKey}): `dead-letters` → `deadLetters`. */
+export function flagKey<S extends string>(flag: S): FlagKey<S> {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as FlagKey<S>;
 }
 
 /** Parses a duration such as `500ms`, `30s`, `5m`, `1h` or a bare number of seconds into ms. */
@@ -122,12 +180,13 @@ function convert(
  * Parses `args` against `spec`. Throws {@link UsageError} for unknown flags
  * and bad values; `--help` is reported as `values.help === true`.
  */
-export function parseArgs(
-  spec: CommandSpec,
+export function parseArgs<F extends FlagSpecs>(
+  spec: CommandSpec<F>,
   args: readonly string[],
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
-): Parsed {
-  const values: Parsed["values"] = {};
+): Parsed<F> {
+  const flags: FlagSpecs = spec.flags;
+  const values: Record<string, AnyFlagValue | undefined> = {};
   const seen = new Set<string>();
   const positional: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -142,9 +201,9 @@ export function parseArgs(
     }
     const eq = arg.indexOf("=");
     const name = arg.slice(2, eq === -1 ? undefined : eq);
-    const flag = spec.flags[name];
+    const flag = flags[name];
     if (!flag) {
-      const known = Object.keys(spec.flags).map((f) => `--${f}`).join(", ");
+      const known = Object.keys(flags).map((f) => `--${f}`).join(", ");
       throw new UsageError(`unknown flag --${name}; expected one of ${known}, --help`);
     }
     let raw: string;
@@ -158,19 +217,21 @@ export function parseArgs(
       }
       raw = args[++i];
     }
-    values[camel(name)] = convert(name, flag, raw, `--${name}`);
+    values[flagKey(name)] = convert(name, flag, raw, `--${name}`);
     seen.add(name);
   }
-  for (const [name, flag] of Object.entries(spec.flags)) {
+  for (const [name, flag] of Object.entries(flags)) {
     if (seen.has(name)) continue;
     const fromEnv = env(envName(name));
     if (fromEnv !== undefined && fromEnv !== "") {
-      values[camel(name)] = convert(name, flag, fromEnv, `${envName(name)} (for --${name})`);
+      values[flagKey(name)] = convert(name, flag, fromEnv, `${envName(name)} (for --${name})`);
     } else if (flag.default !== undefined) {
-      values[camel(name)] = flag.default;
+      // A copy of a list default: the spec's array is never handed out.
+      values[flagKey(name)] = typeof flag.default === "object" ? [...flag.default] : flag.default;
     }
   }
-  return { values, positional };
+  // The one place the values meet their types: each was converted by its spec's kind.
+  return { values: values as Parsed<F>["values"], positional };
 }
 
 /**
@@ -191,7 +252,7 @@ export function flagSource(
 export function helpText(spec: CommandSpec): string {
   const lines = [`${spec.name}: ${spec.summary}`, ""];
   lines.push(`Usage: ${spec.usage ?? `${spec.name} [flags]`}`, "", "Flags:");
-  const rows = Object.entries(spec.flags).map(([name, f]) => {
+  const rows = Object.entries<FlagSpec>(spec.flags).map(([name, f]) => {
     const ph = f.placeholder ?? (f.kind === "boolean" ? "" : f.kind.toUpperCase());
     const left = `  --${name}${ph ? ` ${ph}` : ""}`;
     const def = f.default === undefined
@@ -216,7 +277,10 @@ export function helpText(spec: CommandSpec): string {
  * Parses `Deno.args` for a command-line entry point: prints --help and
  * exits 0, or prints a usage error and exits 2.
  */
-export function parseCommandLine(spec: CommandSpec, args: readonly string[] = Deno.args): Parsed {
+export function parseCommandLine<F extends FlagSpecs>(
+  spec: CommandSpec<F>,
+  args: readonly string[] = Deno.args,
+): Parsed<F> {
   try {
     const parsed = parseArgs(spec, args);
     if (parsed.values.help) {

@@ -11,11 +11,19 @@ import {
   APP_IDS,
   bootstrapServers,
   type JobSpec,
+  topicAs,
   TOPICS,
   type TopicSpec,
   topology,
 } from "../../stacks/topology.ts";
-import { flagSource, type FlagSpec } from "./cli.ts";
+import {
+  type CommandSpec,
+  defineFlags,
+  flagKey,
+  flagSource,
+  type FlagSpecs,
+  type FlagValues,
+} from "./cli.ts";
 import {
   createLogger,
   LOG_FORMATS,
@@ -32,14 +40,14 @@ import {
   KafkaUnreachableError,
   probeKafka,
 } from "./kafka.ts";
-import { type RunOptions, STREAM_DEFAULTS } from "./stream.ts";
+import { type RunOptions, runStream, STREAM_DEFAULTS, type StreamProcessor } from "./stream.ts";
 
 /**
  * The flags of every command that reaches Kafka (the jobs and `deno task
  * consume`): where Kafka is and how long to keep trying it.
  */
-export function connectionFlags(): { brokers: FlagSpec; "connect-attempts": FlagSpec } {
-  return {
+export function connectionFlags() {
+  return defineFlags({
     brokers: {
       kind: "list",
       default: bootstrapServers(topology()),
@@ -53,17 +61,17 @@ export function connectionFlags(): { brokers: FlagSpec; "connect-attempts": Flag
       help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
       placeholder: "N",
     },
-  };
+  });
 }
 
 /**
  * Flags every txpipe job takes: where Kafka is, where /metrics is served, how
  * long to keep trying an unreachable Kafka, and the format of its logs.
  */
-export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
+export function commonFlags(job: JobSpec["name"]) {
   const spec = topology().jobs.find((j) => j.name === job)!;
   const connection = connectionFlags();
-  return {
+  return defineFlags({
     brokers: connection.brokers,
     "metrics-port": {
       kind: "int",
@@ -87,12 +95,12 @@ export function commonFlags(job: JobSpec["name"]): Record<string, FlagSpec> {
         "auto: pretty on a terminal, else ecs",
       placeholder: "FORMAT",
     },
-  };
+  });
 }
 
 /** Flags every stream job takes, besides its own (its --output among them). */
-export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpec> {
-  return {
+export function streamFlags(job: "aggregate" | "detect") {
+  return defineFlags({
     ...commonFlags(job),
     input: { kind: "string", default: TOPICS.transactions, help: "topic of transactions" },
     "dead-letters": { kind: "string", default: TOPICS.deadLetters, help: "dead-letter topic" },
@@ -123,13 +131,38 @@ export function streamFlags(job: "aggregate" | "detect"): Record<string, FlagSpe
       help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
       placeholder: "N",
     },
-  };
+  });
 }
 
+/** The values of the common flags, as parsed (see {@link commonFlags}). */
+export type CommonValues = FlagValues<ReturnType<typeof commonFlags>>;
+
+/** The values of the stream flags, as parsed (see {@link streamFlags}). */
+export type StreamValues = FlagValues<ReturnType<typeof streamFlags>>;
+
+/** The common flag values {@link shellOptions} reads. */
+export type ShellValues = Pick<
+  CommonValues,
+  "brokers" | "metricsPort" | "metricsHost" | "connectAttempts" | "logFormat"
+>;
+
+/** The stream flag values {@link streamOptions} reads. */
+export type StreamRunValues = Pick<
+  StreamValues,
+  "deadLetters" | "sessionTimeout" | "maxBatchBytes" | "batchTimeout"
+>;
+
+/**
+ * `Needed` for typed values; values typed only as strings to anything (a
+ * command declared `: CommandSpec`, not `as const`) are taken as they are.
+ * Kept while jobs/aggregate.ts and jobs/detect.ts are declared that way.
+ */
+type TypedAs<V, Needed> = string extends keyof V ? unknown : Needed;
+
 /** The {@link runJob} options the common flags set (see {@link commonFlags}). */
-export function shellOptions(
+export function shellOptions<V extends object>(
   name: JobSpec["name"],
-  v: Record<string, unknown>,
+  v: V & TypedAs<V, ShellValues>,
 ): Pick<
   RunJobOptions,
   | "name"
@@ -140,28 +173,112 @@ export function shellOptions(
   | "connectAttempts"
   | "logFormat"
 > {
+  // Untyped values (see TypedAs) hold the same, as the common flags made them.
+  const t = v as unknown as ShellValues;
   return {
     name,
-    brokers: v.brokers as string[],
-    metricsPort: v.metricsPort as number,
+    brokers: t.brokers,
+    metricsPort: t.metricsPort,
     metricsPortGiven: flagSource("metrics-port") !== "default",
-    metricsHost: v.metricsHost as string,
-    connectAttempts: v.connectAttempts as number,
-    logFormat: v.logFormat as LogFormatChoice,
+    metricsHost: t.metricsHost,
+    connectAttempts: t.connectAttempts,
+    logFormat: t.logFormat,
   };
 }
 
 /** The runStream options the stream flags set (see {@link streamFlags}), in a job's context. */
-export function streamOptions(v: Record<string, unknown>, ctx: JobContext): RunOptions {
+export function streamOptions<V extends object>(
+  v: V & TypedAs<V, StreamRunValues>,
+  ctx: JobContext,
+): RunOptions {
+  // Untyped values (see TypedAs) hold the same, as the stream flags made them.
+  const t = v as unknown as StreamRunValues;
   return {
     kafka: ctx.kafka,
     logger: ctx.log,
-    deadLetterTopic: v.deadLetters as string,
-    sessionTimeoutMs: v.sessionTimeout as number,
-    maxBatchBytes: v.maxBatchBytes as number,
-    batchTimeoutMs: v.batchTimeout as number,
+    deadLetterTopic: t.deadLetters,
+    sessionTimeoutMs: t.sessionTimeout,
+    maxBatchBytes: t.maxBatchBytes,
+    batchTimeoutMs: t.batchTimeout,
     stopSignal: ctx.stopSignal,
   };
+}
+
+/** What {@link streamTopics} reads of a processor: the topic it reads and the one it keeps state in. */
+export type ProcessorTopics = Pick<StreamProcessor<unknown, unknown>, "source" | "changelog">;
+
+/**
+ * The topics a stream job reads and writes, each taken from the one place
+ * that declares it, with the settings of the spec topic it stands for:
+ * - each topic flag of `command`: a string flag whose default is a topic of
+ *   the spec (--input, --output, --dead-letters). Its value is a topic the
+ *   job uses, with its default's settings;
+ * - each processor's `source` and `changelog`. A topic named after the
+ *   --app-id value (`<app-id>-repartition`, `-changelog`, ...) takes the
+ *   settings of the same topic of the default app id.
+ * Throws naming the spec's topics when a topic stands for none of them.
+ */
+export function streamTopics<F extends FlagSpecs>(
+  command: CommandSpec<F>,
+  v: FlagValues<F>,
+  processors: readonly ProcessorTopics[],
+  topo = topology(),
+): TopicSpec[] {
+  const specTopics = new Set(topo.topics.map((t) => t.name));
+  const values: Readonly<Record<string, unknown>> = v;
+  const flags: FlagSpecs = command.flags;
+  /** Topic name → the spec topic whose settings it takes. */
+  const like = new Map<string, string>();
+  for (const [flag, spec] of Object.entries(flags)) {
+    const value = values[flagKey(flag)];
+    if (
+      spec.kind === "string" && typeof spec.default === "string" &&
+      specTopics.has(spec.default) && typeof value === "string"
+    ) like.set(value, spec.default);
+  }
+  const appId = values.appId;
+  const defaultAppId = flags["app-id"]?.default;
+  const likeOf = (name: string) => {
+    const flagged = like.get(name);
+    if (flagged !== undefined) return flagged;
+    if (
+      typeof appId === "string" && typeof defaultAppId === "string" &&
+      name.startsWith(`${appId}-`)
+    ) return defaultAppId + name.slice(appId.length);
+    return name;
+  };
+  const names = new Set([
+    ...like.keys(),
+    ...processors.flatMap((p) => p.changelog === undefined ? [p.source] : [p.source, p.changelog]),
+  ]);
+  return [...names].map((name) => topicAs(topo, likeOf(name), name));
+}
+
+/**
+ * Runs a stream job: its processors side by side in the shared shell
+ * ({@link runJob}), with the topics {@link streamTopics} derives from its
+ * flags and processors. Either processor failing stops the others, and the
+ * job exits non-zero.
+ */
+export async function runStreamJob<F extends FlagSpecs>(
+  job: "aggregate" | "detect",
+  command: CommandSpec<F>,
+  v: FlagValues<F> & ShellValues & StreamRunValues,
+  // deno-lint-ignore no-explicit-any
+  processors: readonly StreamProcessor<any, any>[],
+): Promise<number> {
+  return await runJob({
+    ...shellOptions(job, v),
+    topics: streamTopics(command, v, processors),
+  }, async (ctx) => {
+    let failed!: () => void;
+    const failure = new Promise<void>((r) => failed = r);
+    const run = { ...streamOptions(v, ctx), stopSignal: Promise.race([ctx.stopSignal, failure]) };
+    const results = await Promise.allSettled(
+      processors.map((p) => runStream(p, run).catch((err) => (failed(), Promise.reject(err)))),
+    );
+    for (const r of results) if (r.status === "rejected") throw r.reason;
+  });
 }
 
 /** What a job's body gets from {@link runJob}. */
@@ -182,7 +299,10 @@ export interface RunJobOptions {
   metricsPortGiven?: boolean;
   metricsHost: string;
   connectAttempts: number;
-  /** Topics the job reads and writes; created from their specs when missing. */
+  /**
+   * Topics the job reads and writes; created from their specs when missing.
+   * A stream job gets them from {@link streamTopics} (see {@link runStreamJob}).
+   */
   topics: TopicSpec[];
   /** Log level; default TXPIPE_LOG_LEVEL or "info". */
   logLevel?: string;

@@ -26,7 +26,7 @@ import {
   type Topology,
   topology,
 } from "../topology.ts";
-import { parseCommandLine } from "../../jobs/lib/cli.ts";
+import { defineCommand, parseCommandLine, type Parsed } from "../../jobs/lib/cli.ts";
 import { createKafka, ensureTopics, unhealthyPartitions } from "../../jobs/lib/kafka.ts";
 import {
   clashMessage,
@@ -593,7 +593,7 @@ async function topicStatus(topo: Topology): Promise<string[]> {
   }
 }
 
-const COMMAND = {
+const COMMAND = defineCommand({
   name: "deno task cluster",
   summary: "run the txpipe Kafka cluster (KRaft) as local JVM processes",
   usage: "deno task cluster <up|down|status|logs NODE|stop NODE|reset|jars> [flags]",
@@ -620,7 +620,7 @@ const COMMAND = {
     "deno task cluster stop kafka-broker-2   # then `up` brings it back",
     "deno task cluster down",
   ],
-} as const;
+});
 
 /**
  * The locks each command takes (stacks/local/lock.ts): the ones that change
@@ -652,13 +652,16 @@ async function main(): Promise<number> {
   }
 }
 
-async function runCommand(positional: string[], values: Record<string, unknown>): Promise<number> {
-  const mode = values.mode as ClusterMode;
+async function runCommand(
+  positional: string[],
+  values: Parsed<typeof COMMAND.flags>["values"],
+): Promise<number> {
+  const mode: ClusterMode = values.mode;
   const [cmd, arg] = positional;
   const topo = topology(mode);
   switch (cmd) {
     case "up":
-      await clusterUp({ mode, timeoutMs: values.timeout as number });
+      await clusterUp({ mode, timeoutMs: values.timeout });
       return 0;
     case "down":
       await clusterDown({ mode });
@@ -683,7 +686,7 @@ async function runCommand(positional: string[], values: Record<string, unknown>)
     }
     case "logs": {
       if (!arg) throw new ClusterError("logs: expected a node name, e.g. kafka-broker-1");
-      console.log(await logTail(mode, findNode(topo, arg), values.lines as number));
+      console.log(await logTail(mode, findNode(topo, arg), values.lines));
       return 0;
     }
     case "reset": {

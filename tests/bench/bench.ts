@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { clusterUp, homeDir, kafkaClasspath, ROOT } from "../../stacks/local/cluster.ts";
 import { KAFKA_VERSION, topicAs, TOPICS } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
-import { type CommandSpec, parseCommandLine } from "../../jobs/lib/cli.ts";
+import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
 import { BROKERS, TOPO } from "../helpers/cluster.ts";
@@ -51,7 +51,7 @@ import { buildKafkaStreams, runKafkaStreams } from "./kafka_streams.ts";
 import { ensureSpark, runSpark } from "./spark.ts";
 import { sweep } from "./latency.ts";
 
-const COMMAND: CommandSpec = {
+const COMMAND = defineCommand({
   name: "deno task bench",
   summary: "benchmark txpipe against Kafka Streams, Spark and Kafka's own tools on the local " +
     "cluster",
@@ -109,7 +109,7 @@ const COMMAND: CommandSpec = {
     "deno task bench catchup --spark --records 500000",
     "deno task bench latency --rates 1000,5000,20000 --latency-seconds 60",
   ],
-};
+});
 
 const MODES = ["all", "producer", "catchup", "latency"] as const;
 /** Topics this benchmark creates (its own, and the contenders' outputs and internal topics). */
@@ -404,42 +404,44 @@ async function settle(count: () => number, quietMs = 2000, maxMs = 15_000): Prom
   }
 }
 
-/** One fresh instance of a txpipe job over the whole backlog, from spawn to committed. */
+/**
+ * Fresh instances of a txpipe job (one, or two sharing the work as one
+ * consumer group) over the whole backlog, from spawn to committed. With two,
+ * peak RSS is the sum of each one's peak and CPU the sum of both.
+ */
 async function runTxpipe(
   job: "aggregate" | "detect",
   backlog: string,
   records: number,
+  instances: 1 | 2 = 1,
 ): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
   const t = runTopics(backlog, `bench_${job}`);
   await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
   const reader = await startReader(t.output);
   const startedAt = Date.now();
-  const instance = startInstance(
-    job,
-    t,
-    job === "aggregate"
-      ? [
-        "--window",
-        `${AGGREGATE.windowMs}ms`,
-        "--allowed-lateness",
-        `${AGGREGATE.allowedLatenessMs}ms`,
-      ]
-      : [],
-  );
-  const watch = new ProcessWatch(instance.child.pid);
+  const flags = job === "aggregate"
+    ? [
+      "--window",
+      `${AGGREGATE.windowMs}ms`,
+      "--allowed-lateness",
+      `${AGGREGATE.allowedLatenessMs}ms`,
+    ]
+    : [];
+  const started = Array.from({ length: instances }, () => startInstance(job, t, flags));
+  const watches = started.map((i) => new ProcessWatch(i.child.pid));
   let doneAt: number;
   try {
     await waitCaughtUp(job, t, 1_800_000);
     doneAt = Date.now();
     await settle(() => reader.records.length);
   } finally {
-    watch.sample();
-    await stopInstance(instance);
+    for (const w of watches) w.sample();
+    await Promise.all(started.map((i) => stopInstance(i)));
     await reader.stop();
   }
-  const usage = watch.stop();
+  const usages = watches.map((w) => w.stop());
   const run: CatchUpRun = {
-    contender: `txpipe ${job}`,
+    contender: instances === 1 ? `txpipe ${job}` : `txpipe ${job}, ${instances} instances`,
     records,
     startedAt,
     firstOutputAt: reader.firstAt,
@@ -448,7 +450,8 @@ async function runTxpipe(
     ...(reader.firstAt && reader.firstAt < doneAt
       ? { recordsPerSecondFromFirstOutput: perSecond(records, reader.firstAt, doneAt) }
       : {}),
-    ...usage,
+    peakRssBytes: usages.reduce((n, u) => n + u.peakRssBytes, 0),
+    cpuSeconds: usages.reduce((n, u) => n + u.cpuSeconds, 0),
     outputs: reader.records.length,
   };
   if (job === "detect") return { run };
@@ -488,6 +491,16 @@ function catchUpContenders(spark: boolean): CatchUpContender[] {
       name: "txpipe detect",
       what: "validate, four rules per user, changelog, exactly once",
       run: (topic, records) => runTxpipe("detect", topic, records),
+    },
+    {
+      name: "txpipe aggregate, 2 instances",
+      what: "the same, two instances sharing the partitions (one consumer group per stage)",
+      run: (topic, records) => runTxpipe("aggregate", topic, records, 2),
+    },
+    {
+      name: "txpipe detect, 2 instances",
+      what: "the same, two instances sharing the partitions",
+      run: (topic, records) => runTxpipe("detect", topic, records, 2),
     },
   ];
   if (spark) {
@@ -690,19 +703,17 @@ async function main(): Promise<void> {
     );
     Deno.exit(2);
   }
-  const quick = values.quick as boolean;
-  const records = quick ? 200_000 : values.records as number;
-  const runs = quick ? 1 : values.runs as number;
-  const rates = (quick ? ["1000", "5000", "20000"] : values.rates as string[]).map(Number);
+  const quick = values.quick;
+  const records = quick ? 200_000 : values.records;
+  const runs = quick ? 1 : values.runs;
+  const rates = (quick ? ["1000", "5000", "20000"] : values.rates).map(Number);
   if (rates.some((r) => !(r > 0))) {
     console.error(
-      `deno task bench: --rates: expected positive numbers, got "${
-        (values.rates as string[]).join(",")
-      }"`,
+      `deno task bench: --rates: expected positive numbers, got "${values.rates.join(",")}"`,
     );
     Deno.exit(2);
   }
-  const seconds = quick ? 20 : values.latencySeconds as number;
+  const seconds = quick ? 20 : values.latencySeconds;
   const started = Date.now();
   const result: BenchResult = {
     date: new Date(started).toISOString(),
@@ -715,7 +726,7 @@ async function main(): Promise<void> {
   await clusterUp({ mode: "cluster" });
   await deleteTopics(...BENCH_PREFIXES);
   if (mode === "all" || mode === "catchup") {
-    result.catchUp = await catchUpBenchmark(records, runs, values.spark as boolean);
+    result.catchUp = await catchUpBenchmark(records, runs, values.spark);
   }
   if (mode === "all" || mode === "producer") {
     result.producer = await producerBenchmark(records, runs);
@@ -735,6 +746,8 @@ async function main(): Promise<void> {
           "ConsumerPerformance",
         ],
         "txpipe detect": ["ConsumerPerformance"],
+        "txpipe aggregate, 2 instances": ["txpipe aggregate"],
+        "txpipe detect, 2 instances": ["txpipe detect"],
       },
     ));
   }
@@ -754,7 +767,7 @@ async function main(): Promise<void> {
       );
     }
   }
-  const dir = (values.out as string | undefined) ?? join(homeDir(), "bench");
+  const dir = values.out ?? join(homeDir(), "bench");
   await Deno.mkdir(dir, { recursive: true });
   const stamp = result.date.replace(/[:.]/g, "-");
   const json = join(dir, `results-${stamp}.json`);

@@ -66,7 +66,7 @@ import { join } from "node:path";
 import { homeDir } from "../../stacks/local/cluster.ts";
 import { internalTopicNames, topicAs, TOPICS } from "../../stacks/topology.ts";
 import { ensureTopics } from "../../jobs/lib/kafka.ts";
-import { parseCommandLine } from "../../jobs/lib/cli.ts";
+import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { copyToFile } from "../../jobs/lib/log_file.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { parseMetrics, type Sample } from "../../jobs/lib/scrape.ts";
@@ -751,7 +751,7 @@ export async function sweep(o: SweepOptions): Promise<SweepResult> {
 // ---------------------------------------------------------------------------
 // Standalone
 
-const COMMAND = {
+const COMMAND = defineCommand({
   name: "deno run -A tests/bench/latency.ts",
   summary: "end-to-end latency and maximum sustainable rate of the stream jobs (paced sweep)",
   flags: {
@@ -798,16 +798,16 @@ const COMMAND = {
     },
   },
   examples: ["deno run -A tests/bench/latency.ts --job detect --rates 1000,5000 --seconds 20"],
-} as const;
+});
 
 async function main(): Promise<void> {
   const { values: v } = parseCommandLine(COMMAND);
-  const rates = (v.rates as string[]).map(Number);
+  const rates = v.rates.map(Number);
   if (rates.some((r) => !(r > 0))) {
     console.error(`${COMMAND.name}: --rates: expected positive numbers, got "${v.rates}"`);
     Deno.exit(2);
   }
-  const jobs: StreamJob[] = v.job === "both" ? ["aggregate", "detect"] : [v.job as StreamJob];
+  const jobs: StreamJob[] = v.job === "both" ? ["aggregate", "detect"] : [v.job];
   const results: SweepResult[] = [];
   const started = Date.now();
   for (const job of jobs) {
@@ -815,10 +815,10 @@ async function main(): Promise<void> {
       await sweep({
         job,
         rates,
-        seconds: v.seconds as number,
-        warmupSeconds: v.warmup as number,
-        fraudRate: v.fraudRate as number,
-        stopAfterFailures: v.stopAfterFailures as number,
+        seconds: v.seconds,
+        warmupSeconds: v.warmup,
+        fraudRate: v.fraudRate,
+        stopAfterFailures: v.stopAfterFailures,
       }),
     );
   }

@@ -70,6 +70,8 @@ export function markdown(result: BenchResult): string {
     out.push(...rows(c.contenders, {
       "txpipe aggregate": [...streams, "Spark aggregate", "ConsumerPerformance"],
       "txpipe detect": ["ConsumerPerformance"],
+      "txpipe aggregate, 2 instances": ["txpipe aggregate"],
+      "txpipe detect, 2 instances": ["txpipe detect"],
     }));
     out.push("", "**Cross-check of the windows against txpipe aggregate's first run**", "");
     out.push(
