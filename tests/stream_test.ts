@@ -12,7 +12,13 @@ import type { Kafka, Producer, ProducerConfig, Transaction } from "kafkajs";
 import { APP_IDS, internalTopicNames, TOPICS } from "../stacks/topology.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
 import { stuckBatches } from "../jobs/lib/metrics.ts";
-import { type RunOptions, runStream, type StreamProcessor } from "../jobs/lib/stream.ts";
+import {
+  releaseRecords,
+  type RunOptions,
+  runStream,
+  type StreamProcessor,
+} from "../jobs/lib/stream.ts";
+import Batch from "kafkajs/src/consumer/batch.js";
 import type { Logger } from "../jobs/lib/log.ts";
 import { BROKERS, freshTopic, readTopic, withAdmin } from "./helpers/cluster.ts";
 import { produceMessages, waitGroupsCaughtUp } from "./helpers/jobs.ts";
@@ -224,3 +230,44 @@ Deno.test(
     assert.equal(new Set(inputs).size, remaining, "no input applied twice");
   },
 );
+
+Deno.test("stream runtime: releasing a processed batch's records keeps every offset kafkajs reads of it", () => {
+  // Offsets 10..14, the last a transaction's commit marker (a control record).
+  const messages = [10, 11, 12, 13, 14].map((offset) => ({
+    offset: String(offset),
+    key: Buffer.from(`k${offset}`),
+    value: Buffer.from(`v${offset}`),
+    headers: {},
+    isControlRecord: offset === 14,
+    batchContext: { producerId: "1", inTransaction: true },
+  }));
+  const batch = new Batch("t", "10", {
+    partition: 0,
+    highWatermark: "15",
+    messages,
+    abortedTransactions: [],
+  });
+  const seen = () => ({
+    first: batch.firstOffset(),
+    last: batch.lastOffset(),
+    empty: batch.isEmpty(),
+    emptyIncludingFiltered: batch.isEmptyIncludingFiltered(),
+    emptyDueToFiltering: batch.isEmptyDueToFiltering(),
+    lag: batch.offsetLag(),
+    lagLow: batch.offsetLagLow(),
+    lastFiltered: batch.messages[batch.messages.length - 1].offset,
+  });
+  const before = seen();
+  assert.equal(before.last, "14");
+  assert.equal(before.lastFiltered, "13");
+  const lastFiltered = batch.messages[batch.messages.length - 1];
+  releaseRecords(batch);
+  assert.deepEqual(seen(), before);
+  for (const list of [batch.rawMessages, batch.messagesWithinOffset, batch.messages]) {
+    assert.ok(list.length <= 2, "only stubs are left");
+    for (const m of list) assert.deepEqual(Object.keys(m), ["offset"]);
+  }
+  // kafkajs keeps the last record it handed out: its bytes go too.
+  assert.equal(lastFiltered.value, null);
+  assert.equal(lastFiltered.key, null);
+});

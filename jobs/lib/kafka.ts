@@ -5,6 +5,10 @@
  *
  * @module
  */
+// kafkajs groups a send by partition in quadratic time, fixed there if it comes before kafkajs
+// loads: here for an entry point that imports this module first; a job that imports log.ts
+// (which loads kafkajs) first imports it first itself (jobs/aggregate.ts, jobs/produce.ts).
+import "./group_by_partition.ts";
 import "./read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
 import "./concurrent_transactions.ts"; // kafkajs fails a send on a routine broker answer: fixed there
 import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
@@ -17,6 +21,8 @@ import type {
   RetryOptions as KafkaRetryOptions,
 } from "kafkajs";
 import type { Buffer } from "node:buffer";
+// Before produce_timeout.ts wherever both load (delivery.ts): that one wraps this one's requests.
+import { encodeRecords, prepare } from "./record_batch.ts";
 import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
 import type { TopicSpec } from "../../stacks/topology.ts";
@@ -417,7 +423,13 @@ export async function sendByPartition(
     for (const [partition, list] of await router.route(topic, messages)) {
       sends.push((async () => {
         for (const chunk of requestChunks(list, MAX_REQUEST_BYTES)) {
-          await send([{ topic, messages: chunk.map((m) => ({ ...m, partition })) }]);
+          const request = chunk.map((m) => ({ ...m, partition }));
+          // Encoded once here (record_batch.ts: kafkajs's bytes without its per-record
+          // allocations), reused if kafkajs retries the request.
+          if (request.every((m) => m.timestamp === undefined || m.timestamp === null)) {
+            prepare(request, encodeRecords(request));
+          }
+          await send([{ topic, messages: request }]);
         }
       })());
     }

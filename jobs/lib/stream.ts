@@ -28,7 +28,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import type { Consumer, EachBatchPayload, Kafka, Message, Producer } from "kafkajs";
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Message, Producer } from "kafkajs";
 import type { Logger } from "./log.ts";
 import {
   PARTITIONER,
@@ -75,6 +75,10 @@ export interface SourceRecord {
   readonly partition: number;
   readonly offset: string;
   readonly key: string | null;
+  /**
+   * A view of the fetched bytes, not a copy: keeping it past the record's
+   * batch keeps the whole fetch in memory (copy what you keep).
+   */
   readonly value: Uint8Array | null;
   readonly headers: Readonly<Record<string, string>>;
 }
@@ -240,13 +244,61 @@ interface Owned<S> {
   next: number;
 }
 
-function headersOf(h: Record<string, unknown> | undefined): Record<string, string> {
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
+function headersOf(h: Record<string, unknown> | undefined): Readonly<Record<string, string>> {
+  let any = false;
+  for (const _ in h) {
+    any = true;
+    break;
+  }
+  if (!any) return NO_HEADERS; // most records: no per-record object
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(h ?? {})) {
     if (v === undefined || v === null) continue;
     out[k] = Array.isArray(v) ? String(v[v.length - 1]) : String(v);
   }
   return out;
+}
+
+/** The lists of records kafkajs 2.2.4 keeps in a fetched batch (consumer/batch.js). */
+interface BatchLists {
+  rawMessages?: FetchedMessage[];
+  messagesWithinOffset?: FetchedMessage[];
+  messages?: FetchedMessage[];
+}
+interface FetchedMessage {
+  offset: string;
+  key?: unknown;
+  value?: unknown;
+  headers?: unknown;
+}
+
+/**
+ * Drops a processed batch's records, which kafkajs keeps until the batch's
+ * `eachBatch` returns, that is through the batch's whole transaction, and
+ * with them the fetched bytes their keys and values are views of (up to
+ * `maxBatchBytes` per partition). What kafkajs still reads of the batch
+ * (its first and last offsets, whether it is empty) stays the same: each
+ * list keeps a stub of its first and last record, offsets only. kafkajs
+ * also holds on to the last record itself: its key and value (views of
+ * those bytes) go.
+ */
+export function releaseRecords(batch: unknown): void {
+  const b = batch as BatchLists;
+  const last = b.messages?.[b.messages.length - 1];
+  if (last) {
+    last.key = null;
+    last.value = null;
+    last.headers = {};
+  }
+  for (const key of ["rawMessages", "messagesWithinOffset", "messages"] as const) {
+    const list = b[key];
+    if (!Array.isArray(list) || list.length === 0) continue;
+    const first = list[0].offset;
+    const end = list[list.length - 1].offset;
+    b[key] = list.length === 1 ? [{ offset: first }] : [{ offset: first }, { offset: end }];
+  }
 }
 
 function isFenced(err: unknown): boolean {
@@ -439,18 +491,34 @@ export async function runStream<T, S>(
     }
     run.step = "processing records";
     const next = o.next;
-    const fresh = batch.messages.filter((m) => Number(m.offset) >= next);
+    // (Usually every record is fresh: no copy of the list then.)
+    let fresh: KafkaMessage[] | undefined = Number(batch.messages[0].offset) >= next
+      ? batch.messages
+      : batch.messages.filter((m) => Number(m.offset) >= next);
     if (fresh.length === 0) {
       resolveOffset(batch.lastOffset()); // all already applied and committed
       return;
     }
 
-    const outputs: OutputRecord[] = [];
+    // The batch's records to write, by topic, as kafkajs takes them (one
+    // object per output, made when it is emitted), and what the metrics need.
+    const byTopic = new Map<string, Message[]>();
+    const add = (topic: string, m: Message) => {
+      let list = byTopic.get(topic);
+      if (!list) byTopic.set(topic, list = []);
+      list.push(m);
+    };
+    const outputCounts = new Map<string, number>();
+    const eventTimes: number[] = [];
     const dead: Message[] = [];
     const ctx: ProcessContext<S> = {
       partition,
       state: o.state,
-      emit: (r) => outputs.push(r),
+      emit: (r) => {
+        add(r.topic, { key: r.key, value: r.value, headers: r.headers, partition: r.partition });
+        outputCounts.set(r.topic, (outputCounts.get(r.topic) ?? 0) + 1);
+        if (r.eventTime !== undefined) eventTimes.push(r.eventTime);
+      },
       deadLetter: (src, reason, message) => {
         dead.push({
           key: src.key,
@@ -475,7 +543,8 @@ export async function runStream<T, S>(
         partition,
         offset: m.offset,
         key: m.key ? m.key.toString() : null,
-        value: m.value ? new Uint8Array(m.value) : null,
+        // A view of the fetched bytes, not a copy (a dead letter copies what it keeps).
+        value: m.value ?? null,
         headers: headersOf(m.headers),
       };
       const parsed = processor.parse(record);
@@ -483,25 +552,16 @@ export async function runStream<T, S>(
       else ctx.deadLetter(record, parsed.reason, parsed.message);
     }
     processor.endBatch?.(ctx);
+    // The records are applied: let their memory go while the transaction runs.
+    const lastOffset = batch.lastOffset();
+    const consumed = fresh.length;
+    fresh = undefined;
+    releaseRecords(batch);
 
-    const nextOffset = String(Number(batch.lastOffset()) + 1);
+    const nextOffset = String(Number(lastOffset) + 1);
     run.step = "beginning the transaction";
     const txn = await o.producer.transaction();
     try {
-      const byTopic = new Map<string, Message[]>();
-      const add = (topic: string, m: Message) => {
-        let list = byTopic.get(topic);
-        if (!list) byTopic.set(topic, list = []);
-        list.push(m);
-      };
-      for (const r of outputs) {
-        add(r.topic, {
-          key: r.key,
-          value: r.value,
-          headers: r.headers,
-          partition: r.partition,
-        });
-      }
       for (const d of dead) add(options.deadLetterTopic, d);
       if (processor.changelog) {
         for (const [key, value] of o.state.takeChanges()) {
@@ -544,14 +604,12 @@ export async function runStream<T, S>(
     transactions.inc({ processor: processor.groupId, result: "committed" });
     if (run.abandoned) return; // committed late; the new run restores from this commit
     o.next = Number(nextOffset);
-    resolveOffset(batch.lastOffset());
+    resolveOffset(lastOffset);
 
     const now = Date.now();
-    consumedRecords.inc({ processor: processor.groupId, topic: batch.topic }, fresh.length);
-    const eventTimes: number[] = [];
-    for (const r of outputs) {
-      outputRecords.inc({ processor: processor.groupId, topic: r.topic });
-      if (r.eventTime !== undefined) eventTimes.push(r.eventTime);
+    consumedRecords.inc({ processor: processor.groupId, topic: batch.topic }, consumed);
+    for (const [topic, n] of outputCounts) {
+      outputRecords.inc({ processor: processor.groupId, topic }, n);
     }
     // Latency of those at or behind the clock; those ahead of it counted apart.
     observeEventTimes(processor.groupId, eventTimes, now);
