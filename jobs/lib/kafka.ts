@@ -5,8 +5,8 @@
  *
  * @module
  */
-import "./read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
-import "./concurrent_transactions.ts"; // kafkajs fails a send on a routine broker answer: fixed there
+// First, before kafkajs loads (group_by_partition.ts must be in time): txpipe's patches to kafkajs.
+import { patchKafkajs } from "./kafkajs_patches.ts";
 import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
 import type {
   Admin,
@@ -69,6 +69,7 @@ export const PARTITIONER = Partitioners.DefaultPartitioner;
 
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
+  patchKafkajs(); // every txpipe client has txpipe's fixes to kafkajs (idempotent)
   return new Kafka({
     clientId: options.clientId,
     brokers: options.brokers,
