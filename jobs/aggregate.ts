@@ -32,9 +32,6 @@
  *
  * @module
  */
-// First: kafkajs groups a send by partition in quadratic time, and takes its
-// grouping function when it loads (log.ts, via job.ts, loads it).
-import "./lib/group_by_partition.ts";
 import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
 import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
 import { runJob, shellOptions, streamFlags, streamOptions } from "./lib/job.ts";

@@ -34,7 +34,6 @@
  *
  * @module
  */
-import "./lib/read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { connectionFlags } from "./lib/job.ts";

@@ -8,9 +8,11 @@ import assert from "node:assert/strict";
 import Broker from "kafkajs/src/broker/index.js";
 import kafkaErrors from "kafkajs/src/errors.js";
 import { revoke, REVOKED_MESSAGE, wasSent } from "../jobs/lib/produce_timeout.ts";
+import { patchKafkajs } from "../jobs/lib/kafkajs_patches.ts";
 
 const TOPIC = "t";
 
+patchKafkajs();
 // deno-lint-ignore no-explicit-any
 const produce = (Broker.prototype as any).produce;
 

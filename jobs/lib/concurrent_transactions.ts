@@ -1,7 +1,8 @@
 /**
  * CONCURRENT_TRANSACTIONS retried quietly, as the Java client does, with
- * kafkajs 2.2.4 (imported for its effect by jobs/lib/kafka.ts, so every
- * txpipe client has it).
+ * kafkajs 2.2.4 ({@link installConcurrentTransactionRetries}, called by
+ * patchKafkajs in kafkajs_patches.ts, which createKafka calls: every txpipe
+ * client has it).
  *
  * When a transaction commits, the coordinator answers EndTxn once the
  * commit is decided, then writes the commit markers to every partition of
@@ -134,16 +135,31 @@ export async function transactionRequest<T>(
   }
 }
 
-// deno-lint-ignore no-explicit-any
-const proto = Broker.prototype as Record<string, any>;
-for (const name of PATCHED) {
-  const original = proto[name];
-  if (typeof original !== "function") {
-    throw new Error(`kafkajs Broker.${name} not found: expected kafkajs 2.2.4`);
+const INSTALLED = Symbol.for("txpipe.concurrentTransactions");
+
+/**
+ * Wraps kafkajs's Broker methods of the transaction coordinator's requests
+ * so that CONCURRENT_TRANSACTIONS is retried in place (see the module
+ * documentation). Idempotent. Called by patchKafkajs (kafkajs_patches.ts).
+ */
+export function installConcurrentTransactionRetries(): void {
+  // deno-lint-ignore no-explicit-any
+  const proto = Broker.prototype as Record<string | symbol, any>;
+  if (proto[INSTALLED]) return;
+  for (const name of PATCHED) {
+    const original = proto[name];
+    if (typeof original !== "function") {
+      throw new Error(`kafkajs Broker.${name} not found: expected kafkajs 2.2.4`);
+    }
+    proto[name] = function (this: unknown, request: { transactionalId?: string }) {
+      return transactionRequest(
+        request?.transactionalId ?? "",
+        () => original.call(this, request),
+        {
+          onRetry: () => concurrentTransactionRetries[name]++,
+        },
+      );
+    };
   }
-  proto[name] = function (this: unknown, request: { transactionalId?: string }) {
-    return transactionRequest(request?.transactionalId ?? "", () => original.call(this, request), {
-      onRetry: () => concurrentTransactionRetries[name]++,
-    });
-  };
+  proto[INSTALLED] = true;
 }

@@ -63,9 +63,6 @@
  *
  * @module
  */
-// First record_batch.ts, then produce_timeout.ts: the latter wraps the former's requests.
-import "./record_batch.ts"; // the records of a send are encoded once, by txpipe, not per record by kafkajs
-import "./produce_timeout.ts"; // produce timeouts end their connection; revoked sends stay unsent
 import { CompressionTypes, logLevel as KafkaLogLevel } from "kafkajs";
 import type { logCreator, Message, ProducerBatch, RecordMetadata } from "kafkajs";
 import type { Logger } from "./log.ts";

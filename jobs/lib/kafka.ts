@@ -5,12 +5,8 @@
  *
  * @module
  */
-// kafkajs groups a send by partition in quadratic time, fixed there if it comes before kafkajs
-// loads: here for an entry point that imports this module first; a job that imports log.ts
-// (which loads kafkajs) first imports it first itself (jobs/aggregate.ts, jobs/produce.ts).
-import "./group_by_partition.ts";
-import "./read_committed.ts"; // kafkajs skips aborted transactions wrongly: fixed there
-import "./concurrent_transactions.ts"; // kafkajs fails a send on a routine broker answer: fixed there
+// First, before kafkajs loads (group_by_partition.ts must be in time): txpipe's patches to kafkajs.
+import { patchKafkajs } from "./kafkajs_patches.ts";
 import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
 import type {
   Admin,
@@ -21,7 +17,6 @@ import type {
   RetryOptions as KafkaRetryOptions,
 } from "kafkajs";
 import type { Buffer } from "node:buffer";
-// Before produce_timeout.ts wherever both load (delivery.ts): that one wraps this one's requests.
 import { encodeRecords, prepare } from "./record_batch.ts";
 import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
@@ -75,6 +70,7 @@ export const PARTITIONER = Partitioners.DefaultPartitioner;
 
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
+  patchKafkajs(); // every txpipe client has txpipe's fixes to kafkajs (idempotent)
   return new Kafka({
     clientId: options.clientId,
     brokers: options.brokers,

@@ -17,6 +17,9 @@
  *
  * @module
  */
+// First: the first module of every job to load kafkajs is this one, and kafkajs takes its
+// grouping function when it loads (group_by_partition.ts replaces it with a linear one).
+import "./group_by_partition.ts";
 import pino from "pino";
 import { ecsFormat } from "@elastic/ecs-pino-format";
 import { logLevel as KafkaLogLevel } from "kafkajs";

@@ -1,7 +1,8 @@
 /**
  * Two changes to kafkajs 2.2.4's produce requests, for the producer job's
- * idempotent producer (imported for its effect by jobs/lib/delivery.ts;
- * transactional producers keep kafkajs's behaviour).
+ * idempotent producer ({@link installProduceTimeouts}, called by
+ * patchKafkajs in kafkajs_patches.ts; transactional producers keep kafkajs's
+ * behaviour).
  *
  * **A produce request that times out ends its connection.** kafkajs keeps the
  * connection and retries the request on it, to the leader of its cached
@@ -92,33 +93,44 @@ function leadersOf(request: ProduceRequest): object[] {
   return out;
 }
 
-// deno-lint-ignore no-explicit-any
-const proto = Broker.prototype as Record<string, any>;
-const original = proto.produce;
-if (typeof original !== "function") {
-  throw new Error("kafkajs Broker.produce not found: expected kafkajs 2.2.4");
+const INSTALLED = Symbol.for("txpipe.produceTimeout");
+
+/**
+ * Wraps kafkajs's Broker.produce with both changes (see the module
+ * documentation). Idempotent. Called by patchKafkajs (kafkajs_patches.ts),
+ * after record_batch.ts's wrapper, so that its requests are checked too.
+ */
+export function installProduceTimeouts(): void {
+  // deno-lint-ignore no-explicit-any
+  const proto = Broker.prototype as Record<string | symbol, any>;
+  if (proto[INSTALLED]) return;
+  const original = proto.produce;
+  if (typeof original !== "function") {
+    throw new Error("kafkajs Broker.produce not found: expected kafkajs 2.2.4");
+  }
+  proto.produce = async function (
+    this: { connectionPool: { host: string; port: number }; disconnect(): Promise<void> },
+    request: ProduceRequest,
+  ) {
+    const leaders = leadersOf(request);
+    if (leaders.some((m) => revoked.has(m))) {
+      throw new kafkaErrors.KafkaJSNonRetriableError(REVOKED_MESSAGE);
+    }
+    markSent(leaders);
+    try {
+      return await original.call(this, request);
+    } catch (err) {
+      const timedOut = (err as Error)?.name === "KafkaJSRequestTimeoutError";
+      if (!timedOut || request?.transactionalId) throw err;
+      produceTimeouts.count++;
+      const { host, port } = this.connectionPool;
+      // Closes the socket once nothing else waits on it; kafkajs forgets this broker.
+      this.disconnect().catch(() => {});
+      throw new kafkaErrors.KafkaJSConnectionClosedError(
+        `${(err as Error).message}; connection to ${host}:${port} closed`,
+        { host, port },
+      );
+    }
+  };
+  proto[INSTALLED] = true;
 }
-proto.produce = async function (
-  this: { connectionPool: { host: string; port: number }; disconnect(): Promise<void> },
-  request: ProduceRequest,
-) {
-  const leaders = leadersOf(request);
-  if (leaders.some((m) => revoked.has(m))) {
-    throw new kafkaErrors.KafkaJSNonRetriableError(REVOKED_MESSAGE);
-  }
-  markSent(leaders);
-  try {
-    return await original.call(this, request);
-  } catch (err) {
-    const timedOut = (err as Error)?.name === "KafkaJSRequestTimeoutError";
-    if (!timedOut || request?.transactionalId) throw err;
-    produceTimeouts.count++;
-    const { host, port } = this.connectionPool;
-    // Closes the socket once nothing else waits on it; kafkajs forgets this broker.
-    this.disconnect().catch(() => {});
-    throw new kafkaErrors.KafkaJSConnectionClosedError(
-      `${(err as Error).message}; connection to ${host}:${port} closed`,
-      { host, port },
-    );
-  }
-};

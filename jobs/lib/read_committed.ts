@@ -1,6 +1,7 @@
 /**
- * read_committed that holds with kafkajs 2.2.4 (imported for its effect by
- * jobs/lib/kafka.ts, so every txpipe client has it).
+ * read_committed that holds with kafkajs 2.2.4 ({@link installReadCommitted},
+ * called by patchKafkajs in kafkajs_patches.ts, which createKafka calls: every
+ * txpipe client has it).
  *
  * With each fetched partition the broker sends the transactions aborted in
  * the range, and the client must skip their records. kafkajs gets this
@@ -121,24 +122,31 @@ interface FetchDecoder {
 
 const PATCHED = Symbol.for("txpipe.readCommitted");
 
-for (const mod of [fetchV4, fetchV5, fetchV6, fetchV7, fetchV8, fetchV9, fetchV10, fetchV11]) {
-  const decoder = mod as unknown as FetchDecoder & { [PATCHED]?: true };
-  if (typeof decoder?.decode !== "function") {
-    throw new Error("kafkajs Fetch decoder not found: txpipe needs kafkajs 2.2.4 (deno.json)");
-  }
-  if (decoder[PATCHED]) continue;
-  const decode = decoder.decode;
-  decoder.decode = async (raw) => {
-    const response = await decode(raw);
-    for (const topic of response.responses ?? []) {
-      for (const p of topic.partitions ?? []) {
-        if (p.abortedTransactions && p.abortedTransactions.length > 0) {
-          hideAborted(p.messages, p.abortedTransactions);
-          p.abortedTransactions = [];
+/**
+ * Replaces kafkajs's Fetch response decoders (v4 to v11) with ones that
+ * filter aborted transactions as described above. Idempotent. Called by
+ * patchKafkajs (kafkajs_patches.ts), which createKafka calls.
+ */
+export function installReadCommitted(): void {
+  for (const mod of [fetchV4, fetchV5, fetchV6, fetchV7, fetchV8, fetchV9, fetchV10, fetchV11]) {
+    const decoder = mod as unknown as FetchDecoder & { [PATCHED]?: true };
+    if (typeof decoder?.decode !== "function") {
+      throw new Error("kafkajs Fetch decoder not found: txpipe needs kafkajs 2.2.4 (deno.json)");
+    }
+    if (decoder[PATCHED]) continue;
+    const decode = decoder.decode;
+    decoder.decode = async (raw) => {
+      const response = await decode(raw);
+      for (const topic of response.responses ?? []) {
+        for (const p of topic.partitions ?? []) {
+          if (p.abortedTransactions && p.abortedTransactions.length > 0) {
+            hideAborted(p.messages, p.abortedTransactions);
+            p.abortedTransactions = [];
+          }
         }
       }
-    }
-    return response;
-  };
-  decoder[PATCHED] = true;
+      return response;
+    };
+    decoder[PATCHED] = true;
+  }
 }

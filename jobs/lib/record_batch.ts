@@ -1,6 +1,7 @@
 /**
- * Faster produce requests for the producer job: its records are encoded once
- * per request by txpipe ({@link encodeRecords}: one buffer, no per-record
+ * Faster produce requests for the producer job (delivery.ts) and the stream
+ * jobs' transactional sends (sendByPartition in kafka.ts): their records are
+ * encoded once per request by txpipe ({@link encodeRecords}: one buffer, no per-record
  * allocation, CRC32C sliced by 8) instead of by kafkajs 2.2.4, whose encoder
  * allocates a 512-byte Buffer per record and copies each record three times
  * more (profiled: Buffer allocation and copies, kafkajs's record encoding and
@@ -16,15 +17,16 @@
  *
  * How: {@link prepare} attaches the encoded records to the message objects
  * of one kafkajs send (one partition's request, see delivery.ts), and
- * kafkajs's Broker.produce is wrapped so that a request whose partitions
+ * {@link installRecordBatchEncoding} (called by patchKafkajs,
+ * kafkajs_patches.ts) wraps kafkajs's Broker.produce so that a request whose partitions
  * are all prepared, uncompressed and of produce version 3 or later (every
  * version Kafka 4 accepts) is encoded here. Any other request (another
  * producer's, a compressed one, messages changed since) goes through
  * kafkajs unchanged.
  *
- * Import it before produce_timeout.ts (delivery.ts does): that module wraps
- * Broker.produce in turn, and its checks (revoked sends) and timeout
- * handling must see these requests too.
+ * Installed before produce_timeout.ts's wrapper (patchKafkajs does): that
+ * one wraps Broker.produce in turn, and its checks (revoked sends) and
+ * timeout handling must see these requests too.
  *
  * @module
  */
@@ -309,38 +311,51 @@ function int64(v: Long): bigint {
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
-const proto = Broker.prototype as Record<string | symbol, Any>;
-const base = proto.produce;
-const SEND_REQUEST = Object.getOwnPropertySymbols(proto)
-  .find((s) => s.description === "private:Broker:sendRequest");
-const { requests } = requestsModule as Any;
-if (typeof base !== "function" || !SEND_REQUEST || !requests?.Produce) {
-  throw new Error("kafkajs Broker.produce internals not found: expected kafkajs 2.2.4");
-}
-proto.produce = async function (this: Any, args: ProduceArgs) {
-  const batches = args.compression ? undefined : preparedBatches(args);
-  if (!batches) return await base.call(this, args);
-  const protocol = this.lookupRequest(apiKeys.Produce, requests.Produce)({
-    acks: args.acks ?? -1,
-    timeout: args.timeout ?? 30_000,
-    compression: 0,
-    topicData: args.topicData,
-    transactionalId: args.transactionalId,
-    producerId: args.producerId,
-    producerEpoch: args.producerEpoch,
-  });
-  if (!(protocol.request.apiVersion >= 3)) return await base.call(this, args);
-  protocol.request.encode = () => {
-    const body = encodeProduce(args, batches);
-    // kafkajs frames the request around an Encoder holding these bytes.
-    const encoder = new Encoder(0);
-    encoder.buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-    encoder.offset = body.byteLength;
-    return Promise.resolve(encoder);
+
+const INSTALLED = Symbol.for("txpipe.recordBatch");
+
+/**
+ * Wraps kafkajs's Broker.produce so that prepared requests are encoded here
+ * (see the module documentation). Idempotent. Called by patchKafkajs
+ * (kafkajs_patches.ts), before produce_timeout.ts's wrapper, which must see
+ * these requests too.
+ */
+export function installRecordBatchEncoding(): void {
+  const proto = Broker.prototype as Record<string | symbol, Any>;
+  if (proto[INSTALLED]) return;
+  const base = proto.produce;
+  const SEND_REQUEST = Object.getOwnPropertySymbols(proto)
+    .find((s) => s.description === "private:Broker:sendRequest");
+  const { requests } = requestsModule as Any;
+  if (typeof base !== "function" || !SEND_REQUEST || !requests?.Produce) {
+    throw new Error("kafkajs Broker.produce internals not found: expected kafkajs 2.2.4");
+  }
+  proto.produce = async function (this: Any, args: ProduceArgs) {
+    const batches = args.compression ? undefined : preparedBatches(args);
+    if (!batches) return await base.call(this, args);
+    const protocol = this.lookupRequest(apiKeys.Produce, requests.Produce)({
+      acks: args.acks ?? -1,
+      timeout: args.timeout ?? 30_000,
+      compression: 0,
+      topicData: args.topicData,
+      transactionalId: args.transactionalId,
+      producerId: args.producerId,
+      producerEpoch: args.producerEpoch,
+    });
+    if (!(protocol.request.apiVersion >= 3)) return await base.call(this, args);
+    protocol.request.encode = () => {
+      const body = encodeProduce(args, batches);
+      // kafkajs frames the request around an Encoder holding these bytes.
+      const encoder = new Encoder(0);
+      encoder.buf = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+      encoder.offset = body.byteLength;
+      return Promise.resolve(encoder);
+    };
+    fastRequests.count++;
+    return await this[SEND_REQUEST!](protocol);
   };
-  fastRequests.count++;
-  return await this[SEND_REQUEST!](protocol);
-};
+  proto[INSTALLED] = true;
+}
 
 function preparedBatches(args: ProduceArgs): EncodedRecords[][] | undefined {
   const out: EncodedRecords[][] = [];
