@@ -6,12 +6,12 @@
  * batch's transaction, and the test driver (test_driver.ts) in memory, so a
  * processor behaves the same under both.
  *
- * The order is the runtime's: `beginBatch`, then for each record `parse` and
- * `process` (or a dead letter with the parse step's reason), then
- * `endBatch`. The changes are the keys the batch put or deleted, with their
- * values after the batch (null: deleted), taken from the state: a batch that
- * is not committed must not be applied again to the same state object (the
- * runtime restores it from the changelog instead).
+ * The order: `beginBatch`, then for each record `parse` and `process` (or a
+ * dead letter with the parse step's reason), then `endBatch`. The changes
+ * are the keys the batch put or deleted, with their values after the batch
+ * (null: deleted), kept by the state until taken for the commit: a batch
+ * that is not committed must not be applied again to the same state object
+ * (the runtime restores it from the changelog instead).
  *
  * @module
  */
@@ -30,30 +30,34 @@ export interface DeadLetter {
   readonly headers: Readonly<Record<string, string>>;
 }
 
-/** What a batch produced. */
-export interface BatchOutcome<S> {
-  readonly outputs: OutputRecord[];
-  readonly deadLetters: DeadLetter[];
-  /** The state's changed keys and their values after the batch (null = deleted). */
-  readonly changes: Array<[string, S | null]>;
+/** Where a batch's outputs and dead letters go as the processor makes them. */
+export interface BatchSink {
+  output(record: OutputRecord): void;
+  /** A rejected record; its source's value may be a view of fetched bytes: copy what you keep. */
+  deadLetter(letter: DeadLetter): void;
 }
 
-/** Runs `records` (one partition's, in offset order) through `processor` over `state`. */
-export function processBatch<T, S>(
+/**
+ * Runs `records` (one partition's, in offset order; `toRecord` gives each
+ * as the processor sees it) through `processor` over `state`, handing the
+ * outputs and dead letters to `sink` as they come. The state's changes stay
+ * in `state` (`takeChanges`) for the caller's commit.
+ */
+export function processBatch<T, S, R>(
   processor: StreamProcessor<T, S>,
   partition: number,
   state: PartitionState<S>,
-  records: readonly SourceRecord[],
-): BatchOutcome<S> {
-  const outputs: OutputRecord[] = [];
-  const deadLetters: DeadLetter[] = [];
+  records: readonly R[],
+  toRecord: (r: R) => SourceRecord,
+  sink: BatchSink,
+): void {
   const ctx: ProcessContext<S> = {
     partition,
     state,
-    emit: (r) => outputs.push(r),
+    emit: (r) => sink.output(r),
     deadLetter: (source, reason, message) => {
       const text = message.slice(0, 1000);
-      deadLetters.push({
+      sink.deadLetter({
         source,
         reason,
         message: text,
@@ -69,11 +73,35 @@ export function processBatch<T, S>(
     },
   };
   processor.beginBatch?.(ctx);
-  for (const record of records) {
+  for (let i = 0; i < records.length; i++) {
+    const record = toRecord(records[i]);
     const parsed = processor.parse(record);
     if (parsed.ok) processor.process(parsed.value, record, ctx);
     else ctx.deadLetter(record, parsed.reason, parsed.message);
   }
   processor.endBatch?.(ctx);
+}
+
+/** What a batch produced, gathered ({@link collectBatch}). */
+export interface BatchOutcome<S> {
+  readonly outputs: OutputRecord[];
+  readonly deadLetters: DeadLetter[];
+  /** The state's changed keys and their values after the batch (null = deleted). */
+  readonly changes: Array<[string, S | null]>;
+}
+
+/** {@link processBatch} over source records, its outputs, dead letters and state changes gathered. */
+export function collectBatch<T, S>(
+  processor: StreamProcessor<T, S>,
+  partition: number,
+  state: PartitionState<S>,
+  records: readonly SourceRecord[],
+): BatchOutcome<S> {
+  const outputs: OutputRecord[] = [];
+  const deadLetters: DeadLetter[] = [];
+  processBatch(processor, partition, state, records, (r) => r, {
+    output: (r) => outputs.push(r),
+    deadLetter: (d) => deadLetters.push(d),
+  });
   return { outputs, deadLetters, changes: state.takeChanges() };
 }

@@ -3,7 +3,10 @@
  *
  * A job is a {@link StreamProcessor}: a source topic, a parse step, a
  * per-record `process` function over a per-partition key-value state, and
- * optional `beginBatch` and `endBatch` hooks. The runtime does the plumbing once:
+ * optional `beginBatch` and `endBatch` hooks. A batch's processing is the
+ * pure step of batch.ts (records and state in; outputs, dead letters and
+ * state changes out), the same one the test driver (test_driver.ts) runs in
+ * memory. The runtime does the plumbing once:
  *
  * - a consumer group on the source (`read_committed`, no auto-commit);
  * - exactly-once read-process-write: for every fetched batch of a partition,
@@ -50,6 +53,7 @@ import {
   transactions,
 } from "./metrics.ts";
 import { LagMonitor } from "./lag.ts";
+import { processBatch } from "./batch.ts";
 
 /** Header names of a dead letter. */
 export const DLQ_HEADERS = {
@@ -511,47 +515,27 @@ export async function runStream<T, S>(
     const outputCounts = new Map<string, number>();
     const eventTimes: number[] = [];
     const dead: Message[] = [];
-    const ctx: ProcessContext<S> = {
+    // The pure step (batch.ts), the same the test driver runs.
+    processBatch(processor, partition, o.state, fresh, (m): SourceRecord => ({
+      topic: batch.topic,
       partition,
-      state: o.state,
-      emit: (r) => {
+      offset: m.offset,
+      key: m.key ? m.key.toString() : null,
+      // A view of the fetched bytes, not a copy (a dead letter copies what it keeps).
+      value: m.value ?? null,
+      headers: headersOf(m.headers),
+    }), {
+      output: (r) => {
         add(r.topic, { key: r.key, value: r.value, headers: r.headers, partition: r.partition });
         outputCounts.set(r.topic, (outputCounts.get(r.topic) ?? 0) + 1);
         if (r.eventTime !== undefined) eventTimes.push(r.eventTime);
       },
-      deadLetter: (src, reason, message) => {
-        dead.push({
-          key: src.key,
-          value: src.value ? Buffer.from(src.value) : null,
-          headers: {
-            [DLQ_HEADERS.reason]: reason,
-            [DLQ_HEADERS.message]: message.slice(0, 1000),
-            [DLQ_HEADERS.topic]: src.topic,
-            [DLQ_HEADERS.partition]: String(src.partition),
-            [DLQ_HEADERS.offset]: src.offset,
-            [DLQ_HEADERS.job]: processor.name,
-          },
-        });
-        deadLetters.inc({ processor: processor.groupId, reason });
+      deadLetter: (d) => {
+        const { key, value } = d.source;
+        dead.push({ key, value: value ? Buffer.from(value) : null, headers: { ...d.headers } });
+        deadLetters.inc({ processor: processor.groupId, reason: d.reason });
       },
-    };
-
-    processor.beginBatch?.(ctx);
-    for (const m of fresh) {
-      const record: SourceRecord = {
-        topic: batch.topic,
-        partition,
-        offset: m.offset,
-        key: m.key ? m.key.toString() : null,
-        // A view of the fetched bytes, not a copy (a dead letter copies what it keeps).
-        value: m.value ?? null,
-        headers: headersOf(m.headers),
-      };
-      const parsed = processor.parse(record);
-      if (parsed.ok) processor.process(parsed.value, record, ctx);
-      else ctx.deadLetter(record, parsed.reason, parsed.message);
-    }
-    processor.endBatch?.(ctx);
+    });
     // The records are applied: let their memory go while the transaction runs.
     const lastOffset = batch.lastOffset();
     const consumed = fresh.length;

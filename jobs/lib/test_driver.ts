@@ -7,7 +7,7 @@
  * from the last commit) and fail batches halfway.
  *
  * What it keeps of the runtime (jobs/lib/stream.ts):
- * - the same pure batch step ({@link processBatch}) over each source
+ * - the same pure batch step (processBatch in batch.ts) over each source
  *   partition, in offset order;
  * - a batch commits whole or not at all: its outputs, dead letters, state
  *   changes (the changelog, as JSON, compacted) and its source position;
@@ -27,7 +27,7 @@
  */
 import { PARTITIONER } from "./kafka.ts";
 import { PartitionState, type SourceRecord, type StreamProcessor } from "./stream.ts";
-import { type DeadLetter, processBatch } from "./batch.ts";
+import { collectBatch, type DeadLetter } from "./batch.ts";
 
 /** A record in one of the driver's topics. */
 export interface DriverRecord {
@@ -248,11 +248,11 @@ export class TestDriver {
   #failHalfway(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
     const scratch = new PartitionState();
     for (const [key, json] of run.changelog[partition]) scratch.restore(key, JSON.parse(json));
-    processBatch(run.processor, partition, scratch, batch.slice(0, Math.ceil(batch.length / 2)));
+    collectBatch(run.processor, partition, scratch, batch.slice(0, Math.ceil(batch.length / 2)));
   }
 
   #commit(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
-    const out = processBatch(run.processor, partition, run.states[partition], batch);
+    const out = collectBatch(run.processor, partition, run.states[partition], batch);
     for (const r of out.outputs) {
       this.#append(
         r.topic,
