@@ -25,8 +25,8 @@ import {
   detect,
   type DetectConfig,
   parseDetectConfig,
-  type UserState,
 } from "./lib/rules.ts";
+import { decodeUserState, encodeUserState, type StoredUserState } from "./lib/user_state.ts";
 import { anomaliesDetected } from "./lib/metrics.ts";
 
 /** The detection job's flags. */
@@ -46,13 +46,18 @@ export const DETECT_COMMAND: CommandSpec = {
   examples: ["deno task detect", "deno task detect --config my_thresholds.json"],
 };
 
-/** The detection processor: one state entry per user. */
+/**
+ * The detection processor: one state entry per user, kept compact (one string
+ * per user, jobs/lib/user_state.ts) and expanded only while its transaction
+ * runs through the rules. A changelog written before the compact form restores
+ * too: its plain objects are taken as they are.
+ */
 export function detectProcessor(o: {
   appId: string;
   input: string;
   output: string;
   config: DetectConfig;
-}): StreamProcessor<{ tx: Transaction; amountMinor: number }, UserState> {
+}): StreamProcessor<{ tx: Transaction; amountMinor: number }, StoredUserState> {
   return {
     name: "detect",
     groupId: o.appId,
@@ -63,8 +68,10 @@ export function detectProcessor(o: {
       return v.ok ? { ok: true, value: { tx: v.tx, amountMinor: v.amountMinor } } : v;
     },
     process: ({ tx, amountMinor }, _record, ctx) => {
-      const result = detect(ctx.state.get(tx.userId), tx, amountMinor, o.config);
-      ctx.state.put(tx.userId, result.state);
+      const stored = ctx.state.get(tx.userId);
+      const state = stored === undefined ? undefined : decodeUserState(stored);
+      const result = detect(state, tx, amountMinor, o.config);
+      ctx.state.put(tx.userId, encodeUserState(result.state));
       for (const anomaly of result.anomalies) {
         ctx.emit({
           topic: o.output,

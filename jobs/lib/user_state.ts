@@ -1,0 +1,406 @@
+/**
+ * The compact form of detect's per-user state ({@link UserState} of rules.ts),
+ * as the detection job keeps it in memory and writes it to its changelog.
+ *
+ * {@link UserState} is the rules' working form: readable objects, one object
+ * per remembered transaction with its UUID as a 36-character string. Kept as
+ * such for every user, it cost about 800 heap bytes per user (measured with
+ * 1 000 000 users of the generator, 5 transactions each), so a large
+ * population took gigabytes. The job therefore keeps each user as one string
+ * (about 110 heap bytes) and turns it into a {@link UserState} only for the
+ * length of one transaction ({@link decodeUserState} → `detect` →
+ * {@link encodeUserState}). The string is base64 (URL alphabet, no padding)
+ * of this byte layout, so it needs no escaping in the changelog's JSON:
+ *
+ * - a version byte (1);
+ * - flags: 1 velocity firing, 2 card testing firing, 4 a travel position,
+ *   8 a `returnTo`, 16 the position's time and id are the newest velocity
+ *   event's;
+ * - the velocity window, then the card-testing window: a count, then per
+ *   event its time and id;
+ * - the amount baselines, in their order: a count, then per currency its code,
+ *   `count`, `mean` and `m2` (float64, exact) and `since`;
+ * - the travel position when flagged: location, time and id (not written
+ *   when flag 16 says they are those of the newest velocity event, as they
+ *   mostly are: the user's last transaction), then `returnTo` when flagged.
+ *
+ * Integers are unsigned LEB128 varints. Each time is the zigzag difference to
+ * the time written before it (the first to 0): a window's times are close, so
+ * most take 2 or 3 bytes. An id in canonical UUID form (lower-case hex) takes
+ * a 0 byte and its 16 bytes; any other id a length + 1, then its UTF-16 code
+ * units. A currency or location of the version-1 lists below is its index + 1;
+ * any other string a 0, its length and its code units. Every value thus comes
+ * back exactly as it was: the rules see the same state whichever form it was
+ * kept in.
+ *
+ * A state the layout cannot hold exactly (a time or count outside the safe
+ * integers, which valid transactions never produce) stays a
+ * {@link UserState} object, and so does a state restored from a changelog
+ * written before this encoding (plain JSON objects): {@link decodeUserState}
+ * takes either form.
+ *
+ * @module
+ */
+import type { AmountStats, EventRef, TravelState, UserState } from "./rules.ts";
+
+/** A user's state as the job stores it: the compact string, or the object form. */
+export type StoredUserState = string | UserState;
+
+const VERSION = 1;
+const VELOCITY_FIRING = 1;
+const CARD_TESTING_FIRING = 2;
+const HAS_TRAVEL = 4;
+const HAS_RETURN_TO = 8;
+const TRAVEL_IS_NEWEST_VELOCITY_EVENT = 16;
+/** Times are written as differences; their size keeps every difference a safe integer. */
+const MAX_ABS_TIME = 2 ** 50;
+
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const B64_CODES = Uint8Array.from(ALPHABET, (c) => c.charCodeAt(0));
+const B64_VALUES = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) B64_VALUES[ALPHABET.charCodeAt(i)] = i;
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/** Hex digit values of '0'-'9' and 'a'-'f' by char code; -1 elsewhere (upper case too). */
+const HEX_VALUES = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) HEX_VALUES["0123456789abcdef".charCodeAt(i)] = i;
+
+/**
+ * The names version 1 writes as an index: currency.ts's and locations.json's
+ * as they were when it was made, fixed here so that a state written today
+ * decodes the same after either list changes (a name added later is written
+ * out in full).
+ */
+const CURRENCY_NAMES: readonly string[] = Object.freeze(
+  "USD EUR GBP JPY CAD AUD CHF INR BRL SGD MXN KRW CNY HKD ZAR SEK AED NZD".split(" "),
+);
+const LOCATION_NAMES: readonly string[] = Object.freeze(
+  ("Tokyo, JP|Delhi, IN|Shanghai, CN|São Paulo, BR|Mexico City, MX|Mumbai, IN|Beijing, CN|" +
+    "Osaka, JP|New York, US|Los Angeles, US|Seoul, KR|London, GB|Paris, FR|Bengaluru, IN|" +
+    "Rio de Janeiro, BR|Chicago, US|Johannesburg, ZA|Hong Kong, HK|Toronto, CA|Madrid, ES|" +
+    "Houston, US|Singapore, SG|Sydney, AU|Dallas, US|Berlin, DE|Melbourne, AU|Miami, US|" +
+    "Barcelona, ES|Guadalajara, MX|Dubai, AE|Milan, IT|Busan, KR|San Francisco, US|" +
+    "Montreal, CA|Rome, IT|Cape Town, ZA|Seattle, US|Boston, US|Vancouver, CA|Munich, DE|" +
+    "Manchester, GB|Hamburg, DE|Vienna, AT|Stockholm, SE|Amsterdam, NL|Brussels, BE|" +
+    "Zurich, CH|Auckland, NZ|Dublin, IE|Geneva, CH|Lisbon, PT|Abu Dhabi, AE|Edinburgh, GB|" +
+    "Perth, AU|Kyoto, JP").split("|"),
+);
+const CURRENCY_INDEX = new Map(CURRENCY_NAMES.map((c, i) => [c, i]));
+const LOCATION_INDEX = new Map(LOCATION_NAMES.map((n, i) => [n, i]));
+
+/** Thrown (inside {@link encodeUserState}) for a value the layout cannot hold exactly. */
+class NotCompact extends Error {}
+
+/** A growable byte buffer, reused by every encoding and decoding (single-threaded). */
+let bytes = new Uint8Array(4096);
+let view = new DataView(bytes.buffer);
+let at = 0;
+let lastTime = 0;
+
+function room(n: number): void {
+  if (at + n <= bytes.length) return;
+  const bigger = new Uint8Array(Math.max(bytes.length * 2, at + n));
+  bigger.set(bytes.subarray(0, at));
+  bytes = bigger;
+  view = new DataView(bytes.buffer);
+}
+
+function writeUint(n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new NotCompact();
+  room(8);
+  while (n >= 128) {
+    bytes[at++] = (n % 128) | 128;
+    n = Math.floor(n / 128);
+  }
+  bytes[at++] = n;
+}
+
+function writeTime(t: number): void {
+  if (!Number.isSafeInteger(t) || Math.abs(t) >= MAX_ABS_TIME) throw new NotCompact();
+  const d = t - lastTime;
+  lastTime = t;
+  writeUint(d >= 0 ? d * 2 : -d * 2 - 1);
+}
+
+function writeFloat(x: number): void {
+  room(8);
+  view.setFloat64(at, x, true);
+  at += 8;
+}
+
+function writeChars(s: string): void {
+  writeUint(s.length);
+  for (let i = 0; i < s.length; i++) writeUint(s.charCodeAt(i));
+}
+
+function writeName(s: string, index: Map<string, number>): void {
+  const i = index.get(s);
+  if (i !== undefined) writeUint(i + 1);
+  else {
+    writeUint(0);
+    writeChars(s);
+  }
+}
+
+function writeId(id: string): void {
+  if (isCanonicalUuid(id)) {
+    room(17);
+    bytes[at++] = 0;
+    for (let i = 0; i < 36; i += 2) {
+      if (i === 8 || i === 13 || i === 18 || i === 23) i++;
+      bytes[at++] = HEX_VALUES[id.charCodeAt(i)] * 16 + HEX_VALUES[id.charCodeAt(i + 1)];
+    }
+  } else {
+    writeUint(id.length + 1);
+    for (let i = 0; i < id.length; i++) writeUint(id.charCodeAt(i));
+  }
+}
+
+/** xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx in lower-case hex (the generator's, any version). */
+function isCanonicalUuid(id: string): boolean {
+  if (id.length !== 36) return false;
+  for (let i = 0; i < 36; i++) {
+    const c = id.charCodeAt(i);
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (c !== 45) return false;
+    } else if (c >= 128 || HEX_VALUES[c] < 0) return false;
+  }
+  return true;
+}
+
+function writeEvents(events: EventRef[]): void {
+  writeUint(events.length);
+  for (const e of events) {
+    writeTime(e.time);
+    writeId(e.id);
+  }
+}
+
+/**
+ * The compact form of `state` (see the module doc), or `state` itself when the
+ * layout cannot hold it exactly. {@link decodeUserState} gives back an equal
+ * {@link UserState}.
+ */
+export function encodeUserState(state: UserState): StoredUserState {
+  at = 0;
+  lastTime = 0;
+  try {
+    room(2);
+    bytes[at++] = VERSION;
+    const t = state.travel;
+    const v = state.velocity.events;
+    const newest = v.length > 0 ? v[v.length - 1] : undefined;
+    // The position is usually the user's last transaction, which is also the
+    // newest event of the velocity window: then it is written once.
+    const sameAsNewest = t !== null && newest !== undefined && t.id === newest.id &&
+      t.time === newest.time;
+    bytes[at++] = (state.velocity.firing ? VELOCITY_FIRING : 0) |
+      (state.cardTesting.firing ? CARD_TESTING_FIRING : 0) |
+      (t !== null ? HAS_TRAVEL : 0) |
+      (t !== null && t.returnTo !== null ? HAS_RETURN_TO : 0) |
+      (sameAsNewest ? TRAVEL_IS_NEWEST_VELOCITY_EVENT : 0);
+    writeEvents(state.velocity.events);
+    writeEvents(state.cardTesting.events);
+    const currencies = Object.keys(state.amounts);
+    writeUint(currencies.length);
+    for (const code of currencies) {
+      const s = state.amounts[code];
+      writeName(code, CURRENCY_INDEX);
+      writeUint(s.count);
+      writeFloat(s.mean);
+      writeFloat(s.m2);
+      writeTime(s.since);
+    }
+    if (t !== null) {
+      writeName(t.location, LOCATION_INDEX);
+      if (!sameAsNewest) {
+        writeTime(t.time);
+        writeId(t.id);
+      }
+      if (t.returnTo !== null) writeName(t.returnTo, LOCATION_INDEX);
+    }
+  } catch (err) {
+    if (err instanceof NotCompact) return state;
+    throw err;
+  }
+  return toBase64(at);
+}
+
+/** Base64 (URL alphabet, no padding) of the first `n` bytes of the buffer. */
+function toBase64(n: number): string {
+  const out = new Uint8Array(Math.ceil(n * 4 / 3));
+  let o = 0;
+  let i = 0;
+  for (; i + 3 <= n; i += 3) {
+    const v = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out[o++] = B64_CODES[v >> 18];
+    out[o++] = B64_CODES[(v >> 12) & 63];
+    out[o++] = B64_CODES[(v >> 6) & 63];
+    out[o++] = B64_CODES[v & 63];
+  }
+  if (i < n) {
+    const v = (bytes[i] << 16) | (i + 1 < n ? bytes[i + 1] << 8 : 0);
+    out[o++] = B64_CODES[v >> 18];
+    out[o++] = B64_CODES[(v >> 12) & 63];
+    if (i + 1 < n) out[o++] = B64_CODES[(v >> 6) & 63];
+  }
+  if (o <= 8192) return String.fromCharCode.apply(null, out as unknown as number[]);
+  let text = "";
+  for (let i = 0; i < o; i += 8192) {
+    text += String.fromCharCode.apply(null, out.subarray(i, i + 8192) as unknown as number[]);
+  }
+  return text;
+}
+
+/** Decodes base64 `s` into the buffer; returns the byte count. */
+function fromBase64(s: string): number {
+  const n = Math.floor(s.length * 3 / 4);
+  if (s.length % 4 === 1) corrupt("a base64 length");
+  at = 0;
+  room(n + 3);
+  let o = 0;
+  const digit = (i: number) => {
+    const c = s.charCodeAt(i);
+    const v = c < 128 ? B64_VALUES[c] : -1;
+    if (v < 0) corrupt("base64");
+    return v;
+  };
+  let i = 0;
+  for (; i + 4 <= s.length; i += 4) {
+    const v = (digit(i) << 18) | (digit(i + 1) << 12) | (digit(i + 2) << 6) | digit(i + 3);
+    bytes[o++] = v >> 16;
+    bytes[o++] = (v >> 8) & 255;
+    bytes[o++] = v & 255;
+  }
+  const rest = s.length - i;
+  if (rest >= 2) {
+    const v = (digit(i) << 18) | (digit(i + 1) << 12) | (rest === 3 ? digit(i + 2) << 6 : 0);
+    bytes[o++] = v >> 16;
+    if (rest === 3) bytes[o++] = (v >> 8) & 255;
+  }
+  return o;
+}
+
+function corrupt(what: string): never {
+  throw new Error(`detect state: not a valid compact user state (${what})`);
+}
+
+let end = 0;
+
+function readByte(): number {
+  if (at >= end) corrupt("truncated");
+  return bytes[at++];
+}
+
+function readUint(): number {
+  let n = 0;
+  let scale = 1;
+  for (;;) {
+    const b = readByte();
+    n += (b & 127) * scale;
+    if (b < 128) return n;
+    scale *= 128;
+    if (scale > 2 ** 56) corrupt("a varint");
+  }
+}
+
+function readTime(): number {
+  const z = readUint();
+  lastTime += z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+  return lastTime;
+}
+
+function readFloat(): number {
+  if (at + 8 > end) corrupt("truncated");
+  const x = view.getFloat64(at, true);
+  at += 8;
+  return x;
+}
+
+function readChars(length: number): string {
+  let s = "";
+  for (let i = 0; i < length; i++) s += String.fromCharCode(readUint());
+  return s;
+}
+
+function readName(names: readonly string[]): string {
+  const i = readUint();
+  if (i === 0) return readChars(readUint());
+  if (i > names.length) corrupt("a name index");
+  return names[i - 1];
+}
+
+function readId(): string {
+  const tag = readUint();
+  if (tag !== 0) return readChars(tag - 1);
+  if (at + 16 > end) corrupt("truncated");
+  const b = bytes;
+  const p = at;
+  at += 16;
+  return HEX[b[p]] + HEX[b[p + 1]] + HEX[b[p + 2]] + HEX[b[p + 3]] + "-" +
+    HEX[b[p + 4]] + HEX[b[p + 5]] + "-" + HEX[b[p + 6]] + HEX[b[p + 7]] + "-" +
+    HEX[b[p + 8]] + HEX[b[p + 9]] + "-" + HEX[b[p + 10]] + HEX[b[p + 11]] +
+    HEX[b[p + 12]] + HEX[b[p + 13]] + HEX[b[p + 14]] + HEX[b[p + 15]];
+}
+
+function readEvents(): EventRef[] {
+  const count = readUint();
+  const events = new Array<EventRef>(count);
+  for (let i = 0; i < count; i++) {
+    const time = readTime();
+    events[i] = { time, id: readId() };
+  }
+  return events;
+}
+
+/**
+ * The {@link UserState} a stored state stands for: the compact string decoded,
+ * or the object form (this encoding's fallback, or a changelog record written
+ * before it) as it is. Throws on a string that is not a compact state.
+ */
+export function decodeUserState(stored: StoredUserState): UserState {
+  if (typeof stored !== "string") return stored;
+  end = fromBase64(stored);
+  at = 0;
+  lastTime = 0;
+  if (readByte() !== VERSION) corrupt("an unknown version");
+  const flags = readByte();
+  const velocity = { events: readEvents(), firing: (flags & VELOCITY_FIRING) !== 0 };
+  const cardTesting = { events: readEvents(), firing: (flags & CARD_TESTING_FIRING) !== 0 };
+  const amounts: Record<string, AmountStats> = {};
+  const currencies = readUint();
+  for (let i = 0; i < currencies; i++) {
+    const code = readName(CURRENCY_NAMES);
+    const count = readUint();
+    const mean = readFloat();
+    const m2 = readFloat();
+    const stats: AmountStats = { count, mean, m2, since: readTime() };
+    if (code !== "__proto__") amounts[code] = stats;
+    else {
+      // An own property, as the rules' object spread (and JSON.parse) make it.
+      Object.defineProperty(amounts, code, {
+        value: stats,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+  let travel: TravelState | null = null;
+  if ((flags & HAS_TRAVEL) !== 0) {
+    const location = readName(LOCATION_NAMES);
+    let time: number;
+    let id: string;
+    if ((flags & TRAVEL_IS_NEWEST_VELOCITY_EVENT) !== 0) {
+      const newest = velocity.events[velocity.events.length - 1];
+      if (newest === undefined) corrupt("no velocity event for the position");
+      ({ time, id } = newest);
+    } else {
+      time = readTime();
+      id = readId();
+    }
+    const returnTo = (flags & HAS_RETURN_TO) !== 0 ? readName(LOCATION_NAMES) : null;
+    travel = { location, time, id, returnTo };
+  }
+  if (at !== end) corrupt("trailing bytes");
+  return { velocity, cardTesting, amounts, travel };
+}
