@@ -32,10 +32,10 @@
  *
  * @module
  */
-import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
-import { type CommandSpec, parseCommandLine } from "./lib/cli.ts";
-import { runJob, shellOptions, streamFlags, streamOptions } from "./lib/job.ts";
-import { type Parsed, runStream, type StreamProcessor } from "./lib/stream.ts";
+import { APP_IDS, internalTopicNames, TOPICS, topicSpec, topology } from "../stacks/topology.ts";
+import { defineCommand, parseCommandLine } from "./lib/cli.ts";
+import { runStreamJob, streamFlags } from "./lib/job.ts";
+import type { Parsed, StreamProcessor } from "./lib/stream.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
   addToWindow,
@@ -51,7 +51,7 @@ import {
 import { aggregatesEmitted, lateRecords, watermarkSeconds } from "./lib/metrics.ts";
 
 /** The aggregation job's flags. */
-export const AGGREGATE_COMMAND: CommandSpec = {
+export const AGGREGATE_COMMAND = defineCommand({
   name: "deno task aggregate",
   summary: "per merchant and currency totals in tumbling event-time windows, exactly once",
   flags: {
@@ -69,7 +69,7 @@ export const AGGREGATE_COMMAND: CommandSpec = {
     "deno task aggregate",
     "deno task aggregate --window 5m --allowed-lateness 30s",
   ],
-};
+});
 
 const MARKER_KEY = "__watermark__";
 /** "No event seen yet": JSON-safe, unlike -Infinity. */
@@ -310,56 +310,22 @@ function isPartial(v: Record<string, unknown>, windowMs: number): boolean {
 
 async function main(): Promise<number> {
   const { values: v } = parseCommandLine(AGGREGATE_COMMAND);
-  const appId = v.appId as string;
+  // Partition counts of the spec topics the input and repartition topics stand for.
   const topo = topology();
-  const internal = internalTopicNames(appId);
-  const inputSpec = topicAs(topo, TOPICS.transactions, v.input as string);
-  const like = (name: string, spec: string) => topicAs(topo, spec, name);
-  const defaults = internalTopicNames(APP_IDS.aggregate);
-  const repartition = like(internal.repartition, defaults.repartition);
-  return await runJob({
-    ...shellOptions("aggregate", v),
-    topics: [
-      inputSpec,
-      like(v.output as string, TOPICS.aggregates),
-      like(v.deadLetters as string, TOPICS.deadLetters),
-      repartition,
-      like(internal.rekeyChangelog, defaults.rekeyChangelog),
-      like(internal.changelog, defaults.changelog),
-    ],
-  }, async (ctx) => {
-    // Either stage failing stops the other, and the job exits non-zero.
-    let failed!: () => void;
-    const failure = new Promise<void>((r) => failed = r);
-    const run = {
-      ...streamOptions(v, ctx),
-      stopSignal: Promise.race([ctx.stopSignal, failure]),
-    };
-    const stages = [
-      runStream(
-        rekeyProcessor({
-          appId,
-          input: v.input as string,
-          repartitionPartitions: repartition.partitions,
-          allowedLatenessMs: v.allowedLateness as number,
-          windowMs: v.window as number,
-        }),
-        run,
-      ),
-      runStream(
-        windowProcessor({
-          appId,
-          output: v.output as string,
-          inputPartitions: inputSpec.partitions,
-          windowMs: v.window as number,
-        }),
-        run,
-      ),
-    ].map((stage) => stage.catch((err) => (failed(), Promise.reject(err))));
-    const results = await Promise.allSettled(stages);
-    const rejected = results.find((r) => r.status === "rejected");
-    if (rejected) throw (rejected as PromiseRejectedResult).reason;
-  });
+  const inputPartitions = topicSpec(topo, TOPICS.transactions).partitions;
+  const repartitionPartitions =
+    topicSpec(topo, internalTopicNames(APP_IDS.aggregate).repartition).partitions;
+  // Either stage failing stops the other, and the job exits non-zero (runStreamJob).
+  return await runStreamJob("aggregate", AGGREGATE_COMMAND, v, [
+    rekeyProcessor({
+      appId: v.appId,
+      input: v.input,
+      repartitionPartitions,
+      allowedLatenessMs: v.allowedLateness,
+      windowMs: v.window,
+    }),
+    windowProcessor({ appId: v.appId, output: v.output, inputPartitions, windowMs: v.window }),
+  ]);
 }
 
 if (import.meta.main) Deno.exit(await main());

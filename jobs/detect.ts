@@ -15,10 +15,10 @@
  *
  * @module
  */
-import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
-import { type CommandSpec, parseCommandLine, UsageError } from "./lib/cli.ts";
-import { runJob, shellOptions, streamFlags, streamOptions } from "./lib/job.ts";
-import { runStream, type StreamProcessor } from "./lib/stream.ts";
+import { internalTopicNames, TOPICS } from "../stacks/topology.ts";
+import { defineCommand, parseCommandLine, UsageError } from "./lib/cli.ts";
+import { runStreamJob, streamFlags } from "./lib/job.ts";
+import type { StreamProcessor } from "./lib/stream.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
   DEFAULT_DETECT_CONFIG,
@@ -30,7 +30,7 @@ import { decodeUserState, encodeUserState, type StoredUserState } from "./lib/us
 import { anomaliesDetected } from "./lib/metrics.ts";
 
 /** The detection job's flags. */
-export const DETECT_COMMAND: CommandSpec = {
+export const DETECT_COMMAND = defineCommand({
   name: "deno task detect",
   summary: "detect anomalies (velocity, amount spike, impossible travel, card testing)",
   flags: {
@@ -44,7 +44,7 @@ export const DETECT_COMMAND: CommandSpec = {
     },
   },
   examples: ["deno task detect", "deno task detect --config my_thresholds.json"],
-};
+});
 
 /**
  * The detection processor: one state entry per user, kept compact (one string
@@ -104,27 +104,14 @@ async function main(): Promise<number> {
   const { values: v } = parseCommandLine(DETECT_COMMAND);
   let config: DetectConfig;
   try {
-    config = await loadConfig(v.config as string | undefined);
+    config = await loadConfig(v.config);
   } catch (err) {
     console.error(`deno task detect: ${(err as Error).message}`);
     return 2;
   }
-  const appId = v.appId as string;
-  const topo = topology();
-  const like = (name: string, spec: string) => topicAs(topo, spec, name);
-  return await runJob({
-    ...shellOptions("detect", v),
-    topics: [
-      like(v.input as string, TOPICS.transactions),
-      like(v.output as string, TOPICS.anomalies),
-      like(v.deadLetters as string, TOPICS.deadLetters),
-      like(internalTopicNames(appId).changelog, internalTopicNames(APP_IDS.detect).changelog),
-    ],
-  }, (ctx) =>
-    runStream(
-      detectProcessor({ appId, input: v.input as string, output: v.output as string, config }),
-      streamOptions(v, ctx),
-    ));
+  return await runStreamJob("detect", DETECT_COMMAND, v, [
+    detectProcessor({ appId: v.appId, input: v.input, output: v.output, config }),
+  ]);
 }
 
 if (import.meta.main) Deno.exit(await main());

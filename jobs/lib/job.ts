@@ -152,17 +152,10 @@ export type StreamRunValues = Pick<
   "deadLetters" | "sessionTimeout" | "maxBatchBytes" | "batchTimeout"
 >;
 
-/**
- * `Needed` for typed values; values typed only as strings to anything (a
- * command declared `: CommandSpec`, not `as const`) are taken as they are.
- * Kept while jobs/aggregate.ts and jobs/detect.ts are declared that way.
- */
-type TypedAs<V, Needed> = string extends keyof V ? unknown : Needed;
-
 /** The {@link runJob} options the common flags set (see {@link commonFlags}). */
-export function shellOptions<V extends object>(
+export function shellOptions(
   name: JobSpec["name"],
-  v: V & TypedAs<V, ShellValues>,
+  t: ShellValues,
 ): Pick<
   RunJobOptions,
   | "name"
@@ -173,8 +166,6 @@ export function shellOptions<V extends object>(
   | "connectAttempts"
   | "logFormat"
 > {
-  // Untyped values (see TypedAs) hold the same, as the common flags made them.
-  const t = v as unknown as ShellValues;
   return {
     name,
     brokers: t.brokers,
@@ -187,12 +178,7 @@ export function shellOptions<V extends object>(
 }
 
 /** The runStream options the stream flags set (see {@link streamFlags}), in a job's context. */
-export function streamOptions<V extends object>(
-  v: V & TypedAs<V, StreamRunValues>,
-  ctx: JobContext,
-): RunOptions {
-  // Untyped values (see TypedAs) hold the same, as the stream flags made them.
-  const t = v as unknown as StreamRunValues;
+export function streamOptions(t: StreamRunValues, ctx: JobContext): RunOptions {
   return {
     kafka: ctx.kafka,
     logger: ctx.log,
