@@ -10,7 +10,8 @@ import { rekeyProcessor, windowProcessor } from "../jobs/aggregate.ts";
 import { detectProcessor } from "../jobs/detect.ts";
 import { TestDriver } from "../jobs/lib/test_driver.ts";
 import { encodeTransaction } from "../jobs/lib/transaction.ts";
-import { type GeneratedRecord, TransactionGenerator } from "../jobs/lib/generator.ts";
+import type { GeneratedRecord } from "../jobs/lib/generator.ts";
+import { generate } from "./helpers/jobs.ts";
 import { type Anomaly, parseDetectConfig } from "../jobs/lib/rules.ts";
 import type { StreamProcessor } from "../jobs/lib/stream.ts";
 import { internalTopicNames } from "../stacks/topology.ts";
@@ -20,10 +21,7 @@ const LATENESS_MS = 5_000;
 const APP = "drv";
 const topics = internalTopicNames(APP);
 
-function records(count: number, seed: string): GeneratedRecord[] {
-  const g = new TransactionGenerator({ seed, fraudRate: 0.02 });
-  return g.take(count).concat(g.flush());
-}
+const records = (count: number, seed: string) => generate(count, seed, 0.02);
 
 /** A seeded random number in [0, 1). */
 function seeded(seed: number): () => number {
@@ -51,6 +49,26 @@ function aggregateDriver(): TestDriver {
 }
 
 const toInput = (r: GeneratedRecord) => ({ key: r.key, value: encodeTransaction(r.tx) });
+
+/**
+ * Runs `driver` to the end, crashing it after every `every` batches, with
+ * random batch sizes up to `maxSize` and a fifth of the batches failing
+ * halfway first; returns the number of crashes.
+ */
+function runCrashing(driver: TestDriver, seed: number, every: number, maxSize: number): number {
+  const rand = seeded(seed);
+  let crashes = 0;
+  const o = {
+    batchSize: () => 1 + rand() * maxSize,
+    maxBatches: every,
+    failBatch: () => rand() < 0.2,
+  };
+  while (driver.run(o) > 0) {
+    driver.crash();
+    crashes++;
+  }
+  return crashes;
+}
 
 interface Totals {
   count: number;
@@ -134,18 +152,7 @@ Deno.test("test driver: crashes every few batches and batches failing halfway ch
 
   const driver = aggregateDriver();
   driver.pipe("input", input.map(toInput));
-  const rand = seeded(2);
-  let crashes = 0;
-  while (
-    driver.run({
-      batchSize: () => 1 + rand() * 900,
-      maxBatches: 7,
-      failBatch: () => rand() < 0.2,
-    }) > 0
-  ) {
-    driver.crash();
-    crashes++;
-  }
+  const crashes = runCrashing(driver, 2, 7, 900);
   assert.ok(crashes > 10, `crashed ${crashes} times`);
   assert.deepEqual(outputTotals(driver), outputTotals(clean));
   assert.deepEqual(driver.read("output").length, clean.read("output").length);
@@ -210,16 +217,7 @@ Deno.test("test driver: detection finds every injected pattern, the same anomali
 
   const driver = detectDriver();
   driver.pipe("input", input.map(toInput));
-  const rand = seeded(3);
-  while (
-    driver.run({
-      batchSize: () => 1 + rand() * 3000,
-      maxBatches: 5,
-      failBatch: () => rand() < 0.2,
-    }) > 0
-  ) {
-    driver.crash();
-  }
+  assert.ok(runCrashing(driver, 3, 5, 3000) > 5);
   const ids = (list: Anomaly[]) => list.map((a) => a.anomalyId).sort();
   assert.deepEqual(ids(driver.readValues<Anomaly>("anomalies")), ids(anomalies));
   // The state restored from the changelog is the state kept in memory.
