@@ -73,6 +73,7 @@ export class KeyRouting {
 
   constructor({ topic, partitions }: Destination, max = 500_000) {
     this.#topic = topic;
+    // As partitionMetadata() in kafka.ts, which this worker does not load (kafkajs clients, patches).
     this.#partitionMetadata = Array.from({ length: partitions }, (_, i) => ({
       partitionErrorCode: 0,
       partitionId: i,

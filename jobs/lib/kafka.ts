@@ -14,6 +14,7 @@ import type {
   ITopicConfig,
   logCreator,
   Message,
+  PartitionMetadata,
   RetryOptions as KafkaRetryOptions,
 } from "kafkajs";
 import type { Buffer } from "node:buffer";
@@ -338,6 +339,20 @@ export async function unhealthyPartitions(
 }
 
 /**
+ * The partition metadata of a topic of `count` partitions as kafkajs's
+ * default partitioner reads it (it looks at the partition ids only).
+ */
+export function partitionMetadata(count: number): PartitionMetadata[] {
+  return Array.from({ length: count }, (_, i) => ({
+    partitionErrorCode: 0,
+    partitionId: i,
+    leader: 0,
+    replicas: [],
+    isr: [],
+  }));
+}
+
+/**
  * Which partition a record goes to, decided before it is sent: its explicit
  * partition, else Kafka's default partitioner (murmur2 of the key, like the
  * Java client) over the topic's partition count, else round robin.
@@ -369,16 +384,10 @@ export class PartitionRouter {
   /** `messages` of `topic` by partition, each list in the original order. */
   async route(topic: string, messages: readonly Message[]): Promise<Map<number, Message[]>> {
     const n = await this.partitionCount(topic);
-    const partitionMetadata = Array.from({ length: n }, (_, i) => ({
-      partitionErrorCode: 0,
-      partitionId: i,
-      leader: 0,
-      replicas: [],
-      isr: [],
-    }));
+    const metadata = partitionMetadata(n);
     const out = new Map<number, Message[]>();
     for (const message of messages) {
-      const p = this.#partitioner({ topic, partitionMetadata, message });
+      const p = this.#partitioner({ topic, partitionMetadata: metadata, message });
       let list = out.get(p);
       if (!list) out.set(p, list = []);
       list.push(message);

@@ -25,7 +25,7 @@
  *
  * @module
  */
-import { PARTITIONER } from "./kafka.ts";
+import { PARTITIONER, partitionMetadata } from "./kafka.ts";
 import { PartitionState, type SourceRecord, type StreamProcessor } from "./stream.ts";
 import { collectBatch, type DeadLetter } from "./batch.ts";
 
@@ -233,13 +233,7 @@ export class TestDriver {
     }
     return this.#partitioner({
       topic,
-      partitionMetadata: Array.from({ length: partitions }, (_, i) => ({
-        partitionErrorCode: 0,
-        partitionId: i,
-        leader: 0,
-        replicas: [],
-        isr: [],
-      })),
+      partitionMetadata: partitionMetadata(partitions),
       message: { key, value: null },
     });
   }
