@@ -102,12 +102,27 @@ const COMMAND = defineCommand({
       help: "folder for results-<time>.json and chart-<time>.svg (default: TXPIPE_HOME/bench)",
       placeholder: "DIR",
     },
+    only: {
+      kind: "list",
+      default: [],
+      help: "run only the catch-up contenders whose names contain one of these words " +
+        '(e.g. "txpipe aggregate"; ConsumerPerformance always runs as the reference)',
+      placeholder: "NAME,NAME",
+    },
+    "job-flags": {
+      kind: "string",
+      default: "",
+      help: "extra flags for every txpipe stream job instance, to compare settings " +
+        '(e.g. "--max-batch-bytes 1MiB")',
+      placeholder: "FLAGS",
+    },
   },
   examples: [
     "deno task bench",
     "deno task bench --quick",
     "deno task bench catchup --spark --records 500000",
     "deno task bench latency --rates 1000,5000,20000 --latency-seconds 60",
+    'deno task bench catchup --only "txpipe aggregate" --job-flags "--max-batch-bytes 1MiB"',
   ],
 });
 
@@ -414,6 +429,7 @@ async function runTxpipe(
   backlog: string,
   records: number,
   instances: 1 | 2 = 1,
+  jobFlags: readonly string[] = [],
 ): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
   const t = runTopics(backlog, `bench_${job}`);
   await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
@@ -427,14 +443,27 @@ async function runTxpipe(
       `${AGGREGATE.allowedLatenessMs}ms`,
     ]
     : [];
+  flags.push(...jobFlags);
   const started = Array.from({ length: instances }, () => startInstance(job, t, flags));
   const watches = started.map((i) => new ProcessWatch(i.child.pid));
   let doneAt: number;
+  // An instance that ends early (a bad --job-flags value, a crash) fails the run at once.
+  let stopped = false;
+  const exited = Promise.race(started.map(async (i) => {
+    const status = await i.child.status;
+    if (stopped) return;
+    throw new Error(
+      `txpipe ${job} exited with code ${status.code} before catching up:\n` +
+        (await i.stderr).slice(-1500),
+    );
+  }));
+  exited.catch(() => {});
   try {
-    await waitCaughtUp(job, t, 1_800_000);
+    await Promise.race([waitCaughtUp(job, t, 1_800_000), exited]);
     doneAt = Date.now();
     await settle(() => reader.records.length);
   } finally {
+    stopped = true;
     for (const w of watches) w.sample();
     await Promise.all(started.map((i) => stopInstance(i)));
     await reader.stop();
@@ -458,7 +487,15 @@ async function runTxpipe(
   return { run, windows: windowTotals(reader.records.map((r) => r.value)) };
 }
 
-function catchUpContenders(spark: boolean): CatchUpContender[] {
+/**
+ * The catch-up's contenders: with `only`, ConsumerPerformance and those whose
+ * names contain one of its words; `jobFlags` go to every txpipe instance.
+ */
+function catchUpContenders(
+  spark: boolean,
+  only: readonly string[] = [],
+  jobFlags: readonly string[] = [],
+): CatchUpContender[] {
   const contenders: CatchUpContender[] = [
     {
       name: "ConsumerPerformance",
@@ -468,7 +505,7 @@ function catchUpContenders(spark: boolean): CatchUpContender[] {
     {
       name: "txpipe aggregate",
       what: "validate, repartition, windows, changelog, exactly once",
-      run: (topic, records) => runTxpipe("aggregate", topic, records),
+      run: (topic, records) => runTxpipe("aggregate", topic, records, 1, jobFlags),
     },
     ...STREAMS_GRACE.map((g): CatchUpContender => ({
       name: g.name,
@@ -490,17 +527,17 @@ function catchUpContenders(spark: boolean): CatchUpContender[] {
     {
       name: "txpipe detect",
       what: "validate, four rules per user, changelog, exactly once",
-      run: (topic, records) => runTxpipe("detect", topic, records),
+      run: (topic, records) => runTxpipe("detect", topic, records, 1, jobFlags),
     },
     {
       name: "txpipe aggregate, 2 instances",
       what: "the same, two instances sharing the partitions (one consumer group per stage)",
-      run: (topic, records) => runTxpipe("aggregate", topic, records, 2),
+      run: (topic, records) => runTxpipe("aggregate", topic, records, 2, jobFlags),
     },
     {
       name: "txpipe detect, 2 instances",
       what: "the same, two instances sharing the partitions",
-      run: (topic, records) => runTxpipe("detect", topic, records, 2),
+      run: (topic, records) => runTxpipe("detect", topic, records, 2, jobFlags),
     },
   ];
   if (spark) {
@@ -517,22 +554,27 @@ function catchUpContenders(spark: boolean): CatchUpContender[] {
       },
     });
   }
-  return contenders;
+  if (only.length === 0) return contenders;
+  return contenders.filter((c) =>
+    c.name === "ConsumerPerformance" || only.some((word) => c.name.includes(word))
+  );
 }
 
 async function catchUpBenchmark(
   records: number,
   runs: number,
   spark: boolean,
+  only: readonly string[] = [],
+  jobFlags: readonly string[] = [],
 ): Promise<CatchUpResult> {
+  const contenders = catchUpContenders(spark, only, jobFlags);
   console.log(`==> catch-up: building the peers`);
-  await buildKafkaStreams(say);
-  if (spark) await ensureSpark(say);
+  if (contenders.some((c) => c.name.startsWith("Kafka Streams"))) await buildKafkaStreams(say);
+  if (contenders.some((c) => c.name.startsWith("Spark"))) await ensureSpark(say);
   const backlog = await freshBenchTopic("backlog");
   console.log(`==> catch-up: a backlog of ${formatCount(records)} transactions in ${backlog}`);
   const produced = await runOurProducer(backlog, records, "bench-backlog");
   say(`backlog written: ${line(produced)}`);
-  const contenders = catchUpContenders(spark);
   const byName = new Map<string, CatchUpRun[]>();
   const windows = new Map<string, WindowTotals[][]>();
   for (let i = 0; i < runs; i++) {
@@ -726,7 +768,8 @@ async function main(): Promise<void> {
   await clusterUp({ mode: "cluster" });
   await deleteTopics(...BENCH_PREFIXES);
   if (mode === "all" || mode === "catchup") {
-    result.catchUp = await catchUpBenchmark(records, runs, values.spark);
+    const jobFlags = values.jobFlags.split(/\s+/).filter((f) => f !== "");
+    result.catchUp = await catchUpBenchmark(records, runs, values.spark, values.only, jobFlags);
   }
   if (mode === "all" || mode === "producer") {
     result.producer = await producerBenchmark(records, runs);
