@@ -105,8 +105,9 @@ const COMMAND = defineCommand({
     only: {
       kind: "list",
       default: [],
-      help: "run only the catch-up contenders whose names contain one of these words " +
-        '(e.g. "txpipe aggregate"; ConsumerPerformance always runs as the reference)',
+      help: "run only these catch-up contenders: a contender's name picks it, other words " +
+        'every contender whose name contains them (e.g. "txpipe aggregate" or "2 instances"; ' +
+        "ConsumerPerformance always runs as the reference)",
       placeholder: "NAME,NAME",
     },
     "job-flags": {
@@ -555,8 +556,11 @@ function catchUpContenders(
     });
   }
   if (only.length === 0) return contenders;
+  // A word that names a contender exactly picks that one; any other, every name containing it.
+  const picks = (word: string, name: string) =>
+    contenders.some((c) => c.name === word) ? name === word : name.includes(word);
   return contenders.filter((c) =>
-    c.name === "ConsumerPerformance" || only.some((word) => c.name.includes(word))
+    c.name === "ConsumerPerformance" || only.some((word) => picks(word, c.name))
   );
 }
 
