@@ -47,31 +47,35 @@ export const DETECT_COMMAND = defineCommand({
 });
 
 /**
- * The detection processor: one state entry per user, kept compact (one string
- * per user, jobs/lib/user_state.ts) and expanded only while its transaction
- * runs through the rules. A changelog written before the compact form restores
- * too: its plain objects are taken as they are.
+ * The detection processor: one store, `users`, one entry per user, kept
+ * compact (one string per user, jobs/lib/user_state.ts) and expanded only
+ * while its transaction runs through the rules. The store is unprefixed: its
+ * changelog keys are the user ids, as before named stores. A changelog
+ * written before the compact form restores too: its plain objects are taken
+ * as they are.
  */
 export function detectProcessor(o: {
   appId: string;
   input: string;
   output: string;
   config: DetectConfig;
-}): StreamProcessor<{ tx: Transaction; amountMinor: number }, StoredUserState> {
+}): StreamProcessor<{ tx: Transaction; amountMinor: number }, { users: StoredUserState }> {
   return {
     name: "detect",
     groupId: o.appId,
     source: o.input,
     changelog: internalTopicNames(o.appId).changelog,
+    stores: { users: { unprefixed: true } },
     parse: (r) => {
       const v = parseTransaction(r.value);
       return v.ok ? { ok: true, value: { tx: v.tx, amountMinor: v.amountMinor } } : v;
     },
     process: ({ tx, amountMinor }, _record, ctx) => {
-      const stored = ctx.state.get(tx.userId);
+      const users = ctx.store("users");
+      const stored = users.get(tx.userId);
       const state = stored === undefined ? undefined : decodeUserState(stored);
       const result = detect(state, tx, amountMinor, o.config);
-      ctx.state.put(tx.userId, encodeUserState(result.state));
+      users.put(tx.userId, encodeUserState(result.state));
       for (const anomaly of result.anomalies) {
         ctx.emit({
           topic: o.output,

@@ -20,15 +20,13 @@ import {
   toMessage,
 } from "./helpers/jobs.ts";
 import { readTopic } from "./helpers/cluster.ts";
-import { rekeyProcessor, windowProcessor } from "../jobs/aggregate.ts";
+import { aggregateProcessors } from "../jobs/aggregate.ts";
 import { internalTopicNames } from "../stacks/topology.ts";
-import {
-  type OutputRecord,
-  PartitionState,
-  type ProcessContext,
-  type SourceRecord,
-  type StreamProcessor,
-} from "../jobs/lib/stream.ts";
+import type { StreamProcessor } from "../jobs/lib/stream.ts";
+import { type BatchInfo, TestDriver } from "../jobs/lib/test_driver.ts";
+import { MARKER_HEADER } from "../jobs/lib/repartition.ts";
+import { STORE_SEPARATOR } from "../jobs/lib/stores.ts";
+import { rekeyV1, windowsV1 } from "./helpers/aggregate_v1.ts";
 import { encodeTransaction, type Transaction } from "../jobs/lib/transaction.ts";
 import {
   addToWindow,
@@ -240,42 +238,97 @@ function seeded(seed: string): () => number {
   };
 }
 
-/** A fake runtime context: what a batch emits and dead-letters. */
-function fakeContext<S>(partition: number, state: PartitionState<S>) {
-  const emitted: OutputRecord[] = [];
-  const dead: Array<{ source: SourceRecord; reason: string }> = [];
-  const ctx: ProcessContext<S> = {
-    partition,
-    state,
-    emit: (r) => emitted.push(r),
-    deadLetter: (source, reason) => dead.push({ source, reason }),
+const APP = "mem";
+const topics = internalTopicNames(APP);
+const REPARTITION_PARTITIONS = 3;
+
+/** The new topology's two stages over `inputPartitions`. */
+function stages(inputPartitions: number) {
+  return aggregateProcessors({
+    appId: APP,
+    input: "input",
+    output: "output",
+    inputPartitions,
+    repartitionPartitions: REPARTITION_PARTITIONS,
+    allowedLatenessMs: LATENESS_MS,
+    windowMs: WINDOW_MS,
+  });
+}
+
+/** The version before named stores (with `perRecord`, before partials): tests/helpers/aggregate_v1.ts. */
+function stagesV1(inputPartitions: number, perRecord = false) {
+  return {
+    rekey: rekeyV1({
+      appId: APP,
+      input: "input",
+      repartitionPartitions: REPARTITION_PARTITIONS,
+      allowedLatenessMs: LATENESS_MS,
+      windowMs: WINDOW_MS,
+      perRecord,
+    }),
+    windows: windowsV1({ appId: APP, output: "output", inputPartitions, windowMs: WINDOW_MS }),
   };
-  return { ctx, emitted, dead };
 }
 
-/** One run of a batch the way runStream runs it (parse, beginBatch, process…, endBatch). */
-function runBatch<T, S>(
-  processor: StreamProcessor<T, S>,
-  partition: number,
-  state: PartitionState<S>,
-  records: readonly SourceRecord[],
-) {
-  const c = fakeContext(partition, state);
-  processor.beginBatch?.(c.ctx);
-  for (const r of records) {
-    const parsed = processor.parse(r);
-    if (parsed.ok) processor.process(parsed.value, r, c.ctx);
-    else c.ctx.deadLetter(r, parsed.reason, parsed.message);
-  }
-  processor.endBatch?.(c.ctx);
-  return c;
+/** A driver over `partitions` (each record on its partition) running `processors`. */
+function driverOf(
+  partitions: readonly PartitionInput[],
+  // deno-lint-ignore no-explicit-any
+  processors: ReadonlyArray<StreamProcessor<any, any>>,
+): TestDriver {
+  const driver = new TestDriver({
+    topics: { input: partitions.length, [topics.repartition]: REPARTITION_PARTITIONS, output: 3 },
+    processors,
+  });
+  driver.pipe(
+    "input",
+    partitions.flatMap((records, partition) =>
+      records.map(({ tx }) => ({ key: tx.userId, value: encodeTransaction({ ...tx }), partition }))
+    ),
+  );
+  return driver;
 }
 
-/** A copy of `state` as a restore from the changelog would give (values are replaced, never mutated). */
-function copyOf<S>(state: PartitionState<S>): PartitionState<S> {
-  const copy = new PartitionState<S>();
-  for (const [k, v] of state.entries()) copy.restore(k, v);
-  return copy;
+/**
+ * Run options for the aggregation: batches of random sizes, mostly small
+ * (many boundaries to get wrong), now and then a large one, stage 1's up to
+ * 2000 records, stage 2's up to 400; with `failures`, now and then a batch
+ * first fails halfway (its outputs and state changes dropped) and runs again.
+ */
+function randomBatches(seed: string, o: { failures?: boolean; maxBatches?: number } = {}) {
+  const rand = seeded(seed);
+  return {
+    batchSize: (b: BatchInfo) =>
+      1 + Math.floor(rand() ** 2 * (b.groupId.endsWith("-rekey") ? 2000 : 400)),
+    failBatch: () => o.failures === true && rand() < 0.3,
+    maxBatches: o.maxBatches,
+  };
+}
+
+/**
+ * What the driver's run produced: the output values, the partials on the
+ * repartition topic (markers aside), and the late records dead-lettered;
+ * every dead letter is a late record (stage 2 reads every repartition record).
+ */
+function results(driver: TestDriver) {
+  const dead = driver.deadLetters();
+  assert.deepEqual(dead.filter((d) => d.reason !== "late_record"), [], "only late records");
+  const partials = driver.read(topics.repartition).filter((r) => r.headers[MARKER_HEADER] !== "1");
+  return { outputs: driver.readValues("output"), partials, late: dead.length };
+}
+
+/** The generated records split over `n` input partitions by user, as a key hash would. */
+function byUser(records: ReturnType<typeof disorderedRecords>, n: number): PartitionInput[] {
+  const partitions: PartitionInput[] = Array.from({ length: n }, () => []);
+  for (const r of records) partitions[hash(r.key) % n].push(r);
+  return partitions;
+}
+
+/** A stand-in for the key hash: any fixed function keeps a key on one partition. */
+function hash(key: string): number {
+  let h = 0;
+  for (const c of key) h = (Math.imul(h, 31) + c.charCodeAt(0)) >>> 0;
+  return h;
 }
 
 const sourceRecord = (topic: string, partition: number, offset: number, value: Uint8Array) => ({
@@ -287,149 +340,30 @@ const sourceRecord = (topic: string, partition: number, offset: number, value: U
   headers: {},
 });
 
-/**
- * Both stages in memory, batch by batch as the runtime runs them, over
- * `partitions`: stage 1 batches of random sizes, round robin over the input
- * partitions, each followed by stage 2 over what is new on the repartition
- * partitions, in batches of random sizes. With `failures`, a batch now and
- * then first runs halfway and fails (its outputs and state changes dropped,
- * as runStream drops them) before it runs whole. With `perRecordUntil`, the
- * first rounds write per-record repartition values, as the previous version
- * did. Returns the output values and stage 1's repartition and dead-letter
- * counts.
- */
-function runInMemory(partitions: readonly PartitionInput[], o: {
-  seed: string;
-  failures?: boolean;
-  perRecordUntil?: number;
-}) {
-  const rand = seeded(o.seed);
-  const appId = "mem";
-  const repartitionPartitions = 3;
-  const topic = internalTopicNames(appId).repartition;
-  const rekey = rekeyProcessor({
-    appId,
-    input: "input",
-    repartitionPartitions,
-    allowedLatenessMs: LATENESS_MS,
-    windowMs: WINDOW_MS,
-  });
-  const windows = windowProcessor({
-    appId,
-    output: "output",
-    inputPartitions: partitions.length,
-    windowMs: WINDOW_MS,
-  });
-  const rekeyStates = partitions.map(() => new PartitionState<never>());
-  const windowStates = Array.from({ length: repartitionPartitions }, () => new PartitionState());
-  const logs: SourceRecord[][] = Array.from({ length: repartitionPartitions }, () => []);
-  const read = logs.map(() => 0);
-  const outputs: unknown[] = [];
-  let repartitioned = 0;
-  let late = 0;
-  const positions = partitions.map(() => 0);
-  // Mostly small batches (many boundaries to get wrong), now and then a large one.
-  const batchSize = (most: number) => 1 + Math.floor(rand() ** 2 * most);
-  // deno-lint-ignore no-explicit-any
-  const anyRekey = rekey as StreamProcessor<any, any>;
-  for (let round = 0; positions.some((at, p) => at < partitions[p].length); round++) {
-    partitions.forEach((records, p) => {
-      const from = positions[p];
-      if (from >= records.length) return;
-      const batch = records.slice(from, from + batchSize(2000)).map((r, i) =>
-        sourceRecord("input", p, from + i, encodeTransaction({ ...r.tx }))
-      );
-      positions[p] += batch.length;
-      if (o.failures && rand() < 0.3) {
-        // A failed run: its outputs never commit, its state is dropped (restored anew).
-        const half = batch.slice(0, Math.ceil(batch.length / 2));
-        const scratch = copyOf(rekeyStates[p]);
-        const failed = fakeContext(p, scratch);
-        anyRekey.beginBatch?.(failed.ctx);
-        for (const r of half) {
-          const parsed = anyRekey.parse(r);
-          if (parsed.ok) anyRekey.process(parsed.value, r, failed.ctx);
-        }
-        // (no endBatch: it failed before)
-      }
-      const done = runBatch(anyRekey, p, rekeyStates[p], batch);
-      late += done.dead.filter((d) => d.reason === "late_record").length;
-      const dropped = new Set(done.dead.map((d) => d.source.offset));
-      const onTime = batch.filter((r) => !dropped.has(r.offset)).map((r) => Number(r.offset));
-      // Exactly one partial per window the batch's on-time records fall in.
-      const keys = new Set(onTime.map((i) => {
-        const { tx } = partitions[p][i];
-        return windowKey(tx.merchantId, tx.currency, windowStart(tx.transactionTime, WINDOW_MS));
-      }));
-      assert.equal(done.emitted.filter((r) => r.partition === undefined).length, keys.size);
-      let emitted = done.emitted;
-      if (o.perRecordUntil !== undefined && round < o.perRecordUntil) {
-        // The previous version: every on-time record, then the markers.
-        const accepted = onTime.map((i) => {
-          const { tx, amountMinor } = partitions[p][i];
-          const input: WindowInput = {
-            merchantId: tx.merchantId,
-            currency: tx.currency,
-            transactionTime: tx.transactionTime,
-            transactionType: tx.transactionType,
-            amountMinor,
-          };
-          return { topic, key: `${tx.merchantId}|${tx.currency}`, value: JSON.stringify(input) };
-        });
-        emitted = [...accepted, ...emitted.filter((r) => r.partition !== undefined)];
-      }
-      for (const r of emitted) {
-        const target = r.partition ?? hash(r.key!) % repartitionPartitions;
-        const log = logs[target];
-        log.push({
-          topic,
-          partition: target,
-          offset: String(log.length),
-          key: r.key,
-          value: new TextEncoder().encode(r.value!),
-          headers: r.headers ?? {},
-        });
-        if (r.partition === undefined) repartitioned++;
-      }
-    });
-    logs.forEach((log, q) => {
-      while (read[q] < log.length) {
-        const batch = log.slice(read[q], read[q] + batchSize(400));
-        read[q] += batch.length;
-        const done = runBatch(windows, q, windowStates[q], batch);
-        assert.deepEqual(done.dead, [], "stage 2 reads every repartition record");
-        for (const r of done.emitted) outputs.push(JSON.parse(r.value!));
-      }
-    });
-  }
-  return { outputs, repartitioned, late };
-}
+const inputCount = (partitions: readonly PartitionInput[]) =>
+  partitions.reduce((n, p) => n + p.length, 0);
 
-/** A stand-in for the key hash: any fixed function keeps a key on one partition. */
-function hash(key: string): number {
-  let h = 0;
-  for (const c of key) h = (Math.imul(h, 31) + c.charCodeAt(0)) >>> 0;
-  return h;
-}
-
-/** The generated records split over `n` input partitions by user, as the key hash would. */
-function byUser(records: ReturnType<typeof disorderedRecords>, n: number): PartitionInput[] {
-  const partitions: PartitionInput[] = Array.from({ length: n }, () => []);
-  for (const r of records) partitions[hash(r.key) % n].push(r);
-  return partitions;
-}
+/** The sum of the partials' transaction counts: each on-time record in exactly one. */
+const summed = (partials: ReturnType<typeof results>["partials"]) =>
+  partials.reduce(
+    (n, r) => n + JSON.parse(new TextDecoder().decode(r.value!)).transactionCount,
+    0,
+  );
 
 Deno.test("aggregate (in memory): partials give the per-record output, late drops included", () => {
   const partitions = byUser(disorderedRecords(20_000, "partials-in-memory"), 5);
   const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
   assert.ok(expected.late > 100, `late records in the input (${expected.late})`);
   assert.ok(expected.aggregates.length > 1000, `windows (${expected.aggregates.length})`);
-  const inputs = partitions.reduce((n, p) => n + p.length, 0);
+  const inputs = inputCount(partitions);
   for (const seed of ["a", "b", "c"]) {
-    const got = runInMemory(partitions, { seed });
+    const driver = driverOf(partitions, Object.values(stages(5)));
+    driver.run(randomBatches(seed));
+    const got = results(driver);
     assert.deepEqual(canonical(got.outputs), canonical(expected.aggregates), `seed ${seed}`);
     assert.equal(got.late, expected.late);
-    assert.ok(got.repartitioned < inputs - expected.late, `${got.repartitioned} partials`);
+    assert.equal(summed(got.partials), inputs - expected.late);
+    assert.ok(got.partials.length < inputs - expected.late, `${got.partials.length} partials`);
   }
 });
 
@@ -437,24 +371,37 @@ Deno.test("aggregate (in memory): a batch that fails halfway and runs again leak
   const partitions = byUser(disorderedRecords(20_000, "partials-retried"), 5);
   const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
   for (const seed of ["d", "e"]) {
-    const got = runInMemory(partitions, { seed, failures: true });
+    const driver = driverOf(partitions, Object.values(stages(5)));
+    driver.run(randomBatches(seed, { failures: true }));
+    const got = results(driver);
     assert.deepEqual(canonical(got.outputs), canonical(expected.aggregates), `seed ${seed}`);
     assert.equal(got.late, expected.late);
+    assert.equal(summed(got.partials), inputCount(partitions) - expected.late);
   }
 });
 
 Deno.test("aggregate (in memory): stage 2 still reads the previous version's per-record values, mixed with partials", () => {
   const partitions = byUser(disorderedRecords(20_000, "partials-upgrade"), 5);
   const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
-  const got = runInMemory(partitions, { seed: "f", perRecordUntil: 40 });
-  assert.deepEqual(canonical(got.outputs), canonical(expected.aggregates));
+  // The version before partials writes the first batches; then the new stage 1 takes over.
+  const driver = driverOf(partitions, [stagesV1(5, true).rekey, stages(5).windows]);
+  const options = randomBatches("f");
+  driver.run({ ...options, maxBatches: 120 });
+  const perRecord = driver.read(topics.repartition).length;
+  assert.ok(perRecord > 1000, `per-record values written (${perRecord})`);
+  driver.upgrade(stages(5).rekey);
+  driver.run(options);
+  assert.deepEqual(canonical(results(driver).outputs), canonical(expected.aggregates));
   // And the shapes themselves: a per-record value, a partial, a partial of another window size.
-  const stage2 = windowProcessor({
+  const stage2 = aggregateProcessors({
     appId: "x",
+    input: "i",
     output: "o",
     inputPartitions: 5,
+    repartitionPartitions: 3,
+    allowedLatenessMs: LATENESS_MS,
     windowMs: WINDOW_MS,
-  });
+  }).windows;
   const value = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
   const tx: WindowInput = {
     merchantId: "m",
@@ -465,7 +412,8 @@ Deno.test("aggregate (in memory): stage 2 still reads the previous version's per
   };
   const partial = addToWindow(undefined, tx, WINDOW_MS);
   const parse = (v: unknown) => stage2.parse(sourceRecord("r", 0, 0, value(v)));
-  assert.deepEqual(parse(tx), { ok: true, value: { kind: "tx", input: tx, eventTime: 12_345 } });
+  // A per-record value is the partial of its one transaction.
+  assert.deepEqual(parse(tx), { ok: true, value: { kind: "partial", window: partial } });
   assert.deepEqual(parse(partial), { ok: true, value: { kind: "partial", window: partial } });
   for (
     const bad of [
@@ -478,8 +426,77 @@ Deno.test("aggregate (in memory): stage 2 still reads the previous version's per
       42,
     ]
   ) {
-    assert.equal(parse(bad).ok, false, JSON.stringify(bad));
+    const parsed = parse(bad);
+    assert.deepEqual(parsed, {
+      ok: false,
+      reason: "invalid_repartition_record",
+      message: `expected a partial window of ${WINDOW_MS} ms, a window input or a watermark ` +
+        "marker from the rekey stage",
+    }, JSON.stringify(bad));
   }
+});
+
+Deno.test("aggregate (in memory): the topology writes byte for byte what the version before it wrote, repartition topic and output", () => {
+  const partitions = byUser(disorderedRecords(20_000, "partials-bytes"), 5);
+  const before = driverOf(partitions, Object.values(stagesV1(5)));
+  before.run(randomBatches("g"));
+  const now = driverOf(partitions, Object.values(stages(5)));
+  now.run(randomBatches("g"));
+  for (const topic of [topics.repartition, "output", "dead_letters"]) {
+    const a = before.read(topic);
+    assert.ok(a.length > 100, `${topic}: ${a.length} records`);
+    assert.deepEqual(now.read(topic), a, topic);
+  }
+  // The dead letters' messages too.
+  assert.deepEqual(
+    now.deadLetters().map((d) => [d.reason, d.message]),
+    before.deadLetters().map((d) => [d.reason, d.message]),
+  );
+});
+
+Deno.test("aggregate (in memory): changelogs of the version before named stores restore into the stores; the old watermarks entry is rewritten", () => {
+  const partitions = byUser(disorderedRecords(20_000, "stores-upgrade"), 5);
+  const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
+  const driver = driverOf(partitions, Object.values(stagesV1(5)));
+  const rand = seeded("h");
+  driver.run({ ...randomBatches("h"), maxBatches: 60 });
+  // The old changelogs: unprefixed keys, the watermarks in one entry.
+  for (let p = 0; p < REPARTITION_PARTITIONS; p++) {
+    const keys = [...driver.changelog(`${APP}-windows`, p).keys()];
+    assert.ok(keys.includes("watermarks"), `partition ${p}: ${keys.slice(0, 3)}`);
+    assert.ok(keys.every((k) => !k.includes(STORE_SEPARATOR)));
+  }
+  assert.deepEqual([...driver.changelog(`${APP}-rekey`, 0).keys()], ["progress"]);
+  const old = driver.state<Record<string, number>>(`${APP}-windows`, 0).get("watermarks")!;
+
+  const now = stages(5);
+  driver.upgrade(now.rekey, now.windows);
+  // Restored into the stores: the windows as they were, the watermarks one per input partition.
+  assert.deepEqual(
+    Object.fromEntries(driver.store(`${APP}-windows`, 0, "watermarks")),
+    { ...old },
+  );
+  const windows = driver.store<WindowState>(`${APP}-windows`, 0, "windows");
+  assert.ok(windows.size > 0);
+  for (const [key, w] of windows) {
+    assert.equal(key, windowKey(w.merchantId, w.currency, w.windowStart));
+  }
+  assert.deepEqual(driver.store(`${APP}-rekey`, 0, "progress").size, 1);
+  // The rest, with crashes now and then: the output of a run that never upgraded.
+  while (driver.run({ ...randomBatches("i"), maxBatches: 1 + Math.floor(rand() * 20) }) > 0) {
+    driver.crash();
+  }
+  assert.deepEqual(canonical(results(driver).outputs), canonical(expected.aggregates));
+  for (let p = 0; p < REPARTITION_PARTITIONS; p++) {
+    const keys = [...driver.changelog(`${APP}-windows`, p).keys()];
+    assert.ok(!keys.includes("watermarks"), "the old entry is gone (a tombstone)");
+    assert.deepEqual(
+      keys.filter((k) => k.startsWith(`watermarks${STORE_SEPARATOR}`)).sort(),
+      ["0", "1", "2", "3", "4"].map((s) => `watermarks${STORE_SEPARATOR}${s}`),
+    );
+  }
+  // Stage 1's changelog key stays what it was.
+  assert.deepEqual([...driver.changelog(`${APP}-rekey`, 0).keys()], ["progress"]);
 });
 
 Deno.test(

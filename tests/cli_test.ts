@@ -30,7 +30,7 @@ import {
 import type { PRODUCE_COMMAND } from "../jobs/produce.ts";
 import type { CONSUME_COMMAND } from "../jobs/consume.ts";
 import type { EVALUATE_COMMAND } from "../jobs/evaluate.ts";
-import { AGGREGATE_COMMAND, rekeyProcessor, windowProcessor } from "../jobs/aggregate.ts";
+import { AGGREGATE_COMMAND, aggregateProcessors } from "../jobs/aggregate.ts";
 import { DETECT_COMMAND, detectProcessor } from "../jobs/detect.ts";
 import { DEFAULT_DETECT_CONFIG } from "../jobs/lib/rules.ts";
 import { APP_IDS, internalTopicNames, topicAs, TOPICS, topology } from "../stacks/topology.ts";
@@ -309,16 +309,15 @@ Deno.test("job: streamTopics gives aggregate's topics from its flags and process
   for (const args of [[], CUSTOM]) {
     const parsed = parseArgs(AGGREGATE_COMMAND, args, noEnv).values;
     const v = topicValues(parsed);
-    const processors = [
-      rekeyProcessor({
-        appId: v.appId,
-        input: v.input,
-        repartitionPartitions: 3,
-        allowedLatenessMs: 0,
-        windowMs: 1000,
-      }),
-      windowProcessor({ appId: v.appId, output: v.output, inputPartitions: 3, windowMs: 1000 }),
-    ];
+    const processors = Object.values(aggregateProcessors({
+      appId: v.appId,
+      input: v.input,
+      output: v.output,
+      inputPartitions: 3,
+      repartitionPartitions: 3,
+      allowedLatenessMs: 0,
+      windowMs: 1000,
+    }));
     const derived = streamTopics(AGGREGATE_COMMAND, parsed, processors);
     assert.deepEqual(byName(derived), byName(aggregateTopicsToday(v)), args.join(" "));
   }

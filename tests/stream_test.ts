@@ -28,11 +28,12 @@ const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
 /** A running sum per key: each input emits "<offset>:<sum so far>", so a lost or doubled update shows. */
 function summing(groupId: string, source: string, output: string, changelog: string) {
-  const processor: StreamProcessor<number, number> = {
+  const processor: StreamProcessor<number, { sums: number }> = {
     name: "test-sum",
     groupId,
     source,
     changelog,
+    stores: { sums: { unprefixed: true } },
     parse: (r) => {
       const n = Number(new TextDecoder().decode(r.value ?? new Uint8Array()));
       return Number.isInteger(n)
@@ -40,8 +41,8 @@ function summing(groupId: string, source: string, output: string, changelog: str
         : { ok: false, reason: "not_integer", message: "expected an integer" };
     },
     process: (n, r, ctx) => {
-      const sum = (ctx.state.get(r.key!) ?? 0) + n;
-      ctx.state.put(r.key!, sum);
+      const sum = (ctx.store("sums").get(r.key!) ?? 0) + n;
+      ctx.store("sums").put(r.key!, sum);
       ctx.emit({ topic: output, key: r.key, value: `${r.offset}:${sum}` });
     },
   };

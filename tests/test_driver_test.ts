@@ -6,7 +6,7 @@
  * once across kill -9, fencing, scale-out) stay in the real-cluster tests.
  */
 import assert from "node:assert/strict";
-import { rekeyProcessor, windowProcessor } from "../jobs/aggregate.ts";
+import { aggregateProcessors } from "../jobs/aggregate.ts";
 import { detectProcessor } from "../jobs/detect.ts";
 import { TestDriver } from "../jobs/lib/test_driver.ts";
 import { encodeTransaction } from "../jobs/lib/transaction.ts";
@@ -35,16 +35,15 @@ function seeded(seed: number): () => number {
 function aggregateDriver(): TestDriver {
   return new TestDriver({
     topics: { input: 5, [topics.repartition]: 3, output: 3 },
-    processors: [
-      rekeyProcessor({
-        appId: APP,
-        input: "input",
-        repartitionPartitions: 3,
-        allowedLatenessMs: LATENESS_MS,
-        windowMs: WINDOW_MS,
-      }),
-      windowProcessor({ appId: APP, output: "output", inputPartitions: 5, windowMs: WINDOW_MS }),
-    ],
+    processors: Object.values(aggregateProcessors({
+      appId: APP,
+      input: "input",
+      output: "output",
+      inputPartitions: 5,
+      repartitionPartitions: 3,
+      allowedLatenessMs: LATENESS_MS,
+      windowMs: WINDOW_MS,
+    })),
   });
 }
 

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { detectProcessor } from "../jobs/detect.ts";
 import { TransactionGenerator } from "../jobs/lib/generator.ts";
 import { type Anomaly, DEFAULT_DETECT_CONFIG, detect, type UserState } from "../jobs/lib/rules.ts";
-import { type OutputRecord, PartitionState, type ProcessContext } from "../jobs/lib/stream.ts";
+import { type OutputRecord, PartitionState } from "../jobs/lib/stream.ts";
+import { batchContext } from "../jobs/lib/batch.ts";
 import type { Transaction } from "../jobs/lib/transaction.ts";
 import { decodeUserState, encodeUserState, type StoredUserState } from "../jobs/lib/user_state.ts";
 
@@ -177,12 +178,11 @@ function runProcessor(
     config: DEFAULT_DETECT_CONFIG,
   });
   const out: OutputRecord[] = [];
-  const ctx: ProcessContext<StoredUserState> = {
-    partition: 0,
-    state,
-    emit: (r) => out.push(r),
+  // The state is the changelog's view: one unprefixed store, keys are the user ids.
+  const ctx = batchContext(p, 0, state, {
+    output: (r) => out.push(r),
     deadLetter: () => assert.fail("no dead letters here"),
-  };
+  });
   const source = { topic: "in", partition: 0, offset: "0", key: null, value: null, headers: {} };
   for (const t of txs) p.process(t, source, ctx);
   return out.map((r) => JSON.parse(r.value!) as Anomaly);

@@ -7,7 +7,9 @@
  * processor behaves the same under both.
  *
  * The order: `beginBatch`, then for each record `parse` and `process` (or a
- * dead letter with the parse step's reason), then `endBatch`. The changes
+ * dead letter with the parse step's reason), then `endBatch`. The processor
+ * sees the state through its named stores (stores.ts); the first batch after
+ * a restore first rewrites the entries of older versions into them. The changes
  * are the keys the batch put or deleted, with their values after the batch
  * (null: deleted), kept by the state until taken for the commit: a batch
  * that is not committed must not be applied again to the same state object
@@ -17,6 +19,7 @@
  */
 import { DLQ_HEADERS, type OutputRecord, type PartitionState } from "./stream.ts";
 import type { ProcessContext, SourceRecord, StreamProcessor } from "./stream.ts";
+import { storeLayout } from "./stores.ts";
 
 /** A record the parse step rejected, as it goes to the dead-letter topic. */
 export interface DeadLetter {
@@ -38,22 +41,21 @@ export interface BatchSink {
 }
 
 /**
- * Runs `records` (one partition's, in offset order; `toRecord` gives each
- * as the processor sees it) through `processor` over `state`, handing the
- * outputs and dead letters to `sink` as they come. The state's changes stay
- * in `state` (`takeChanges`) for the caller's commit.
+ * The context `processor` runs in on `partition`: its stores over `state`,
+ * and `sink` for outputs and dead letters. Entries an older version wrote
+ * are rewritten into the stores first (once per state object, stores.ts).
  */
-export function processBatch<T, S, R>(
+export function batchContext<T, S>(
   processor: StreamProcessor<T, S>,
   partition: number,
-  state: PartitionState<S>,
-  records: readonly R[],
-  toRecord: (r: R) => SourceRecord,
+  state: PartitionState,
   sink: BatchSink,
-): void {
-  const ctx: ProcessContext<S> = {
+): ProcessContext<S> {
+  const layout = storeLayout(processor);
+  layout.migrate(state);
+  return {
     partition,
-    state,
+    store: (name) => layout.view(state, name),
     emit: (r) => sink.output(r),
     deadLetter: (source, reason, message) => {
       const text = message.slice(0, 1000);
@@ -72,6 +74,23 @@ export function processBatch<T, S, R>(
       });
     },
   };
+}
+
+/**
+ * Runs `records` (one partition's, in offset order; `toRecord` gives each
+ * as the processor sees it) through `processor` over `state`, handing the
+ * outputs and dead letters to `sink` as they come. The state's changes stay
+ * in `state` (`takeChanges`) for the caller's commit.
+ */
+export function processBatch<T, S, R>(
+  processor: StreamProcessor<T, S>,
+  partition: number,
+  state: PartitionState,
+  records: readonly R[],
+  toRecord: (r: R) => SourceRecord,
+  sink: BatchSink,
+): void {
+  const ctx = batchContext(processor, partition, state, sink);
   processor.beginBatch?.(ctx);
   for (let i = 0; i < records.length; i++) {
     const record = toRecord(records[i]);
@@ -83,20 +102,20 @@ export function processBatch<T, S, R>(
 }
 
 /** What a batch produced, gathered ({@link collectBatch}). */
-export interface BatchOutcome<S> {
+export interface BatchOutcome {
   readonly outputs: OutputRecord[];
   readonly deadLetters: DeadLetter[];
-  /** The state's changed keys and their values after the batch (null = deleted). */
-  readonly changes: Array<[string, S | null]>;
+  /** The state's changed changelog keys and their values after the batch (null = deleted). */
+  readonly changes: Array<[string, unknown]>;
 }
 
 /** {@link processBatch} over source records, its outputs, dead letters and state changes gathered. */
 export function collectBatch<T, S>(
   processor: StreamProcessor<T, S>,
   partition: number,
-  state: PartitionState<S>,
+  state: PartitionState,
   records: readonly SourceRecord[],
-): BatchOutcome<S> {
+): BatchOutcome {
   const outputs: OutputRecord[] = [];
   const deadLetters: DeadLetter[] = [];
   processBatch(processor, partition, state, records, (r) => r, {

@@ -2,7 +2,7 @@
  * The small stream runtime every txpipe stream job runs on.
  *
  * A job is a {@link StreamProcessor}: a source topic, a parse step, a
- * per-record `process` function over a per-partition key-value state, and
+ * per-record `process` function over per-partition named state stores, and
  * optional `beginBatch` and `endBatch` hooks. A batch's processing is the
  * pure step of batch.ts (records and state in; outputs, dead letters and
  * state changes out), the same one the test driver (test_driver.ts) runs in
@@ -104,8 +104,13 @@ export type Parsed<T> =
   | { readonly ok: true; readonly value: T }
   | { readonly ok: false; readonly reason: string; readonly message: string };
 
-/** The per-partition key-value state of a processor, backed by the changelog. */
-export class PartitionState<S> {
+/**
+ * The per-partition key-value state of a processor as its changelog holds it:
+ * changelog keys (store prefix included, see stores.ts) to values. The
+ * runtime restores it and takes its changes; a processor sees it through its
+ * named stores ({@link ProcessContext.store}).
+ */
+export class PartitionState<S = unknown> {
   readonly #entries = new Map<string, S>();
   readonly #dirty = new Set<string>();
 
@@ -150,20 +155,59 @@ export class PartitionState<S> {
   }
 }
 
+/**
+ * A processor's state stores: store name to the type of its values, e.g.
+ * `{ windows: WindowState; watermarks: number }`.
+ */
+export type StoreTypes = Record<string, unknown>;
+
+/** One named store of a partition's state: a typed key-value view, changelogged. */
+export interface Store<V> {
+  /** The value of `key`, if any. */
+  get(key: string): V | undefined;
+  /** Sets `key`; the change reaches the changelog in this batch's transaction. */
+  put(key: string, value: V): void;
+  /** Deletes `key` (a tombstone in the changelog). */
+  delete(key: string): void;
+  /** Every entry of this store. */
+  entries(): IterableIterator<[string, V]>;
+}
+
+/** How a store is kept in the changelog. */
+export interface StoreOptions {
+  /**
+   * Its keys go into the changelog as they are, without the store prefix
+   * (stores.ts): at most one store per processor, e.g. the only store of a
+   * processor whose changelog held unprefixed keys before named stores.
+   */
+  readonly unprefixed?: boolean;
+}
+
+/** Every store of a processor, by name: its options. */
+export type StoreDeclarations<S> = { readonly [K in keyof S]-?: StoreOptions };
+
+/** An entry of one of a processor's stores: `[store, key, value]`. */
+export type StoreEntry<S> = { [K in keyof S & string]: readonly [K, string, S[K]] }[
+  keyof S & string
+];
+
 /** What `process` and `endBatch` can do. */
-export interface ProcessContext<S> {
+export interface ProcessContext<S = StoreTypes> {
   /** The source partition being processed. */
   readonly partition: number;
-  /** This partition's state. */
-  readonly state: PartitionState<S>;
+  /** This partition's store `name` (one of the processor's `stores`). */
+  store<K extends keyof S & string>(name: K): Store<S[K]>;
   /** Writes a record in this batch's transaction. */
   emit(record: OutputRecord): void;
   /** Sends the source record to the dead-letter topic with a reason. */
   deadLetter(source: SourceRecord, reason: string, message: string): void;
 }
 
-/** A stream job's processing, the part that differs between jobs. */
-export interface StreamProcessor<T, S> {
+/**
+ * A stream job's processing, the part that differs between jobs. `S` names
+ * its state stores and their value types ({@link StoreTypes}).
+ */
+export interface StreamProcessor<T, S = StoreTypes> {
   /** Short job name for logs, metrics and dead-letter headers, e.g. "detect". */
   readonly name: string;
   /** Consumer group id; transactional ids derive from it. */
@@ -171,6 +215,17 @@ export interface StreamProcessor<T, S> {
   readonly source: string;
   /** Compacted topic with as many partitions as `source`; omit for a stateless job. */
   readonly changelog?: string;
+  /** Its state stores (every key of `S`); they all live in the one `changelog`. */
+  readonly stores?: StoreDeclarations<S>;
+  /**
+   * Where a changelog entry without a store prefix belongs when it is not
+   * the unprefixed store's (an entry a version before named stores wrote):
+   * the store entries it becomes, or undefined when it is the unprefixed
+   * store's after all. Called once per entry after a restore, before the
+   * first batch; the entry is then rewritten in the new form (a tombstone
+   * for the old key) in that batch's transaction.
+   */
+  readonly legacy?: (key: string, value: unknown) => ReadonlyArray<StoreEntry<S>> | undefined;
   /** Decodes and validates a record; a rejection goes to the dead-letter topic. */
   parse(record: SourceRecord): Parsed<T>;
   /**

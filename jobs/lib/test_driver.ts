@@ -15,19 +15,25 @@
  *   explicit partition, else Kafka's default murmur2 hash of the key;
  * - a crash discards the in-memory state; the processor resumes from the
  *   changelog (JSON, so state that does not survive JSON is caught) and from
- *   the position of its last committed batch.
+ *   the position of its last committed batch;
+ * - an upgrade is a crash with a new version of a processor taking over
+ *   (the same group): it restores the changelog the old version wrote,
+ *   through its named stores (stores.ts), and resumes after the old
+ *   version's last committed batch.
  *
  * What it leaves to the real-cluster tests: Kafka itself (transactions,
  * fencing, rebalances, kill -9), which the driver does not simulate.
  *
  * Batch sizes are the caller's choice (a number, or a function for random
- * sizes), since window closing and watermarks depend on where batches end.
+ * sizes, per processor and partition if need be), since window closing and
+ * watermarks depend on where batches end.
  *
  * @module
  */
 import { PARTITIONER, partitionMetadata } from "./kafka.ts";
 import { PartitionState, type SourceRecord, type StreamProcessor } from "./stream.ts";
-import { collectBatch, type DeadLetter } from "./batch.ts";
+import { collectBatch, type DeadLetter, processBatch } from "./batch.ts";
+import { storeLayout } from "./stores.ts";
 
 /** A record in one of the driver's topics. */
 export interface DriverRecord {
@@ -57,12 +63,24 @@ export interface DriverOptions {
   readonly deadLetterTopic?: string;
 }
 
+/** The batch about to run, as {@link RunOptions}' functions see it. */
+export interface BatchInfo {
+  /** The processor's name and group id (two processors of a job may share a name). */
+  readonly name: string;
+  readonly groupId: string;
+  readonly partition: number;
+}
+
 /** Options of {@link TestDriver.run}. */
 export interface RunOptions {
   /** Records per batch (default 500), or a function giving each batch's size. */
-  readonly batchSize?: number | (() => number);
-  /** Called before each batch: true makes it fail halfway first (nothing of it commits). */
-  readonly failBatch?: () => boolean;
+  readonly batchSize?: number | ((batch: BatchInfo) => number);
+  /**
+   * Called before each batch: true makes it fail halfway first: it begins,
+   * processes half its records, then throws (no `endBatch`), and nothing of
+   * it commits; then it runs again, whole.
+   */
+  readonly failBatch?: (batch: BatchInfo) => boolean;
   /** Stop after this many batches (e.g. to crash in the middle of a run). */
   readonly maxBatches?: number;
 }
@@ -71,7 +89,7 @@ export interface RunOptions {
 type AnyProcessor = StreamProcessor<any, any>;
 
 interface ProcessorRun {
-  readonly processor: AnyProcessor;
+  processor: AnyProcessor;
   // deno-lint-ignore no-explicit-any
   states: Array<PartitionState<any>>;
   /** Next source offset per partition: the committed position. */
@@ -126,9 +144,8 @@ export class TestDriver {
    * (or until `maxBatches`). Returns the number of batches committed.
    */
   run(o: RunOptions = {}): number {
-    const size = typeof o.batchSize === "function"
-      ? o.batchSize
-      : () => (o.batchSize as number | undefined) ?? 500;
+    const batchSize = o.batchSize ?? 500;
+    const size = typeof batchSize === "function" ? batchSize : () => batchSize;
     const before = this.#batches;
     const limit = before + (o.maxBatches ?? Infinity);
     for (let progress = true; progress;) {
@@ -139,9 +156,10 @@ export class TestDriver {
           const from = run.positions[p];
           if (this.#batches >= limit) return this.#batches - before;
           if (from >= log[p].length) continue;
-          const n = Math.max(1, Math.floor(size()));
+          const info = { name: run.processor.name, groupId: run.processor.groupId, partition: p };
+          const n = Math.max(1, Math.floor(size(info)));
           const batch = log[p].slice(from, from + n).map(sourceRecord);
-          if (o.failBatch?.()) this.#failHalfway(run, p, batch);
+          if (o.failBatch?.(info)) this.#failHalfway(run, p, batch);
           this.#commit(run, p, batch);
           progress = true;
         }
@@ -158,11 +176,29 @@ export class TestDriver {
   crash(...names: string[]): void {
     for (const run of this.#runs) {
       if (names.length > 0 && !names.includes(run.processor.name)) continue;
-      run.states = run.changelog.map((entries) => {
-        const state = new PartitionState();
-        for (const [key, json] of entries) state.restore(key, JSON.parse(json));
-        return state;
-      });
+      run.states = run.changelog.map(restored);
+    }
+  }
+
+  /**
+   * Deploys new versions of processors: each takes over from the processor
+   * of the same group id, as after a crash (state restored from the
+   * changelog the old version wrote, processing resumed after its last
+   * committed batch). Same source and changelog required.
+   */
+  // deno-lint-ignore no-explicit-any
+  upgrade(...processors: ReadonlyArray<StreamProcessor<any, any>>): void {
+    for (const processor of processors) {
+      const run = this.#runs.find((r) => r.processor.groupId === processor.groupId);
+      if (!run) throw new Error(`no processor of group ${processor.groupId} to upgrade`);
+      if (run.processor.source !== processor.source) {
+        throw new Error(`${processor.groupId}: the new version reads another source`);
+      }
+      if (run.processor.changelog !== processor.changelog) {
+        throw new Error(`${processor.groupId}: the new version has another changelog`);
+      }
+      run.processor = processor;
+      run.states = run.changelog.map(restored);
     }
   }
 
@@ -185,16 +221,44 @@ export class TestDriver {
     return this.#deadLetters;
   }
 
-  /** The state of processor `name` on `partition`. */
+  /**
+   * The state of processor `name` (a name or a group id) on `partition`, as
+   * the changelog holds it: changelog keys (store prefixes included) to values.
+   */
   state<S = unknown>(name: string, partition: number): ReadonlyMap<string, S> {
-    const run = this.#runs.find((r) => r.processor.name === name);
-    if (!run) throw new Error(`unknown processor ${name}`);
-    return new Map(run.states[partition].entries()) as Map<string, S>;
+    return new Map(this.#run(name).states[partition].entries()) as Map<string, S>;
+  }
+
+  /**
+   * Store `store` of processor `name` (a name or a group id) on `partition`
+   * (after a restore, the entries an older version wrote are first rewritten
+   * into the stores, as the next batch would).
+   */
+  store<V = unknown>(name: string, partition: number, store: string): ReadonlyMap<string, V> {
+    const run = this.#run(name);
+    const layout = storeLayout(run.processor);
+    layout.migrate(run.states[partition]);
+    const view = layout.view(run.states[partition], store);
+    return new Map(view.entries()) as Map<string, V>;
+  }
+
+  /** The changelog of processor `name` (a name or a group id) on `partition`: key → JSON value. */
+  changelog(name: string, partition: number): ReadonlyMap<string, string> {
+    return new Map(this.#run(name).changelog[partition]);
   }
 
   /** Batches committed so far. */
   get batches(): number {
     return this.#batches;
+  }
+
+  #run(name: string): ProcessorRun {
+    const byGroup = this.#runs.find((r) => r.processor.groupId === name);
+    if (byGroup) return byGroup;
+    const byName = this.#runs.filter((r) => r.processor.name === name);
+    if (byName.length === 1) return byName[0];
+    if (byName.length === 0) throw new Error(`unknown processor ${name}`);
+    throw new Error(`${byName.length} processors named ${name}: give a group id`);
   }
 
   #addTopic(topic: string, partitions: number): void {
@@ -238,11 +302,29 @@ export class TestDriver {
     });
   }
 
-  /** A failed attempt: half the batch on a state restored from the changelog, all dropped. */
+  /**
+   * A failed attempt, on a state restored from the changelog: the batch
+   * begins, half its records are processed, then it throws before the rest
+   * and before `endBatch`; all of it is dropped.
+   */
   #failHalfway(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
-    const scratch = new PartitionState();
-    for (const [key, json] of run.changelog[partition]) scratch.restore(key, JSON.parse(json));
-    collectBatch(run.processor, partition, scratch, batch.slice(0, Math.ceil(batch.length / 2)));
+    const half = Math.ceil(batch.length / 2);
+    let taken = 0;
+    const failure = new Error("failed halfway");
+    const failing: AnyProcessor = {
+      ...run.processor,
+      endBatch: () => {
+        throw failure;
+      },
+    };
+    try {
+      processBatch(failing, partition, restored(run.changelog[partition]), batch, (r) => {
+        if (taken++ === half) throw failure;
+        return r;
+      }, { output: () => {}, deadLetter: () => {} });
+    } catch (err) {
+      if (err !== failure) throw err;
+    }
   }
 
   #commit(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
@@ -268,6 +350,13 @@ export class TestDriver {
     run.positions[partition] += batch.length;
     this.#batches++;
   }
+}
+
+/** A partition's state restored from its changelog (JSON values). */
+function restored(changelog: ReadonlyMap<string, string>): PartitionState {
+  const state = new PartitionState();
+  for (const [key, json] of changelog) state.restore(key, JSON.parse(json));
+  return state;
 }
 
 function sourceRecord(r: DriverRecord): SourceRecord {

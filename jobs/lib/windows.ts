@@ -177,3 +177,48 @@ export function combinedWatermark(
   }
   return min;
 }
+
+/** The integer fields of a partial window. */
+const PARTIAL_INTEGERS = [
+  "windowStart",
+  "windowEnd",
+  "transactionCount",
+  "purchaseCount",
+  "refundCount",
+  "purchaseMinor",
+  "refundMinor",
+  "minMinor",
+  "maxMinor",
+] as const;
+
+/**
+ * A repartition record's JSON value as a window partial of `windowMs`: a
+ * partial itself, or a single transaction's window input (the per-record
+ * values older versions wrote) as the partial of that one transaction;
+ * undefined when it is neither.
+ */
+export function decodePartial(v: unknown, windowMs: number): WindowState | undefined {
+  if (typeof v !== "object" || v === null) return undefined;
+  if ("windowStart" in v) return isPartial(v, windowMs) ? v : undefined;
+  return isWindowInput(v) ? addToWindow(undefined, v, windowMs) : undefined;
+}
+
+/** Whether `v` is the partial totals of a window of `windowMs`, in JSON-safe integers. */
+function isPartial(v: object, windowMs: number): v is WindowState {
+  const r: Record<string, unknown> = { ...v };
+  if (typeof r.merchantId !== "string" || typeof r.currency !== "string") return false;
+  if (!PARTIAL_INTEGERS.every((k) => Number.isSafeInteger(r[k]))) return false;
+  const w = r as unknown as WindowState;
+  return w.windowEnd - w.windowStart === windowMs &&
+    windowStart(w.windowStart, windowMs) === w.windowStart &&
+    w.transactionCount >= 1 && w.transactionCount === w.purchaseCount + w.refundCount &&
+    w.minMinor <= w.maxMinor;
+}
+
+/** Whether `v` is a transaction's window input. */
+function isWindowInput(v: object): v is WindowInput {
+  const r: Record<string, unknown> = { ...v };
+  return typeof r.merchantId === "string" && typeof r.currency === "string" &&
+    Number.isSafeInteger(r.transactionTime) && Number.isSafeInteger(r.amountMinor) &&
+    (r.transactionType === "purchase" || r.transactionType === "refund");
+}
