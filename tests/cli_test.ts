@@ -14,6 +14,7 @@ import {
   flagSource,
   helpText,
   parseArgs,
+  parseBytes,
   parseDuration,
   UsageError,
 } from "../jobs/lib/cli.ts";
@@ -45,6 +46,7 @@ const SPEC: CommandSpec = {
     wait: { kind: "duration", default: 1000, help: "wait" },
     follow: { kind: "boolean", default: false, help: "follow" },
     brokers: { kind: "list", help: "brokers" },
+    size: { kind: "bytes", min: 1024, max: 64 * 1024 * 1024, default: 8388608, help: "size" },
   },
 };
 const noEnv = () => undefined;
@@ -66,6 +68,13 @@ Deno.test("cli: each kind converts its text", () => {
   assert.equal(parseDuration("250ms"), 250);
   assert.equal(parseDuration("1.5s"), 1500);
   assert.equal(parseDuration("soon"), undefined);
+  assert.equal(parseArgs(SPEC, ["--size", "512KiB"], noEnv).values.size, 524_288);
+  assert.equal(parseArgs(SPEC, ["--size", "2MB"], noEnv).values.size, 2_000_000);
+  assert.equal(parseArgs(SPEC, ["--size", "1048576"], noEnv).values.size, 1_048_576);
+  assert.equal(parseBytes("1.5 MiB"), 1_572_864);
+  assert.equal(parseBytes("8mib"), 8_388_608);
+  assert.equal(parseBytes("0.3B"), undefined, "not a whole number of bytes");
+  assert.equal(parseBytes("lots"), undefined);
 });
 
 Deno.test("cli: bad values name the flag, what was expected and what was given", () => {
@@ -75,6 +84,9 @@ Deno.test("cli: bad values name the flag, what was expected and what was given",
     [["--count", "2.5"], '--count: expected an integer, got "2.5"'],
     [["--mode", "c"], '--mode: expected one of a, b, got "c"'],
     [["--wait", "later"], "--wait: expected a duration such as 500ms, 30s, 5m or 1h"],
+    [["--size", "big"], '--size: expected a size such as 1048576, 512KiB or 8MiB, got "big"'],
+    [["--size", "1KB"], '--size: expected at least 1024 (1 KiB), got "1KB"'],
+    [["--size", "1GiB"], '--size: expected at most 67108864 (64 MiB), got "1GiB"'],
     [["--nope"], "unknown flag --nope"],
   ];
   for (const [args, message] of cases) {
@@ -94,6 +106,7 @@ Deno.test("cli: --help lists every flag with its default and variable", () => {
   const text = helpText(SPEC);
   for (const flag of Object.keys(SPEC.flags)) assert.ok(text.includes(`--${flag}`), flag);
   assert.ok(text.includes("(default: 5) [env TXPIPE_RATE]"));
+  assert.ok(text.includes("(default: 8 MiB) [env TXPIPE_SIZE]"));
 });
 
 Deno.test("cli: flagSource tells a value the user gave (flag or variable) from the default", () => {

@@ -11,7 +11,7 @@ import { Buffer } from "node:buffer";
 import type { Kafka, Producer, ProducerConfig, Transaction } from "kafkajs";
 import { APP_IDS, internalTopicNames, TOPICS } from "../stacks/topology.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
-import { stuckBatches } from "../jobs/lib/metrics.ts";
+import { stuckBatches, transactions } from "../jobs/lib/metrics.ts";
 import {
   releaseRecords,
   type RunOptions,
@@ -122,7 +122,7 @@ async function runUntilCaughtUp(
   run: SummingRun,
   kafka: Kafka,
   log: Logger,
-  options: Pick<RunOptions, "batchTimeoutMs" | "maxBatchBytes">,
+  options: Pick<RunOptions, "batchTimeoutMs" | "maxBatchBytes" | "fetchBytes" | "maxBatchTimeMs">,
   timeoutMs: number,
 ): Promise<string | null> {
   let stop!: () => void;
@@ -180,21 +180,93 @@ Deno.test(
 
     // read_committed: the stuck transaction's outputs were aborted, so each
     // input appears once, and each key's running sums are 1, 1+2, 1+2+3, ...
-    const records = await readTopic(output, { expected: count, timeoutMs: 60_000 });
-    assert.equal(records.length, count, "one output per input, none lost or doubled");
-    const sums = new Map<string, number[]>();
-    for (const r of records) {
-      const [, sum] = new TextDecoder().decode(r.value!).split(":");
-      const list = sums.get(r.key!) ?? [];
-      list.push(Number(sum));
-      sums.set(r.key!, list);
-    }
-    const perKey = count / keys;
-    const expected = Array.from({ length: perKey }, (_, i) => ((i + 1) * (i + 2)) / 2);
-    for (let k = 0; k < keys; k++) {
-      const got = (sums.get(`k${k}`) ?? []).sort((a, b) => a - b);
-      assert.deepEqual(got, expected, `running sums of k${k}`);
-    }
+    await assertExactSums(output, count, keys);
+  },
+);
+
+/** The output of a summing run over `count` inputs and `keys` keys: each input once, exact sums. */
+async function assertExactSums(output: string, count: number, keys: number): Promise<void> {
+  const records = await readTopic(output, { expected: count, timeoutMs: 60_000 });
+  assert.equal(records.length, count, "one output per input, none lost or doubled");
+  const sums = new Map<string, number[]>();
+  for (const r of records) {
+    const [, sum] = new TextDecoder().decode(r.value!).split(":");
+    const list = sums.get(r.key!) ?? [];
+    list.push(Number(sum));
+    sums.set(r.key!, list);
+  }
+  const perKey = count / keys;
+  const expected = Array.from({ length: perKey }, (_, i) => ((i + 1) * (i + 2)) / 2);
+  for (let k = 0; k < keys; k++) {
+    const got = (sums.get(`k${k}`) ?? []).sort((a, b) => a - b);
+    assert.deepEqual(got, expected, `running sums of k${k}`);
+  }
+}
+
+/** Committed transactions of `groupId` so far (txpipe_transactions_total). */
+async function committedTransactions(groupId: string): Promise<number> {
+  return (await transactions.get()).values
+    .filter((v) => v.labels.processor === groupId && v.labels.result === "committed")
+    .reduce((n, v) => n + v.value, 0);
+}
+
+Deno.test(
+  "stream runtime: a batch gathers many small fetches into one transaction, a stop commits the batches left open, and every input is applied exactly once",
+  kafkaTest,
+  async () => {
+    // 3 000 records over 20 keys, about 5 key and value bytes each: with
+    // 1 KiB fetches, each partition takes several fetches.
+    const count = 3000;
+    const keys = 20;
+    const run = await summingRun("span", count, keys);
+    const { logger: log } = captureLogs("test-stream");
+    const kafka = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
+    const options = { fetchBytes: 1024, maxBatchBytes: 1024 * 1024, maxBatchTimeMs: 60_000 };
+
+    // Run 1 stops once 700 records are applied: batches are open then (nothing
+    // drained yet, the time and size limits far off), and the stop commits them.
+    let applied = 0;
+    let stop!: () => void;
+    const stopSignal = new Promise<void>((r) => stop = r);
+    const processor = summing(run.groupId, run.source, run.output, run.changelog);
+    const counting: typeof processor = {
+      ...processor,
+      process: (n, r, ctx) => {
+        processor.process(n, r, ctx);
+        if (++applied === 700) stop();
+      },
+    };
+    await runStream(counting, {
+      kafka,
+      logger: log,
+      deadLetterTopic: run.deadLetters,
+      stopSignal,
+      sessionTimeoutMs: 10_000,
+      ...options,
+    });
+    const committed = await withAdmin(async (admin) => {
+      const [t] = await admin.fetchOffsets({ groupId: run.groupId, topics: [run.source] });
+      return t.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
+    });
+    assert.ok(applied >= 700 && applied < count, `stopped midway (${applied} applied)`);
+    assert.equal(committed, applied, "the stop committed every record applied, no more");
+    const firstRun = await readTopic(run.output, { expected: applied, timeoutMs: 30_000 });
+    assert.equal(firstRun.length, applied, "and their outputs");
+
+    // Run 2 picks up from there.
+    const caughtUp = await runUntilCaughtUp(run, kafka, log, options, 120_000);
+    assert.equal(caughtUp, null, "the second run caught up");
+    await assertExactSums(run.output, count, keys);
+
+    // Fetches: at least one per KiB of each partition's keys and values.
+    const bytesPerPartition = await withAdmin(async (admin) => {
+      const ends = await admin.fetchTopicOffsets(run.source);
+      return ends.map((e) => Number(e.high) * 5); // "k12" and "3": about 5 bytes a record
+    });
+    const fetches = bytesPerPartition.reduce((n, b) => n + Math.floor(b / 1024), 0);
+    const txns = await committedTransactions(run.groupId);
+    assert.ok(fetches >= 10, `a partition takes several fetches (${fetches} at least)`);
+    assert.ok(txns < fetches / 2, `${txns} transactions for at least ${fetches} fetches`);
   },
 );
 

@@ -77,6 +77,46 @@ export function batchContext<T, S>(
 }
 
 /**
+ * One batch of one partition in parts, as the runtime runs it when a batch
+ * gathers several fetches: `begin` (`beginBatch`), `records` once per
+ * fetched slice (each record's `parse` and `process`, or a dead letter),
+ * `end` (`endBatch`). The same calls, in the same order, as
+ * {@link processBatch} over the slices joined.
+ */
+export interface BatchStep<R> {
+  begin(): void;
+  records(records: readonly R[]): void;
+  end(): void;
+}
+
+/**
+ * A {@link BatchStep} of `processor` over `state` for `partition`: `toRecord`
+ * gives each record as the processor sees it; outputs and dead letters go to
+ * `sink` as they come.
+ */
+export function batchStep<T, S, R>(
+  processor: StreamProcessor<T, S>,
+  partition: number,
+  state: PartitionState,
+  toRecord: (r: R) => SourceRecord,
+  sink: BatchSink,
+): BatchStep<R> {
+  const ctx = batchContext(processor, partition, state, sink);
+  return {
+    begin: () => processor.beginBatch?.(ctx),
+    records: (records) => {
+      for (let i = 0; i < records.length; i++) {
+        const record = toRecord(records[i]);
+        const parsed = processor.parse(record);
+        if (parsed.ok) processor.process(parsed.value, record, ctx);
+        else ctx.deadLetter(record, parsed.reason, parsed.message);
+      }
+    },
+    end: () => processor.endBatch?.(ctx),
+  };
+}
+
+/**
  * Runs `records` (one partition's, in offset order; `toRecord` gives each
  * as the processor sees it) through `processor` over `state`, handing the
  * outputs and dead letters to `sink` as they come. The state's changes stay
@@ -90,15 +130,10 @@ export function processBatch<T, S, R>(
   toRecord: (r: R) => SourceRecord,
   sink: BatchSink,
 ): void {
-  const ctx = batchContext(processor, partition, state, sink);
-  processor.beginBatch?.(ctx);
-  for (let i = 0; i < records.length; i++) {
-    const record = toRecord(records[i]);
-    const parsed = processor.parse(record);
-    if (parsed.ok) processor.process(parsed.value, record, ctx);
-    else ctx.deadLetter(record, parsed.reason, parsed.message);
-  }
-  processor.endBatch?.(ctx);
+  const step = batchStep(processor, partition, state, toRecord, sink);
+  step.begin();
+  step.records(records);
+  step.end();
 }
 
 /** What a batch produced, gathered ({@link collectBatch}). */

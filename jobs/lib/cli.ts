@@ -9,7 +9,7 @@
  */
 
 /** The kinds of value a flag takes. */
-export type FlagKind = "string" | "int" | "number" | "boolean" | "duration" | "list";
+export type FlagKind = "string" | "int" | "number" | "boolean" | "duration" | "bytes" | "list";
 
 /** One flag: its kind, default, help text and optional bounds or choices. */
 export interface FlagSpec {
@@ -54,11 +54,12 @@ export type FlagKey<S extends string> = S extends `${infer H}-${infer C}${infer 
   : S;
 
 /**
- * The parsed value of one flag: number for int, number and duration (ms),
+ * The parsed value of one flag: number for int, number, duration (ms) and bytes,
  * boolean, string[] for list, and a string, or the union of its `choices`.
  * A flag of a wide {@link FlagSpec} (not `as const`) gives {@link AnyFlagValue}.
  */
-export type FlagValue<F extends FlagSpec> = F["kind"] extends "int" | "number" | "duration" ? number
+export type FlagValue<F extends FlagSpec> = F["kind"] extends
+  "int" | "number" | "duration" | "bytes" ? number
   : F["kind"] extends "boolean" ? boolean
   : F["kind"] extends "list" ? string[]
   : F["kind"] extends "string"
@@ -126,6 +127,35 @@ export function parseDuration(text: string): number | undefined {
   return Math.round(n * factor);
 }
 
+/**
+ * Parses a size: bytes, or a number with a unit (KiB, MiB, GiB, powers of
+ * 1024; KB, MB, GB, powers of 1000). Undefined when `text` is not one.
+ */
+export function parseBytes(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? "B").toLowerCase();
+  const factor = {
+    b: 1,
+    kib: 1024,
+    mib: 1024 ** 2,
+    gib: 1024 ** 3,
+    kb: 1000,
+    mb: 1000 ** 2,
+    gb: 1000 ** 3,
+  }[unit]!;
+  const n = Number(m[1]) * factor;
+  return Number.isInteger(n) ? n : undefined;
+}
+
+/** A size for --help: 8388608 → "8 MiB". */
+export function formatBytes(n: number): string {
+  for (const [unit, f] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (n >= f && n % f === 0) return `${n / f} ${unit}`;
+  }
+  return `${n} B`;
+}
+
 function convert(
   flag: string,
   spec: FlagSpec,
@@ -166,6 +196,14 @@ function convert(
       const ms = parseDuration(raw);
       if (ms === undefined) throw bad("a duration such as 500ms, 30s, 5m or 1h");
       return bounded(ms, "ms");
+    }
+    case "bytes": {
+      const n = parseBytes(raw);
+      if (n === undefined) throw bad("a size such as 1048576, 512KiB or 8MiB");
+      const fmt = (b: number) => ` (${formatBytes(b)})`;
+      if (spec.min !== undefined && n < spec.min) throw bad(`at least ${spec.min}${fmt(spec.min)}`);
+      if (spec.max !== undefined && n > spec.max) throw bad(`at most ${spec.max}${fmt(spec.max)}`);
+      return n;
     }
     case "list": {
       const items = raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
@@ -255,11 +293,13 @@ export function helpText(spec: CommandSpec): string {
   const rows = Object.entries<FlagSpec>(spec.flags).map(([name, f]) => {
     const ph = f.placeholder ?? (f.kind === "boolean" ? "" : f.kind.toUpperCase());
     const left = `  --${name}${ph ? ` ${ph}` : ""}`;
-    const def = f.default === undefined
+    const def = f.default === undefined || String(f.default) === ""
       ? ""
       : ` (default: ${
         f.kind === "duration" && typeof f.default === "number"
           ? `${f.default}ms`
+          : f.kind === "bytes" && typeof f.default === "number"
+          ? formatBytes(f.default)
           : String(f.default)
       })`;
     return [left, `${f.help}${def} [env ${envName(name)}]`];

@@ -124,12 +124,30 @@ export function streamFlags(job: "aggregate" | "detect") {
       help: "a batch running longer is abandoned and its partition taken over again",
     },
     "max-batch-bytes": {
-      kind: "int",
+      kind: "bytes",
       min: 1024,
       max: 64 * 1024 * 1024,
       default: STREAM_DEFAULTS.maxBatchBytes,
-      help: "most bytes fetched per partition per batch; one batch is one Kafka transaction",
-      placeholder: "N",
+      help: "most record bytes per partition in one batch, that is one Kafka transaction, " +
+        "gathered over one or more fetches",
+      placeholder: "SIZE",
+    },
+    "fetch-bytes": {
+      kind: "bytes",
+      min: 1024,
+      max: 64 * 1024 * 1024,
+      default: STREAM_DEFAULTS.fetchBytes,
+      help: "most bytes fetched per partition per request (at most --max-batch-bytes); a " +
+        "fetch's records are let go once processed, so this bounds the memory they take",
+      placeholder: "SIZE",
+    },
+    "max-batch-time": {
+      kind: "duration",
+      min: 1,
+      max: 60_000,
+      default: STREAM_DEFAULTS.maxBatchTimeMs,
+      help: "longest a batch stays open while its partition has more to read; a batch that " +
+        "has read all there is commits at once",
     },
   });
 }
@@ -149,7 +167,12 @@ export type ShellValues = Pick<
 /** The stream flag values {@link streamOptions} reads. */
 export type StreamRunValues = Pick<
   StreamValues,
-  "deadLetters" | "sessionTimeout" | "maxBatchBytes" | "batchTimeout"
+  | "deadLetters"
+  | "sessionTimeout"
+  | "maxBatchBytes"
+  | "fetchBytes"
+  | "maxBatchTime"
+  | "batchTimeout"
 >;
 
 /** The {@link runJob} options the common flags set (see {@link commonFlags}). */
@@ -185,6 +208,8 @@ export function streamOptions(t: StreamRunValues, ctx: JobContext): RunOptions {
     deadLetterTopic: t.deadLetters,
     sessionTimeoutMs: t.sessionTimeout,
     maxBatchBytes: t.maxBatchBytes,
+    fetchBytes: t.fetchBytes,
+    maxBatchTimeMs: t.maxBatchTime,
     batchTimeoutMs: t.batchTimeout,
     stopSignal: ctx.stopSignal,
   };

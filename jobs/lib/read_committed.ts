@@ -111,7 +111,22 @@ export function hideAborted<R extends FetchedRecord>(
 
 interface FetchPartition {
   abortedTransactions?: AbortedTransaction[] | null;
+  lastStableOffset?: string;
   messages: FetchedRecord[];
+}
+
+/** The last stable offset fetched with each partition's records, by their list. */
+const stableOffsets = new WeakMap<object, number>();
+
+/**
+ * The last stable offset the broker sent with a fetched partition, looked up
+ * by the list of records kafkajs decoded from it (a kafkajs batch's
+ * `rawMessages`): a read_committed reader has read all there is to read for
+ * now once its position reaches it. Undefined for a list no Fetch response
+ * (v4 or later) decoded.
+ */
+export function lastStableOffset(records: unknown): number | undefined {
+  return typeof records === "object" && records !== null ? stableOffsets.get(records) : undefined;
 }
 interface FetchResponse {
   responses?: Array<{ partitions?: FetchPartition[] }>;
@@ -124,7 +139,8 @@ const PATCHED = Symbol.for("txpipe.readCommitted");
 
 /**
  * Replaces kafkajs's Fetch response decoders (v4 to v11) with ones that
- * filter aborted transactions as described above. Idempotent. Called by
+ * filter aborted transactions as described above and remember each
+ * partition's last stable offset ({@link lastStableOffset}). Idempotent. Called by
  * patchKafkajs (kafkajs_patches.ts), which createKafka calls.
  */
 export function installReadCommitted(): void {
@@ -139,6 +155,8 @@ export function installReadCommitted(): void {
       const response = await decode(raw);
       for (const topic of response.responses ?? []) {
         for (const p of topic.partitions ?? []) {
+          const lso = Number(p.lastStableOffset);
+          if (Array.isArray(p.messages) && lso >= 0) stableOffsets.set(p.messages, lso);
           if (p.abortedTransactions && p.abortedTransactions.length > 0) {
             hideAborted(p.messages, p.abortedTransactions);
             p.abortedTransactions = [];

@@ -30,30 +30,13 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Message, Producer } from "kafkajs";
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from "kafkajs";
 import type { Logger } from "./log.ts";
-import {
-  PARTITIONER,
-  PartitionRouter,
-  PRODUCER_RETRY,
-  sendByPartition,
-  subscribeWhenKnown,
-} from "./kafka.ts";
-import {
-  consumedRecords,
-  deadLetters,
-  eventTimeAhead,
-  eventTimeLead,
-  observeEventTimes,
-  outputRecords,
-  restoredStateRecords,
-  stateEntries,
-  stuckBatches,
-  transactions,
-} from "./metrics.ts";
+import { PartitionRouter, subscribeWhenKnown } from "./kafka.ts";
+import { eventTimeAhead, eventTimeLead, stateEntries, stuckBatches } from "./metrics.ts";
 import { LagMonitor } from "./lag.ts";
-import { processBatch } from "./batch.ts";
+import { type BatchRun, PartitionTask, type TaskContext } from "./partition_task.ts";
+import { lastStableOffset } from "./read_committed.ts";
 
 /** Header names of a dead letter. */
 export const DLQ_HEADERS = {
@@ -65,13 +48,14 @@ export const DLQ_HEADERS = {
   job: "txpipe-dlq-job",
 } as const;
 
-const BARRIER_KEY = "__txpipe_restore_barrier__";
+/** Changelog key of the barrier a new owner writes before it restores (partition_task.ts). */
+export const BARRIER_KEY = "__txpipe_restore_barrier__";
 /**
  * Changelog key of the source offset the state is at: written in every
  * batch's transaction, so the state restored and the offset to resume from
  * always come from the same commits.
  */
-const OFFSET_KEY = "__txpipe_next_offset__";
+export const OFFSET_KEY = "__txpipe_next_offset__";
 
 /** A consumed record as a processor sees it. */
 export interface SourceRecord {
@@ -248,6 +232,8 @@ export const STREAM_DEFAULTS = {
   sessionTimeoutMs: 30_000,
   batchTimeoutMs: 120_000,
   maxBatchBytes: 8 * 1024 * 1024,
+  fetchBytes: 1024 * 1024,
+  maxBatchTimeMs: 1_000,
 } as const;
 
 /** Options of {@link runStream}. */
@@ -255,20 +241,34 @@ export interface RunOptions {
   kafka: Kafka;
   logger: Logger;
   deadLetterTopic: string;
-  /** Resolves when the job should stop; the batch in progress commits first. */
+  /** Resolves when the job should stop; the batches open commit first. */
   stopSignal: Promise<void>;
-  /** Most bytes fetched per partition per batch (default 8 MiB); one batch is one transaction. */
+  /**
+   * Most key and value bytes per partition in one batch, that is one Kafka
+   * transaction, gathered over one or more fetches (default 8 MiB).
+   */
   maxBatchBytes?: number;
+  /**
+   * Most bytes fetched per partition per request (default 1 MiB, and at
+   * most `maxBatchBytes`): a fetch's records are let go once processed, so
+   * this, not the batch, is what memory holds.
+   */
+  fetchBytes?: number;
+  /**
+   * Longest a batch stays open while its partition still has records to
+   * fetch (default 1 s). A batch that has read all there is commits at once.
+   */
+  maxBatchTimeMs?: number;
   /** Consumer group session timeout in ms (default 30 s). */
   sessionTimeoutMs?: number;
   /** Transaction timeout in ms (the broker aborts a transaction open longer). */
   transactionTimeoutMs?: number;
   /**
-   * How long one batch may take, taking over its partition included (default
-   * 120 s). A batch over it is abandoned: its producer is dropped, the
-   * partition is taken over again (which fences the stuck producer) and
-   * resumes from its last commit. Three in a row on one partition end the
-   * process.
+   * How long one step of a batch may take, taking over its partition
+   * included (default 120 s). A step over it is abandoned: its producer is
+   * dropped, the partition is taken over again (which fences the stuck
+   * producer) and resumes from its last commit. Three in a row on one
+   * partition end the process.
    */
   batchTimeoutMs?: number;
 }
@@ -279,45 +279,6 @@ export class StuckBatchError extends Error {
     super(`batch of partition ${partition} stuck for ${ms / 1000} s while ${where}`);
     this.name = "StuckBatchError";
   }
-}
-
-/** Marks one run of a batch; set once the runtime has given up on it. */
-interface BatchRun {
-  abandoned: boolean;
-  /** What the batch is doing, so a stuck one says where it stuck. */
-  step: string;
-  /** When it last made progress (a long restore keeps moving this). */
-  progressAt: number;
-}
-
-/** One source partition this instance owns. */
-interface Owned<S> {
-  producer: Producer;
-  state: PartitionState<S>;
-  /**
-   * The first offset not yet in `state`, or -1 before the partition's first
-   * commit. kafkajs can hand out records again (after it restarts its
-   * consumer on an error, it fetches from an older position); records below
-   * this are already applied and are skipped.
-   */
-  next: number;
-}
-
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
-
-function headersOf(h: Record<string, unknown> | undefined): Readonly<Record<string, string>> {
-  let any = false;
-  for (const _ in h) {
-    any = true;
-    break;
-  }
-  if (!any) return NO_HEADERS; // most records: no per-record object
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(h ?? {})) {
-    if (v === undefined || v === null) continue;
-    out[k] = Array.isArray(v) ? String(v[v.length - 1]) : String(v);
-  }
-  return out;
 }
 
 /** The lists of records kafkajs 2.2.4 keeps in a fetched batch (consumer/batch.js). */
@@ -334,14 +295,13 @@ interface FetchedMessage {
 }
 
 /**
- * Drops a processed batch's records, which kafkajs keeps until the batch's
- * `eachBatch` returns, that is through the batch's whole transaction, and
- * with them the fetched bytes their keys and values are views of (up to
- * `maxBatchBytes` per partition). What kafkajs still reads of the batch
- * (its first and last offsets, whether it is empty) stays the same: each
- * list keeps a stub of its first and last record, offsets only. kafkajs
- * also holds on to the last record itself: its key and value (views of
- * those bytes) go.
+ * Drops a processed fetch's records, which kafkajs keeps until `eachBatch`
+ * returns, and with them the fetched bytes their keys and values are views
+ * of (up to `fetchBytes` per partition). What kafkajs still reads of the
+ * batch (its first and last offsets, whether it is empty) stays the same:
+ * each list keeps a stub of its first and last record, offsets only.
+ * kafkajs also holds on to the last record itself: its key and value
+ * (views of those bytes) go.
  */
 export function releaseRecords(batch: unknown): void {
   const b = batch as BatchLists;
@@ -360,16 +320,13 @@ export function releaseRecords(batch: unknown): void {
   }
 }
 
-function isFenced(err: unknown): boolean {
-  const type = (err as { type?: string })?.type ?? "";
-  const message = (err as Error)?.message ?? "";
-  return /PRODUCER_FENCED|INVALID_PRODUCER_EPOCH|TRANSACTIONAL_ID_AUTHORIZATION/.test(type) ||
-    /fenced|epoch/i.test(message);
-}
-
 /**
  * Runs `processor` until `stopSignal` resolves. Resolves after a clean
  * stop; rejects on an unrecoverable error (the caller exits non-zero).
+ *
+ * The runtime's part: the consumer group, one {@link PartitionTask} per
+ * assigned partition (taking over, the open batch, its commit), when a
+ * batch commits, and a deadline on every step of a partition.
  */
 export async function runStream<T, S>(
   processor: StreamProcessor<T, S>,
@@ -377,7 +334,7 @@ export async function runStream<T, S>(
 ): Promise<void> {
   const { kafka, logger } = options;
   const log = logger.child({ "txpipe.processor": processor.groupId });
-  const owned = new Map<number, Owned<S>>();
+  const tasks = new Map<number, PartitionTask<T, S>>();
   stuckBatches.inc({ processor: processor.groupId }, 0); // the series exists (at 0) from the start
   eventTimeAhead.inc({ processor: processor.groupId }, 0); // so do these two
   eventTimeLead.set({ processor: processor.groupId }, 0);
@@ -393,6 +350,9 @@ export async function runStream<T, S>(
     logger: log,
   });
 
+  const maxBatchBytes = options.maxBatchBytes ?? STREAM_DEFAULTS.maxBatchBytes;
+  const fetchBytes = Math.min(options.fetchBytes ?? STREAM_DEFAULTS.fetchBytes, maxBatchBytes);
+  const maxBatchTimeMs = options.maxBatchTimeMs ?? STREAM_DEFAULTS.maxBatchTimeMs;
   const sessionTimeoutMs = options.sessionTimeoutMs ?? STREAM_DEFAULTS.sessionTimeoutMs;
   const consumer: Consumer = kafka.consumer({
     groupId: processor.groupId,
@@ -400,9 +360,8 @@ export async function runStream<T, S>(
     allowAutoTopicCreation: false,
     sessionTimeout: sessionTimeoutMs,
     heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 5)),
-    // Big batches while catching up: each one costs a transaction's round
-    // trips (8 MiB instead of 2 MiB took detect from 26k to 37k records/s).
-    maxBytesPerPartition: options.maxBatchBytes ?? STREAM_DEFAULTS.maxBatchBytes,
+    // Small fetches, let go once processed; a batch (one transaction) gathers several.
+    maxBytesPerPartition: fetchBytes,
     maxBytes: 64 * 1024 * 1024,
     retry: {
       initialRetryTime: 300,
@@ -417,30 +376,51 @@ export async function runStream<T, S>(
   let stopping = false;
   let failure: unknown;
 
-  // The batch in progress per partition: kafkajs may hand out a partition's
-  // batch again while the previous one still runs (after an error elsewhere
-  // or a rebalance); state must never see the same records twice at once.
-  // (Settles when the batch does or when it is abandoned.)
+  const ctx: TaskContext<T, S> = {
+    kafka,
+    processor,
+    log,
+    router,
+    deadLetterTopic: options.deadLetterTopic,
+    transactionTimeoutMs: options.transactionTimeoutMs ?? 60_000,
+    committedOffset: async (partition) => {
+      const offsets = await admin.fetchOffsets({
+        groupId: processor.groupId,
+        topics: [processor.source],
+      });
+      const p = offsets[0]?.partitions.find((x) => x.partition === partition);
+      return p && Number(p.offset) >= 0 ? Number(p.offset) : -1;
+    },
+  };
+
+  // The step in progress per partition (a fetch applied, a commit): kafkajs
+  // may hand out a partition's batch again while the previous one still
+  // runs (after an error elsewhere or a rebalance); state must never see
+  // the same records twice at once. (Settles when the step does or when it
+  // is abandoned.)
   const busy = new Map<number, Promise<unknown>>();
   const stuckInARow = new Map<number, number>();
   const batchTimeoutMs = options.batchTimeoutMs ?? STREAM_DEFAULTS.batchTimeoutMs;
+  // A batch left open waiting for more records commits when its time is up.
+  const commitTimers = new Map<number, ReturnType<typeof setTimeout>>();
 
   const release = async (partition: number, options: { waitForBatch?: boolean } = {}) => {
     if (options.waitForBatch) await busy.get(partition);
-    const o = owned.get(partition);
-    owned.delete(partition);
+    clearTimeout(commitTimers.get(partition));
+    commitTimers.delete(partition);
+    const task = tasks.get(partition);
+    tasks.delete(partition);
     // Another instance reports this partition now: no stale series here.
     // (Its lag follows the assignment instead: see lag.assign.)
     stateEntries.remove({ processor: processor.groupId, partition: String(partition) });
-    // Bounded: a producer stuck in a request must not hold up the release.
-    if (o) await withTimeout(o.producer.disconnect().catch(() => {}), 10_000);
+    await task?.close();
   };
 
   consumer.on(consumer.events.GROUP_JOIN, async (e) => {
     const mine = new Set(e.payload.memberAssignment[processor.source] ?? []);
     log.info({ partitions: [...mine] }, `assigned partitions of ${processor.source}`);
     lag.assign(mine); // reported from now on, also while taking them over
-    for (const p of [...owned.keys()]) {
+    for (const p of [...tasks.keys()]) {
       if (!mine.has(p)) await release(p, { waitForBatch: true });
     }
   });
@@ -451,208 +431,141 @@ export async function runStream<T, S>(
     }
   });
 
-  // Fences older owners of `partition`, restores its state, and returns the
-  // offset processing must start from (the group's committed offset).
-  const takeOver = async (partition: number, run: BatchRun): Promise<Owned<S>> => {
-    const producer = kafka.producer({
-      transactionalId: `${processor.groupId}-${processor.source}-${partition}`,
-      idempotent: true,
-      // (A transaction begun right after a commit meets CONCURRENT_TRANSACTIONS
-      // while the commit markers are written: retried within milliseconds and
-      // quietly by concurrent_transactions.ts, below kafkajs's retries.)
-      retry: PRODUCER_RETRY,
-      createPartitioner: PARTITIONER,
-      maxInFlightRequests: 1,
-      transactionTimeout: options.transactionTimeoutMs ?? 60_000,
-      allowAutoTopicCreation: false,
-    });
-    run.step = "fencing the previous owner (InitProducerId)";
-    await producer.connect(); // InitProducerId: fences and aborts the previous owner's transaction
-    const state = new PartitionState<S>();
-    if (processor.changelog) {
-      run.step = "writing the restore barrier";
-      const barrier = crypto.randomUUID();
-      const txn = await producer.transaction();
-      await txn.send({
-        topic: processor.changelog,
-        messages: [{ key: BARRIER_KEY, value: barrier, partition }],
-      });
-      await txn.commit();
-      run.step = "restoring state from the changelog";
-      const started = Date.now();
-      const restored = await restoreState(
-        kafka,
-        processor.changelog,
-        partition,
-        barrier,
-        state,
-        () => run.progressAt = Date.now(),
-      );
-      restoredStateRecords.inc({ processor: processor.groupId }, restored.records);
-      log.info(
-        {
-          partition,
-          records: restored.records,
-          entries: state.size,
-          "txpipe.next_offset": restored.next,
-          "event.duration": (Date.now() - started) * 1e6,
-        },
-        "state restored from changelog",
-      );
-      if (restored.next !== undefined) return { producer, state, next: restored.next };
-    }
-    // A stateless processor, or nothing committed yet: the group's offset.
-    // (Read after fencing, so the previous owner's last transaction is done.)
-    // None at all (-1): wherever the fetch starts, the topic's first record
-    // (retention may have deleted offset 0 and more).
-    run.step = "reading the committed offset";
-    return { producer, state, next: await committedOffset(partition) };
+  // Commits the open batch of `task`; fenced, the partition goes.
+  const commit = async (task: PartitionTask<T, S>, run: BatchRun) => {
+    clearTimeout(commitTimers.get(task.partition));
+    commitTimers.delete(task.partition);
+    if ((await task.commit(run)) === "fenced") await release(task.partition);
   };
 
-  // The group's committed offset of `partition`, -1 when it has none.
-  const committedOffset = async (partition: number): Promise<number> => {
-    const offsets = await admin.fetchOffsets({
-      groupId: processor.groupId,
-      topics: [processor.source],
-    });
-    const p = offsets[0]?.partitions.find((x) => x.partition === partition);
-    return p && Number(p.offset) >= 0 ? Number(p.offset) : -1;
-  };
-
-  const eachBatch = async (payload: EachBatchPayload, run: BatchRun) => {
+  const applyFetch = async (payload: EachBatchPayload, run: BatchRun) => {
     const { batch, resolveOffset, heartbeat, isRunning, isStale } = payload;
     const partition = batch.partition;
     if (stopping || !isRunning() || isStale() || batch.messages.length === 0) return;
-    let o = owned.get(partition);
-    if (!o) {
-      const taken = await takeOver(partition, run);
+    let task = tasks.get(partition);
+    if (!task) {
+      const taken = await PartitionTask.takeOver(ctx, partition, run);
       if (run.abandoned) {
         // Given up on while taking over: a newer run owns the partition now.
-        await taken.producer.disconnect().catch(() => {});
+        await taken.close();
         return;
       }
-      o = taken;
-      owned.set(partition, o);
+      task = taken;
+      tasks.set(partition, task);
       await heartbeat();
       // kafkajs starts from the group's offset as it read it at assignment,
       // which can lag behind the last commit (its offsets were not yet
       // materialized) or, in principle, differ from it: the restored offset
       // rules. Records before it are skipped below; a gap is fetched again.
       // Never committed (-1): the fetch starts at the topic's first record.
-      if (o.next >= 0 && Number(batch.firstOffset()) > o.next) {
+      if (task.next >= 0 && Number(batch.firstOffset()) > task.next) {
         log.info(
-          { partition, next: o.next, fetched: batch.firstOffset() },
+          { partition, next: task.next, fetched: batch.firstOffset() },
           "seeking back to the offset the state is at",
         );
-        consumer.seek({ topic: processor.source, partition, offset: String(o.next) });
+        consumer.seek({ topic: processor.source, partition, offset: String(task.next) });
         return;
       }
     }
     run.step = "processing records";
-    const next = o.next;
+    const next = task.next;
     // (Usually every record is fresh: no copy of the list then.)
     let fresh: KafkaMessage[] | undefined = Number(batch.messages[0].offset) >= next
       ? batch.messages
       : batch.messages.filter((m) => Number(m.offset) >= next);
+    const lastOffset = batch.lastOffset();
+    // All there is to read for now: the fetch reached the last stable offset.
+    const stable = lastStableOffset((batch as unknown as BatchLists).rawMessages);
+    const drained = stable === undefined || Number(lastOffset) + 1 >= stable;
     if (fresh.length === 0) {
-      resolveOffset(batch.lastOffset()); // all already applied and committed
+      resolveOffset(lastOffset); // all already applied
+      if (task.open && drained) await commit(task, run);
       return;
     }
-
-    // The batch's records to write, by topic, as kafkajs takes them (one
-    // object per output, made when it is emitted), and what the metrics need.
-    const byTopic = new Map<string, Message[]>();
-    const add = (topic: string, m: Message) => {
-      let list = byTopic.get(topic);
-      if (!list) byTopic.set(topic, list = []);
-      list.push(m);
-    };
-    const outputCounts = new Map<string, number>();
-    const eventTimes: number[] = [];
-    const dead: Message[] = [];
     // The pure step (batch.ts), the same the test driver runs.
-    processBatch(processor, partition, o.state, fresh, (m): SourceRecord => ({
-      topic: batch.topic,
-      partition,
-      offset: m.offset,
-      key: m.key ? m.key.toString() : null,
-      // A view of the fetched bytes, not a copy (a dead letter copies what it keeps).
-      value: m.value ?? null,
-      headers: headersOf(m.headers),
-    }), {
-      output: (r) => {
-        add(r.topic, { key: r.key, value: r.value, headers: r.headers, partition: r.partition });
-        outputCounts.set(r.topic, (outputCounts.get(r.topic) ?? 0) + 1);
-        if (r.eventTime !== undefined) eventTimes.push(r.eventTime);
-      },
-      deadLetter: (d) => {
-        const { key, value } = d.source;
-        dead.push({ key, value: value ? Buffer.from(value) : null, headers: { ...d.headers } });
-        deadLetters.inc({ processor: processor.groupId, reason: d.reason });
-      },
-    });
-    // The records are applied: let their memory go while the transaction runs.
-    const lastOffset = batch.lastOffset();
-    const consumed = fresh.length;
+    task.apply(fresh, lastOffset);
+    // The records are applied: let their memory go.
     fresh = undefined;
     releaseRecords(batch);
-
-    const nextOffset = String(Number(lastOffset) + 1);
-    run.step = "beginning the transaction";
-    const txn = await o.producer.transaction();
-    try {
-      for (const d of dead) add(options.deadLetterTopic, d);
-      if (processor.changelog) {
-        for (const [key, value] of o.state.takeChanges()) {
-          add(processor.changelog, {
-            key,
-            value: value === null ? null : JSON.stringify(value),
-            partition,
-          });
-        }
-        add(processor.changelog, { key: OFFSET_KEY, value: nextOffset, partition });
-      }
-      // One send per partition (see sendByPartition: kafkajs can duplicate a
-      // send spanning brokers), in requests well under the brokers' 1 MB
-      // message.max.bytes, however much state a batch changed.
-      run.step = "sending outputs";
-      await sendByPartition(
-        (topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }),
-        router,
-        byTopic,
-      );
-      run.step = "sending offsets to the transaction";
-      await txn.sendOffsets({
-        consumerGroupId: processor.groupId,
-        topics: [{ topic: batch.topic, partitions: [{ partition, offset: nextOffset }] }],
-      });
-      run.step = "committing the transaction";
-      await txn.commit();
-    } catch (err) {
-      await txn.abort().catch(() => {});
-      transactions.inc({ processor: processor.groupId, result: "aborted" });
-      if (run.abandoned) throw err; // the partition is not ours to release any more
-      if (isFenced(err)) {
-        // Another instance owns this partition now; its restore starts from our last commit.
-        log.warn({ err, partition }, "fenced by a newer owner of the partition; letting it go");
-        await release(partition);
-        return;
-      }
-      throw err;
-    }
-    transactions.inc({ processor: processor.groupId, result: "committed" });
-    if (run.abandoned) return; // committed late; the new run restores from this commit
-    o.next = Number(nextOffset);
+    // kafkajs fetches on from here; the group's offset moves when the batch commits.
     resolveOffset(lastOffset);
-
-    const now = Date.now();
-    consumedRecords.inc({ processor: processor.groupId, topic: batch.topic }, consumed);
-    for (const [topic, n] of outputCounts) {
-      outputRecords.inc({ processor: processor.groupId, topic }, n);
+    if (
+      drained || stopping || task.bytes >= maxBatchBytes || task.age(Date.now()) >= maxBatchTimeMs
+    ) {
+      await commit(task, run);
+      return;
     }
-    // Latency of those at or behind the clock; those ahead of it counted apart.
-    observeEventTimes(processor.groupId, eventTimes, now);
-    stateEntries.set({ processor: processor.groupId, partition: String(partition) }, o.state.size);
+    // More is coming: the batch stays open for the next fetch, but not past its time.
+    if (!commitTimers.has(partition)) {
+      commitTimers.set(
+        partition,
+        setTimeout(() => {
+          commitTimers.delete(partition);
+          commitWhenDue(partition);
+        }, Math.max(1, maxBatchTimeMs - task.age(Date.now()))),
+      );
+    }
+  };
+
+  // The timer's commit of a batch no fetch came to close. A failure drops the
+  // partition's state and seeks back to its last commit, so kafkajs fetches
+  // the uncommitted records again for the next owner (maybe us).
+  const commitWhenDue = (partition: number) => {
+    const task = tasks.get(partition);
+    if (!task?.open || stopping) return;
+    if (busy.has(partition)) { // a step is running: try again just after it
+      commitTimers.set(
+        partition,
+        setTimeout(() => {
+          commitTimers.delete(partition);
+          commitWhenDue(partition);
+        }, 20),
+      );
+      return;
+    }
+    const committed = task.committed;
+    guarded(partition, (run) => commit(task, run)).catch(async (err) => {
+      if (!(err instanceof StuckBatchError)) {
+        log.warn({ err, partition }, "batch commit failed; state dropped");
+      }
+      await release(partition);
+      if (committed >= 0 && !stopping) {
+        try {
+          consumer.seek({ topic: processor.source, partition, offset: String(committed) });
+        } catch { /* the consumer is restarting: it fetches from the committed offsets */ }
+      }
+    });
+  };
+
+  // Runs one step of `partition` (a fetch applied, a commit) under the
+  // deadline: past it, the step is abandoned and StuckBatchError thrown.
+  // A failed step's partition state may hold uncommitted changes: it is
+  // dropped, so the next owner (maybe us) restores from the changelog.
+  const guarded = async (partition: number, step: (run: BatchRun) => Promise<void>) => {
+    const run: BatchRun = { abandoned: false, step: "starting", progressAt: Date.now() };
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const deadline = new Promise<"stuck">((resolve) => {
+      timer = setInterval(() => {
+        if (Date.now() - run.progressAt > batchTimeoutMs) resolve("stuck");
+      }, Math.min(1000, batchTimeoutMs / 4));
+    });
+    const work = step(run);
+    const outcome = Promise.race([work.then(() => "done" as const), deadline]);
+    busy.set(partition, outcome.catch(() => {}));
+    try {
+      if (await outcome === "stuck") {
+        run.abandoned = true;
+        work.catch(() => {}); // it fails later, once its producer is gone or fenced
+        throw stuck(partition, run.step);
+      }
+      stuckInARow.delete(partition);
+    } catch (err) {
+      await release(partition);
+      throw err;
+    } finally {
+      clearInterval(timer);
+      busy.delete(partition);
+    }
   };
 
   await consumer.connect();
@@ -665,45 +578,21 @@ export async function runStream<T, S>(
     partitionsConsumedConcurrently: 8,
     eachBatch: async (payload) => {
       const partition = payload.batch.partition;
-      if (busy.has(partition)) return; // a batch of this partition is still running: fetch again later
-      // A batch that never finishes (a request lost in a rebalance) would stall
-      // its partition for good: past the deadline it is abandoned, and the
-      // partition taken over again from its last commit.
-      const run: BatchRun = { abandoned: false, step: "starting", progressAt: Date.now() };
-      let timer: ReturnType<typeof setInterval> | undefined;
-      const deadline = new Promise<"stuck">((resolve) => {
-        timer = setInterval(() => {
-          if (Date.now() - run.progressAt > batchTimeoutMs) resolve("stuck");
-        }, Math.min(1000, batchTimeoutMs / 4));
-      });
-      const work = eachBatch(payload, run);
-      const outcome = Promise.race([work.then(() => "done" as const), deadline]);
-      busy.set(partition, outcome.catch(() => {}));
+      if (busy.has(partition)) return; // a step of this partition is still running: fetch again later
       try {
-        if (await outcome === "stuck") {
-          run.abandoned = true;
-          work.catch(() => {}); // it fails later, once its producer is gone or fenced
-          throw stuck(partition, run.step);
-        }
-        stuckInARow.delete(partition);
+        await guarded(partition, (run) => applyFetch(payload, run));
       } catch (err) {
-        // The partition's in-memory state may hold this batch's uncommitted
-        // changes: drop it, so the next owner (maybe us) restores from the
-        // changelog. kafkajs then retries or rejoins the group; errors it
-        // cannot recover from arrive as a CRASH event without restart.
+        // kafkajs then retries or rejoins the group; errors it cannot
+        // recover from arrive as a CRASH event without restart.
         if (!(err instanceof StuckBatchError)) {
           log.warn({ err, partition }, "batch failed; state dropped");
         }
-        await release(partition);
         throw err;
-      } finally {
-        clearInterval(timer);
-        busy.delete(partition);
       }
     },
   });
 
-  // Counts an abandoned batch; the third in a row on one partition ends the process.
+  // Counts an abandoned step; the third in a row on one partition ends the process.
   function stuck(partition: number, where: string): StuckBatchError {
     const err = new StuckBatchError(partition, where, batchTimeoutMs);
     const n = (stuckInARow.get(partition) ?? 0) + 1;
@@ -735,101 +624,19 @@ export async function runStream<T, S>(
       }, 100);
     }),
   ]);
+  const failed = stopping; // a crash, not a stop: nothing more to commit
   stopping = true;
+  // The batches open commit before the consumer leaves its group.
+  for (const [partition, task] of [...tasks]) {
+    await busy.get(partition);
+    if (failed || !task.open || tasks.get(partition) !== task) continue;
+    await guarded(partition, (run) => commit(task, run)).catch((err) =>
+      log.warn({ err, partition }, "the open batch did not commit at stop; the next run redoes it")
+    );
+  }
   await consumer.disconnect().catch(() => {});
-  for (const p of [...owned.keys()]) await release(p);
+  for (const p of [...tasks.keys()]) await release(p);
   await lag.stop();
   await admin.disconnect().catch(() => {});
   if (failure) throw failure;
-}
-
-/**
- * Reads partition `partition` of `changelog` (read_committed) into `state`
- * until the barrier record with value `barrier`. Returns how many state
- * records it read and the source offset the state is at (undefined when no
- * batch was ever committed).
- */
-async function restoreState<S>(
-  kafka: Kafka,
-  changelog: string,
-  partition: number,
-  barrier: string,
-  state: PartitionState<S>,
-  onProgress: () => void,
-): Promise<{ records: number; next?: number }> {
-  const consumer = kafka.consumer({
-    groupId: `txpipe-restore-${crypto.randomUUID()}`,
-    readUncommitted: false,
-    allowAutoTopicCreation: false,
-    maxBytesPerPartition: 8 * 1024 * 1024,
-    // The barrier becomes readable (read_committed) only once its commit
-    // markers are written, just after the commit returns: poll briskly
-    // instead of parking in the broker's default 5 s fetch wait.
-    maxWaitTimeInMs: 100,
-  });
-  let count = 0;
-  let next: number | undefined;
-  let done = false;
-  let progressAt = Date.now();
-  await consumer.connect();
-  await subscribeWhenKnown(consumer, [changelog], { fromBeginning: true });
-  const finished = new Promise<void>((resolve, reject) => {
-    consumer.on(consumer.events.CRASH, (e) => reject(e.payload.error));
-    consumer.run({
-      autoCommit: false,
-      // deno-lint-ignore require-await
-      eachBatch: async ({ batch, pause }) => {
-        if (batch.partition !== partition) {
-          pause();
-          return;
-        }
-        for (const m of batch.messages) {
-          const key = m.key?.toString() ?? "";
-          if (key === BARRIER_KEY) {
-            if (m.value?.toString() === barrier) {
-              done = true;
-              resolve();
-              return;
-            }
-            continue;
-          }
-          if (key === OFFSET_KEY) {
-            next = Number(m.value?.toString());
-            continue;
-          }
-          state.restore(key, m.value ? JSON.parse(m.value.toString()) as S : null);
-          count++;
-        }
-        progressAt = Date.now();
-        onProgress();
-      },
-    }).catch(reject);
-  });
-  // Gives up when 30 s pass without a fetched batch: a large changelog may
-  // take long, a stalled read never ends.
-  let idle: ReturnType<typeof setInterval> | undefined;
-  const stalled = new Promise<never>((_, reject) => {
-    idle = setInterval(() => {
-      if (!done && Date.now() - progressAt > 30_000) {
-        reject(new Error(`restoring ${changelog}/${partition}: no progress for 30 s`));
-      }
-    }, 5_000);
-  });
-  try {
-    await Promise.race([finished, stalled]);
-  } finally {
-    clearInterval(idle);
-    // Bounded: kafkajs can wait long on a consumer still joining its group.
-    await withTimeout(consumer.disconnect().catch(() => {}), 10_000);
-  }
-  return { records: count, next };
-}
-
-/** Waits for `promise`, but no longer than `ms`; resolves either way. */
-function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise.then(() => {}),
-    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-  ]).finally(() => clearTimeout(timer));
 }
