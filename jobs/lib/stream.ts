@@ -9,11 +9,12 @@
  * memory. The runtime does the plumbing once:
  *
  * - a consumer group on the source (`read_committed`, no auto-commit);
- * - exactly-once read-process-write: for every fetched batch of a partition,
- *   one Kafka transaction holds the outputs, the dead letters, the state
- *   changes (changelog) and the consumed offsets (`sendOffsets`); the
- *   transactional id is per source partition, so a new owner of a partition
- *   fences the old one (zombie fencing);
+ * - exactly-once read-process-write: for every batch of a partition (one or
+ *   more fetches, partition_task.ts), one Kafka transaction holds the
+ *   outputs, the dead letters, the state changes (changelog) and the
+ *   consumed offsets (`sendOffsets`); the transactional id is per source
+ *   partition, so a new owner of a partition fences the old one (zombie
+ *   fencing);
  * - state recovery: the changelog topic (compacted, one partition per source
  *   partition) is read back when a partition is assigned, up to a barrier
  *   record this owner wrote after fencing, so no update is missed; the
@@ -23,7 +24,7 @@
  *   over again (see {@link RunOptions.batchTimeoutMs});
  * - dead letters: a record the parse step rejects goes to the dead-letter
  *   topic with its original key and value and reason headers;
- * - metrics, ECS logs and a graceful stop (the batch in progress commits).
+ * - metrics, ECS logs and a graceful stop (the batches open commit).
  *
  * Any failure it cannot reason about ends the process (crash-only): state
  * lives in Kafka, so a restart resumes exactly where the last commit left.
