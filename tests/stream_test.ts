@@ -113,6 +113,31 @@ async function summingRun(label: string, count: number, keys: number): Promise<S
   return run;
 }
 
+/** The runtime options a summing run's test sets. */
+type SummingOptions = Pick<
+  RunOptions,
+  "batchTimeoutMs" | "maxBatchBytes" | "fetchBytes" | "maxBatchTimeMs"
+>;
+
+/** Runs `processor` (by default the summing one) over `run`'s topics until `stopSignal`. */
+function runSumming(
+  run: SummingRun,
+  kafka: Kafka,
+  log: Logger,
+  options: SummingOptions,
+  stopSignal: Promise<void>,
+  processor = summing(run.groupId, run.source, run.output, run.changelog),
+): Promise<void> {
+  return runStream(processor, {
+    kafka,
+    logger: log,
+    deadLetterTopic: run.deadLetters,
+    stopSignal,
+    sessionTimeoutMs: 10_000,
+    ...options,
+  });
+}
+
 /**
  * Runs the summing processor of `run` until its group's committed offsets
  * reach the end of every source partition, then stops it. Returns why it
@@ -122,19 +147,12 @@ async function runUntilCaughtUp(
   run: SummingRun,
   kafka: Kafka,
   log: Logger,
-  options: Pick<RunOptions, "batchTimeoutMs" | "maxBatchBytes" | "fetchBytes" | "maxBatchTimeMs">,
+  options: SummingOptions,
   timeoutMs: number,
 ): Promise<string | null> {
   let stop!: () => void;
   const stopSignal = new Promise<void>((r) => stop = r);
-  const running = runStream(summing(run.groupId, run.source, run.output, run.changelog), {
-    kafka,
-    logger: log,
-    deadLetterTopic: run.deadLetters,
-    stopSignal,
-    sessionTimeoutMs: 10_000,
-    ...options,
-  });
+  const running = runSumming(run, kafka, log, options, stopSignal);
   const caughtUp = await waitGroupsCaughtUp(
     [{ group: run.groupId, topic: run.source, transactional: false }],
     "the stream",
@@ -236,14 +254,7 @@ Deno.test(
         if (++applied === 700) stop();
       },
     };
-    await runStream(counting, {
-      kafka,
-      logger: log,
-      deadLetterTopic: run.deadLetters,
-      stopSignal,
-      sessionTimeoutMs: 10_000,
-      ...options,
-    });
+    await runSumming(run, kafka, log, options, stopSignal, counting);
     const committed = await withAdmin(async (admin) => {
       const [t] = await admin.fetchOffsets({ groupId: run.groupId, topics: [run.source] });
       return t.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);

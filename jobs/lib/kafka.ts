@@ -477,3 +477,16 @@ export function requestChunks(
   if (current.length > 0) out.push(current);
   return out;
 }
+
+/**
+ * Waits for `promise`, but no longer than `ms`; resolves either way, also
+ * when it rejects (for bounded waits on kafkajs calls such as disconnect,
+ * which can hang on a client still joining its group).
+ */
+export function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise.then(() => {}, () => {}),
+    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -46,6 +46,7 @@
 import type { Admin, Kafka } from "kafkajs";
 import ISOLATION_LEVEL from "kafkajs/src/protocol/isolationLevel.js";
 import type { Logger } from "./log.ts";
+import { withTimeout } from "./kafka.ts";
 import { consumerLag, refreshLagOnScrape } from "./metrics.ts";
 
 /** How often lag is recomputed between scrapes. */
@@ -246,13 +247,4 @@ export class LagMonitor {
   #labels(partition: number) {
     return { processor: this.#o.groupId, topic: this.#o.topic, partition: String(partition) };
   }
-}
-
-/** Waits for `promise`, but no longer than `ms`; resolves either way. */
-function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise.then(() => {}, () => {}),
-    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-  ]).finally(() => clearTimeout(timer));
 }

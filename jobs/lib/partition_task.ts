@@ -23,7 +23,14 @@
 import { Buffer } from "node:buffer";
 import type { Kafka, KafkaMessage, Message, Producer } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { PARTITIONER, type PartitionRouter, PRODUCER_RETRY, sendByPartition } from "./kafka.ts";
+import {
+  PARTITIONER,
+  type PartitionRouter,
+  PRODUCER_RETRY,
+  sendByPartition,
+  subscribeWhenKnown,
+  withTimeout,
+} from "./kafka.ts";
 import {
   consumedRecords,
   deadLetters,
@@ -41,7 +48,6 @@ import {
   type SourceRecord,
   type StreamProcessor,
 } from "./stream.ts";
-import { subscribeWhenKnown } from "./kafka.ts";
 
 /** Marks one run of a batch step; set once the runtime has given up on it. */
 export interface BatchRun {
@@ -445,13 +451,4 @@ async function restoreState(
     await withTimeout(consumer.disconnect().catch(() => {}), 10_000);
   }
   return { records: count, next };
-}
-
-/** Waits for `promise`, but no longer than `ms`; resolves either way. */
-export function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise.then(() => {}),
-    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
-  ]).finally(() => clearTimeout(timer));
 }
