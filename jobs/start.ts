@@ -32,7 +32,9 @@ import {
 import {
   bootstrapServers,
   type ClusterMode,
+  denoRunArgs,
   type JobSpec,
+  jobSpec,
   TOPICS,
   topology,
 } from "../stacks/topology.ts";
@@ -135,7 +137,7 @@ interface Running {
 }
 
 async function startJob(name: JobSpec["name"], args: string[]): Promise<Running> {
-  const script = topology().jobs.find((j) => j.name === name)!.script;
+  const spec = jobSpec(name);
   const logDir = join(homeDir(), "logs");
   await Deno.mkdir(logDir, { recursive: true });
   const out = await Deno.open(join(logDir, `${name}.log`), { create: true, append: true });
@@ -143,7 +145,7 @@ async function startJob(name: JobSpec["name"], args: string[]): Promise<Running>
   // setsid: the terminal's Ctrl-C reaches only `start`, which then stops the
   // jobs in order (producer first, so nothing is left half-sent).
   const child = new Deno.Command("setsid", {
-    args: [Deno.execPath(), "run", "-A", join(ROOT, script), ...args],
+    args: [Deno.execPath(), ...denoRunArgs(spec, join(ROOT, spec.script)), ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -26,7 +26,7 @@ import { gelfLogging, onNetwork, pinnedImage } from "./container_defaults.ts";
 import { IMAGES } from "./images.ts";
 import { dockerJobAlias } from "./render/prometheus.ts";
 import { repoRootAbsolute } from "./repo_files.ts";
-import type { JobSpec } from "./topology.ts";
+import { type JobSpec, v8FlagArgs } from "./topology.ts";
 
 /** Where the repository is mounted in the job containers (the working directory). */
 export const APP_DIR = "/app";
@@ -76,7 +76,14 @@ export class Jobs extends Construct {
           image: deno.imageId,
           user: "deno",
           workingDir: APP_DIR,
-          command: ["run", "--allow-all", "--frozen", "--node-modules-dir=none", job.script],
+          command: [
+            "run",
+            "--allow-all",
+            "--frozen",
+            "--node-modules-dir=none",
+            ...v8FlagArgs(job),
+            job.script,
+          ],
           env: [
             `TXPIPE_BROKERS=${props.bootstrap}`,
             `TXPIPE_METRICS_PORT=${job.metricsPort}`,

@@ -83,6 +83,35 @@ export interface JobSpec {
   readonly script: string;
   readonly metricsPort: number;
   readonly replicas: number;
+  /**
+   * V8 flags the job runs with wherever it is started (`deno task`, `deno task
+   * start`, the Docker stack, the tests and the bench): see {@link STREAM_V8_FLAGS}.
+   */
+  readonly v8Flags: readonly string[];
+}
+
+/**
+ * The stream jobs' V8 flags, which bound their memory (docs/benchmarks.md#memory):
+ * - `--heap-growing-percent=20`: after a full GC the heap may grow by 20 %
+ *   before the next, instead of up to about four times what is live. Most of
+ *   a job's heap is garbage of records already processed, so this halves the
+ *   peak at a small cost in CPU;
+ * - `--max-semi-space-size=4`: a young generation of 4 MiB per semi-space
+ *   (16 by default), which the batch's short-lived records fill and leave.
+ */
+export const STREAM_V8_FLAGS = ["--heap-growing-percent=20", "--max-semi-space-size=4"] as const;
+
+/** The `--v8-flags=...` argument of `deno run` for a job (none when it has no V8 flags). */
+export function v8FlagArgs(job: Pick<JobSpec, "v8Flags">): string[] {
+  return job.v8Flags.length ? [`--v8-flags=${job.v8Flags.join(",")}`] : [];
+}
+
+/** The `deno run` arguments that start a job, the script last. */
+export function denoRunArgs(
+  job: Pick<JobSpec, "v8Flags" | "script">,
+  script = job.script,
+): string[] {
+  return ["run", "-A", ...v8FlagArgs(job), script];
 }
 
 /** Topic names used by the jobs. */
@@ -191,11 +220,28 @@ const SINGLE_NODE: KafkaNode = {
 };
 
 const JOBS: readonly JobSpec[] = [
-  { name: "produce", script: "jobs/produce.ts", metricsPort: 9464, replicas: 1 },
-  { name: "aggregate", script: "jobs/aggregate.ts", metricsPort: 9465, replicas: 2 },
-  { name: "detect", script: "jobs/detect.ts", metricsPort: 9466, replicas: 2 },
-  { name: "evaluate", script: "jobs/evaluate.ts", metricsPort: 9467, replicas: 1 },
+  { name: "produce", script: "jobs/produce.ts", metricsPort: 9464, replicas: 1, v8Flags: [] },
+  {
+    name: "aggregate",
+    script: "jobs/aggregate.ts",
+    metricsPort: 9465,
+    replicas: 2,
+    v8Flags: STREAM_V8_FLAGS,
+  },
+  {
+    name: "detect",
+    script: "jobs/detect.ts",
+    metricsPort: 9466,
+    replicas: 2,
+    v8Flags: STREAM_V8_FLAGS,
+  },
+  { name: "evaluate", script: "jobs/evaluate.ts", metricsPort: 9467, replicas: 1, v8Flags: [] },
 ];
+
+/** The spec of one job. */
+export function jobSpec(name: JobSpec["name"]): JobSpec {
+  return JOBS.find((j) => j.name === name)!;
+}
 
 /**
  * The topology for a mode. `single` keeps the same topics and partition

@@ -23,7 +23,7 @@ import {
   STACK_NAME,
 } from "../stacks/repo_files.ts";
 import { ELASTIC_VERSION } from "../stacks/images.ts";
-import { KAFKA_VERSION, SERVICE_PORTS, topology } from "../stacks/topology.ts";
+import { denoRunArgs, KAFKA_VERSION, SERVICE_PORTS, topology } from "../stacks/topology.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -538,14 +538,26 @@ Deno.test("stack: Elasticsearch is single-node on 127.0.0.1:9200 and Kibana on 1
   );
 });
 
+/** The stream jobs' V8 flags (memory bounds), written out as a user reads them. */
+const STREAM_V8 = "--v8-flags=--heap-growing-percent=20,--max-semi-space-size=4";
+
+Deno.test("stack: each job's deno task runs its script with the V8 flags it runs with in Docker", async () => {
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks;
+  for (const job of topology().jobs) {
+    assert.equal(tasks[job.name], ["deno", ...denoRunArgs(job)].join(" "), job.name);
+  }
+  assert.equal(tasks.aggregate, `deno run -A ${STREAM_V8} jobs/aggregate.ts`);
+  assert.equal(tasks.detect, `deno run -A ${STREAM_V8} jobs/detect.ts`);
+});
+
 Deno.test("stack: the four jobs run the spec's scripts in the Deno image, replicas from variables defaulting to the spec", () => {
   const bootstrap = "kafka-broker-1:19092,kafka-broker-2:19092,kafka-broker-3:19092";
   for (
-    const [job, script, port, replicas] of [
-      ["produce", "jobs/produce.ts", 9464, 1],
-      ["aggregate", "jobs/aggregate.ts", 9465, 2],
-      ["detect", "jobs/detect.ts", 9466, 2],
-      ["evaluate", "jobs/evaluate.ts", 9467, 1],
+    const [job, script, port, replicas, v8] of [
+      ["produce", "jobs/produce.ts", 9464, 1, []],
+      ["aggregate", "jobs/aggregate.ts", 9465, 2, [STREAM_V8]],
+      ["detect", "jobs/detect.ts", 9466, 2, [STREAM_V8]],
+      ["evaluate", "jobs/evaluate.ts", 9467, 1, []],
     ] as const
   ) {
     assert.equal(tf.variable[`${job}_replicas`].default, replicas);
@@ -558,6 +570,7 @@ Deno.test("stack: the four jobs run the spec's scripts in the Deno image, replic
       "--allow-all",
       "--frozen",
       "--node-modules-dir=none",
+      ...v8,
       script,
     ]);
     assert.equal(c.working_dir, "/app");

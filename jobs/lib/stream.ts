@@ -233,7 +233,7 @@ export const STREAM_DEFAULTS = {
   sessionTimeoutMs: 30_000,
   batchTimeoutMs: 120_000,
   maxBatchBytes: 8 * 1024 * 1024,
-  fetchBytes: 1024 * 1024,
+  fetchBytes: 512 * 1024,
   maxBatchTimeMs: 1_000,
 } as const;
 
@@ -250,7 +250,7 @@ export interface RunOptions {
    */
   maxBatchBytes?: number;
   /**
-   * Most bytes fetched per partition per request (default 1 MiB, and at
+   * Most bytes fetched per partition per request (default 512 KiB, and at
    * most `maxBatchBytes`): a fetch's records are let go once processed, so
    * this, not the batch, is what memory holds.
    */

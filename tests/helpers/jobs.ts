@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import type { Message } from "kafkajs";
-import { internalTopicNames, TOPICS } from "../../stacks/topology.ts";
+import { denoRunArgs, internalTopicNames, jobSpec, TOPICS } from "../../stacks/topology.ts";
 import { homeDir } from "../../stacks/local/cluster.ts";
 import { createKafka } from "../../jobs/lib/kafka.ts";
 import {
@@ -114,9 +114,7 @@ export function startInstance(
 ): Instance {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "-A",
-      `jobs/${job}.ts`,
+      ...denoRunArgs(jobSpec(job)),
       "--brokers",
       BROKERS.join(","),
       "--input",
