@@ -92,14 +92,14 @@ export interface JobSpec {
 
 /**
  * The stream jobs' V8 flags, which bound their memory (docs/benchmarks.md#memory):
- * - `--heap-growing-percent=20`: after a full GC the heap may grow by 20 %
+ * - `--heap-growing-percent=50`: after a full GC the heap may grow by 20 %
  *   before the next, instead of up to about four times what is live. Most of
  *   a job's heap is garbage of records already processed, so this halves the
  *   peak at a small cost in CPU;
  * - `--max-semi-space-size=4`: a young generation of 4 MiB per semi-space
  *   (16 by default), which the batch's short-lived records fill and leave.
  */
-export const STREAM_V8_FLAGS = ["--heap-growing-percent=20", "--max-semi-space-size=4"] as const;
+export const STREAM_V8_FLAGS = ["--heap-growing-percent=50", "--max-semi-space-size=4"] as const;
 
 /** The `--v8-flags=...` argument of `deno run` for a job (none when it has no V8 flags). */
 export function v8FlagArgs(job: Pick<JobSpec, "v8Flags">): string[] {

@@ -539,7 +539,7 @@ Deno.test("stack: Elasticsearch is single-node on 127.0.0.1:9200 and Kibana on 1
 });
 
 /** The stream jobs' V8 flags (memory bounds), written out as a user reads them. */
-const STREAM_V8 = "--v8-flags=--heap-growing-percent=20,--max-semi-space-size=4";
+const STREAM_V8 = "--v8-flags=--heap-growing-percent=50,--max-semi-space-size=4";
 
 Deno.test("stack: each job's deno task runs its script with the V8 flags it runs with in Docker", async () => {
   const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks;
