@@ -37,7 +37,14 @@
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { connectionFlags } from "./lib/job.ts";
-import { connectWithRetry, createKafka, KafkaUnreachableError, probeKafka } from "./lib/kafka.ts";
+import {
+  connectWithRetry,
+  createKafka,
+  KafkaConnectError,
+  missingCredentialsHint,
+  probeKafka,
+} from "./lib/kafka.ts";
+import { CredentialsError } from "./lib/credentials.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { DLQ_HEADERS } from "./lib/stream.ts";
 
@@ -406,20 +413,32 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGTERM", resolveStop);
 
   // No logger: kafkajs logs nothing, stdout carries only records.
-  const kafka = createKafka({ clientId: "txpipe-consume", brokers: brokerList });
+  let kafka: Kafka;
+  try {
+    kafka = createKafka({ principal: "consume", clientId: "txpipe-consume", brokers: brokerList });
+  } catch (err) {
+    console.error(`${name}: ${(err as Error).message}`);
+    return 1;
+  }
   const admin = kafka.admin();
   const started = performance.now();
   try {
     // Each attempt is a silent probe trying every broker once (as runJob does).
     const attempts = v.connectAttempts;
-    const connected = connectWithRetry(brokerList, () => probeKafka(brokerList, "txpipe-consume"), {
-      attempts,
-      onRetry: (attempt, delay) =>
-        console.error(
-          `${name}: waiting for Kafka at ${brokerList.join(",")} ` +
-            `(attempt ${attempt}/${attempts} failed, next in ${delay / 1000} s)`,
-        ),
-    }).then(() => admin.connect());
+    const connected = connectWithRetry(
+      brokerList,
+      () => probeKafka(brokerList, "txpipe-consume", "consume"),
+      {
+        attempts,
+        hint: missingCredentialsHint("consume"),
+        who: "txpipe-consume",
+        onRetry: (attempt, delay) =>
+          console.error(
+            `${name}: waiting for Kafka at ${brokerList.join(",")} ` +
+              `(attempt ${attempt}/${attempts} failed, next in ${delay / 1000} s)`,
+          ),
+      },
+    ).then(() => admin.connect());
     if (await Promise.race([connected.then(() => false), stopSignal.then(() => true)])) {
       return 0; // stopped before anything was read
     }
@@ -447,8 +466,9 @@ async function main(): Promise<number> {
     );
     return 0;
   } catch (err) {
-    if (err instanceof KafkaUnreachableError) console.error(`${name}: ${err.message}`);
-    else console.error(`${name}: failed: ${(err as Error)?.message ?? err}`);
+    if (err instanceof KafkaConnectError || err instanceof CredentialsError) {
+      console.error(`${name}: ${err.message}`);
+    } else console.error(`${name}: failed: ${(err as Error)?.message ?? err}`);
     return 1;
   } finally {
     await admin.disconnect().catch(() => {});

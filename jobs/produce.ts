@@ -198,7 +198,12 @@ async function main(): Promise<number> {
     // reporting each outage once: jobs/lib/delivery.ts.
     const delivery = new Delivery({
       createProducer: (logCreator) =>
-        createKafka({ clientId: "txpipe-produce", brokers: v.brokers, logCreator })
+        createKafka({
+          principal: "produce",
+          clientId: "txpipe-produce",
+          brokers: v.brokers,
+          logCreator,
+        })
           .producer({
             retry: PRODUCER_RETRY,
             createPartitioner: PARTITIONER,

@@ -62,5 +62,6 @@ export function pinnedImage(scope: Construct, id: string, name: string): image.I
  * Terraform's template sequences `${` and `%{` as `$${` and `%%{`.
  */
 export function terraformLiteral(text: string): string {
-  return text.replaceAll("${", "$${").replaceAll("%{", "%%{");
+  // Replacer functions: in a replacement string, `$$` would itself mean one `$`.
+  return text.replaceAll("${", () => "$${").replaceAll("%{", () => "%%{");
 }

@@ -17,6 +17,12 @@
  * for transactional ids. Logs go to Logstash through the gelf log driver,
  * tagged `txpipe-job`, where the pipeline parses them as ECS JSON.
  *
+ * Credentials: each job connects to Kafka as its own principal
+ * (stacks/security.ts): its containers get `TXPIPE_KAFKA_USER` and
+ * `TXPIPE_KAFKA_PASSWORD` of that principal only (jobs/lib/credentials.ts
+ * reads them), and its ACLs allow nothing beyond its topics, groups and
+ * transactional ids.
+ *
  * @module
  */
 import { Construct } from "constructs";
@@ -26,6 +32,7 @@ import { gelfLogging, onNetwork, pinnedImage } from "./container_defaults.ts";
 import { IMAGES } from "./images.ts";
 import { dockerJobAlias } from "./render/prometheus.ts";
 import { repoRootAbsolute } from "./repo_files.ts";
+import { KAFKA_USERS } from "./security.ts";
 import { type JobSpec, v8FlagArgs } from "./topology.ts";
 
 /** Where the repository is mounted in the job containers (the working directory). */
@@ -43,6 +50,8 @@ export interface JobsProps {
   readonly networkName: string;
   /** In-network Kafka bootstrap list (`TXPIPE_BROKERS`). */
   readonly bootstrap: string;
+  /** Each job's Kafka password (Terraform expressions; sensitive); a job gets its own only. */
+  readonly kafkaPasswords: Readonly<Record<JobSpec["name"], string>>;
   /** Replicas per job: numbers or Terraform number expressions (variables). */
   readonly replicas: Readonly<Record<JobSpec["name"], number>>;
   /** Extra `NAME=value` environment per job, e.g. the producer's rate. */
@@ -86,6 +95,8 @@ export class Jobs extends Construct {
           ],
           env: [
             `TXPIPE_BROKERS=${props.bootstrap}`,
+            `TXPIPE_KAFKA_USER=${KAFKA_USERS[job.name]}`,
+            `TXPIPE_KAFKA_PASSWORD=${props.kafkaPasswords[job.name]}`,
             `TXPIPE_METRICS_PORT=${job.metricsPort}`,
             "TXPIPE_METRICS_HOST=0.0.0.0",
             "TXPIPE_LOG_FORMAT=ecs", // for Logstash, also when a container gets a tty

@@ -12,17 +12,40 @@
  * stacks/config/kafka_jmx_exporter.yml, uploaded into each container, the
  * same file the local runner uses.
  *
- * Listeners: controllers listen on `CONTROLLER://:<controllerPort>`. Brokers
- * have an INTERNAL listener (`<name>:19092`, for the jobs, topic creation and
- * replication) and an EXTERNAL one advertised as `127.0.0.1:<clientPort>` and
- * published on 127.0.0.1 only, so host tools reach every broker directly.
+ * Listeners: controllers listen on `CONTROLLER://:<controllerPort>`, on the
+ * stack's network only (never published). Brokers have an INTERNAL listener
+ * (`<name>:19092`, for the jobs, topic creation and replication) and an
+ * EXTERNAL one advertised as `127.0.0.1:<clientPort>` and published on
+ * 127.0.0.1 only, so host tools reach every broker directly.
+ *
+ * Security (the local runner's settings, stacks/kafka_security.ts): INTERNAL
+ * and EXTERNAL take SASL/SCRAM-SHA-512 only, CONTROLLER takes SASL/PLAIN from
+ * the admin only; no listener is PLAINTEXT. Every node runs the
+ * StandardAuthorizer with `allow.everyone.if.no.acl.found=false` and
+ * `super.users=User:admin`. Each node gets the admin's password (a generated
+ * `random_password`, see stacks/secrets.ts) and nothing else; its start script
+ * (stacks/render/kafka_node.ts) formats the storage with the admin's SCRAM
+ * credentials. The jobs' users and ACLs are created by the topic-creation step.
  *
  * @module
  */
 import { Construct } from "constructs";
 import { container, image, volume } from "@cdktf/provider-docker";
-import { gelfLogging, loopbackPort, onNetwork, pinnedImage } from "./container_defaults.ts";
+import {
+  gelfLogging,
+  loopbackPort,
+  onNetwork,
+  pinnedImage,
+  terraformLiteral,
+} from "./container_defaults.ts";
 import { IMAGES } from "./images.ts";
+import { kafkaSecurityProperties, securedProtocolMap } from "./kafka_security.ts";
+import {
+  ADMIN_PASSWORD_ENV,
+  ADMIN_PLAIN_CONFIG,
+  ADMIN_SCRAM_CONFIG,
+  renderNodeScript,
+} from "./render/kafka_node.ts";
 import { repoFile, repoFileHash } from "./repo_files.ts";
 import {
   brokerDefaults,
@@ -53,8 +76,19 @@ export const KAFKA_DATA_DIR = "/var/lib/kafka/data";
 /** The Maven plugin that copies the agent jar, pinned. */
 export const MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1";
 
-/** Listener name to security protocol, the same on every node. */
-export const LISTENER_PROTOCOLS = "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT";
+/** The listeners of the Docker nodes: the controllers', and the brokers' two client listeners. */
+export const LISTENERS = {
+  controller: "CONTROLLER",
+  internal: "INTERNAL",
+  external: "EXTERNAL",
+} as const;
+
+/** Listener name to security protocol, the same on every node: SASL everywhere, no PLAINTEXT. */
+export const LISTENER_PROTOCOLS = securedProtocolMap([
+  LISTENERS.controller,
+  LISTENERS.internal,
+  LISTENERS.external,
+]);
 
 /**
  * The environment variable the `apache/kafka` image turns into a server
@@ -66,8 +100,16 @@ export function kafkaEnvName(property: string): string {
   return `KAFKA_${encoded.toUpperCase()}`;
 }
 
-/** The server properties of one node in Docker (before encoding as environment variables). */
-export function nodeProperties(topo: Topology, node: KafkaNode): Record<string, string> {
+/**
+ * The server properties of one node in Docker (before encoding as environment
+ * variables), secured. `adminPassword` is the admin's password, in the stack a
+ * Terraform expression (the generated `random_password`).
+ */
+export function nodeProperties(
+  topo: Topology,
+  node: KafkaNode,
+  adminPassword: string,
+): Record<string, string> {
   const props: Record<string, string> = {
     "node.id": String(node.id),
     "process.roles": node.role === "combined" ? "broker,controller" : node.role,
@@ -86,6 +128,13 @@ export function nodeProperties(topo: Topology, node: KafkaNode): Record<string, 
     Object.assign(props, brokerDefaults(topo));
   }
   props["listeners"] = listeners.join(",");
+  Object.assign(
+    props,
+    kafkaSecurityProperties(node, adminPassword, {
+      clientListeners: [LISTENERS.internal, LISTENERS.external],
+      interBrokerListener: LISTENERS.internal,
+    }),
+  );
   return props;
 }
 
@@ -98,6 +147,8 @@ export function internalBootstrap(topo: Topology): string {
 export interface KafkaClusterProps {
   readonly topology: Topology;
   readonly networkName: string;
+  /** The admin's password (a Terraform expression; sensitive): every node gets it, and no other. */
+  readonly adminPassword: string;
   /** Seconds Terraform waits for each node to turn healthy. Default 300. */
   readonly healthyWithinSeconds?: number;
 }
@@ -153,12 +204,14 @@ export class KafkaCluster extends Construct {
 
     const nodes = new Map<string, container.Container>();
     const controllers = controllerNodes(topo).map((node) => {
-      const c = this.addNode(node, topo, net, agentVolume, waitTimeout, [this.agentFetch]);
+      const c = this.addNode(node, topo, net, agentVolume, waitTimeout, props.adminPassword, [
+        this.agentFetch,
+      ]);
       nodes.set(node.name, c);
       return c;
     });
     const brokers = topo.nodes.filter((n) => n.role === "broker").map((node) => {
-      const c = this.addNode(node, topo, net, agentVolume, waitTimeout, [
+      const c = this.addNode(node, topo, net, agentVolume, waitTimeout, props.adminPassword, [
         this.agentFetch,
         ...controllers, // brokers start once the quorum has a leader
       ]);
@@ -175,12 +228,16 @@ export class KafkaCluster extends Construct {
     net: string,
     agentVolume: volume.Volume,
     waitTimeout: number,
+    adminPassword: string,
     dependsOn: container.Container[],
   ): container.Container {
     const data = new volume.Volume(this, `${node.name}-data`, { name: `txpipe-${node.name}-data` });
     const env = [
       `CLUSTER_ID=${topo.clusterId}`,
-      ...Object.entries(nodeProperties(topo, node)).map(([k, v]) => `${kafkaEnvName(k)}=${v}`),
+      `${ADMIN_PASSWORD_ENV}=${adminPassword}`,
+      ...Object.entries(nodeProperties(topo, node, adminPassword)).map(([k, v]) =>
+        `${kafkaEnvName(k)}=${v}`
+      ),
       `KAFKA_HEAP_OPTS=-Xms${node.heap} -Xmx${node.heap}`,
       `KAFKA_OPTS=-javaagent:${JMX_AGENT_DIR}/${JMX_AGENT_JAR}=${node.metricsPort}:${JMX_RULES_PATH}`,
     ];
@@ -188,6 +245,9 @@ export class KafkaCluster extends Construct {
       name: node.name,
       hostname: node.name,
       image: this.image.imageId,
+      // Formats the storage with the admin's SCRAM credentials, then runs the image's start script.
+      entrypoint: ["/bin/bash", "-c"],
+      command: [terraformLiteral(renderNodeScript({ dataDir: KAFKA_DATA_DIR }))],
       env,
       networksAdvanced: onNetwork(net),
       ports: node.clientPort === undefined ? [] : [loopbackPort(node.clientPort)],
@@ -212,18 +272,20 @@ export class KafkaCluster extends Construct {
 }
 
 /**
- * A node's healthcheck. Brokers: the INTERNAL listener answers an ApiVersions
- * request. Controllers: the quorum they belong to has a leader. The tools run
- * with an empty `KAFKA_OPTS`, or they would start a second JMX agent on the
- * node's metrics port and fail.
+ * A node's healthcheck, as the admin (the client configs the start script
+ * wrote). Brokers: the INTERNAL listener authenticates the admin with SCRAM
+ * and answers an ApiVersions request. Controllers: the quorum they belong to
+ * has a leader (asked over PLAIN). The tools run with an empty `KAFKA_OPTS`,
+ * or they would start a second JMX agent on the node's metrics port and fail.
  */
 export function kafkaHealthcheck(node: KafkaNode): container.ContainerHealthcheck {
   const tool = "KAFKA_OPTS= KAFKA_HEAP_OPTS=-Xmx128m /opt/kafka/bin";
   const test = node.role === "controller"
     ? `${tool}/kafka-metadata-quorum.sh --bootstrap-controller localhost:${node.controllerPort}` +
+      ` --command-config ${ADMIN_PLAIN_CONFIG}` +
       ` describe --status | grep -q 'LeaderId:[[:space:]]*[0-9]'`
     : `${tool}/kafka-broker-api-versions.sh --bootstrap-server localhost:${INTERNAL_LISTENER_PORT}` +
-      " > /dev/null";
+      ` --command-config ${ADMIN_SCRAM_CONFIG} > /dev/null`;
   return {
     test: ["CMD-SHELL", test],
     interval: "15s",

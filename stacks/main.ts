@@ -15,6 +15,15 @@
  * Inputs (Terraform variables): `<job>_replicas`, `produce_rate` and
  * `grafana_admin_password` (generated when not given).
  *
+ * Security by default (stacks/secrets.ts): every Kafka principal and every
+ * Elasticsearch user the stack uses gets a generated `random_password`;
+ * Kafka takes SASL only (SCRAM for clients, PLAIN from the admin for the
+ * controllers) with least-privilege ACLs per job (stacks/security.ts), and
+ * Elasticsearch runs with `xpack.security`. The outputs
+ * `kafka_consume_password`, `kafka_admin_password` and `elasticsearch_password`
+ * (sensitive) give the host's user the credentials of the topic reader, the
+ * Kafka admin and Elasticsearch's `elastic` (for Kibana).
+ *
  * @module
  */
 import { Construct } from "constructs";
@@ -27,6 +36,8 @@ import { Logging } from "./logging.ts";
 import { Monitoring } from "./monitoring.ts";
 import { TxpipeNetwork } from "./network.ts";
 import { repoFilesIn, STACK_NAME } from "./repo_files.ts";
+import { generateSecrets } from "./secrets.ts";
+import { ADMIN_USER, jobAcls, KAFKA_USERS } from "./security.ts";
 import { Topics } from "./topics.ts";
 import {
   bootstrapServers,
@@ -105,14 +116,22 @@ export class TxpipeStack extends TerraformStack {
     });
     const grafanaPassword = Fn.coalesce([grafanaPasswordVar.stringValue, generated.result]);
 
+    const secrets = generateSecrets(this);
+
     const net = new TxpipeNetwork(this, "network", { name: NETWORK_NAME });
-    this.kafka = new KafkaCluster(this, "kafka", { topology: topo, networkName: net.name });
+    this.kafka = new KafkaCluster(this, "kafka", {
+      topology: topo,
+      networkName: net.name,
+      adminPassword: secrets.kafka.admin,
+    });
     this.topics = new Topics(this, "topics", {
       topics: topo.topics,
       networkName: net.name,
       kafkaImage: this.kafka.image,
       bootstrap: this.kafka.bootstrap,
       after: this.kafka.brokers,
+      passwords: secrets.kafka,
+      acls: jobAcls(),
     });
     this.logging = new Logging(this, "logging", {
       networkName: net.name,
@@ -120,6 +139,11 @@ export class TxpipeStack extends TerraformStack {
         elasticsearch: SERVICE_PORTS.elasticsearch,
         kibana: SERVICE_PORTS.kibana,
         logstashGelf: SERVICE_PORTS.logstashGelf,
+      },
+      passwords: {
+        elastic: secrets.elastic.elastic,
+        kibanaSystem: secrets.elastic.kibana_system,
+        logstash: secrets.elastic.logstash,
       },
     });
     this.monitoring = new Monitoring(this, "monitoring", {
@@ -134,6 +158,12 @@ export class TxpipeStack extends TerraformStack {
       jobs: topo.jobs,
       networkName: net.name,
       bootstrap: this.kafka.bootstrap,
+      kafkaPasswords: {
+        produce: secrets.kafka.produce,
+        aggregate: secrets.kafka.aggregate,
+        detect: secrets.kafka.detect,
+        evaluate: secrets.kafka.evaluate,
+      },
       replicas,
       extraEnv: {
         produce: [`TXPIPE_RATE=${produceRate.stringValue}`],
@@ -159,6 +189,29 @@ export class TxpipeStack extends TerraformStack {
       description:
         "Grafana's admin password (user admin): terraform output -raw grafana_admin_password",
     }).overrideLogicalId("grafana_admin_password"); // same name as the variable, as Terraform allows
+    const secretOutputs: Array<[string, string, string]> = [
+      [
+        "kafka_consume_password",
+        secrets.kafka.consume,
+        `Kafka password of ${KAFKA_USERS.consume} (reads every topic): ` +
+        `TXPIPE_KAFKA_USER=${KAFKA_USERS.consume} ` +
+        "TXPIPE_KAFKA_PASSWORD=$(terraform output -raw kafka_consume_password) deno task consume",
+      ],
+      [
+        "kafka_admin_password",
+        secrets.kafka.admin,
+        `Kafka password of the super user ${ADMIN_USER} (SCRAM-SHA-512 on the brokers, ` +
+        "PLAIN on the controllers)",
+      ],
+      [
+        "elasticsearch_password",
+        secrets.elastic.elastic,
+        "Password of Elasticsearch's elastic user, to log into Kibana",
+      ],
+    ];
+    for (const [name, value, description] of secretOutputs) {
+      new TerraformOutput(this, name, { value, sensitive: true, description });
+    }
   }
 }
 

@@ -5,13 +5,33 @@
  * healthy. Terraform waits for it to finish and fails the apply when it exits
  * non-zero. It runs again whenever the topic spec, and so the script, changes.
  *
+ * The cluster is secured, so the job connects as the admin (SCRAM) and, after
+ * the topics, sets every other principal's SCRAM credentials and adds every
+ * ACL rule of stacks/security.ts (`jobAcls()`), both idempotent. It is the one
+ * container that holds every Kafka password: the admin's to connect, the
+ * others' to set them. It runs again when a password changes, too.
+ *
  * @module
  */
 import { Construct } from "constructs";
 import { container, type image } from "@cdktf/provider-docker";
 import { onNetwork, terraformLiteral } from "./container_defaults.ts";
-import { renderTopicsScript } from "./render/topics.ts";
+import { ADMIN_PASSWORD_ENV, renderTopicsScript, type ScramUser } from "./render/topics.ts";
+import { type AclRule, KAFKA_USERS, type PrincipalName, PRINCIPALS } from "./security.ts";
 import type { TopicSpec } from "./topology.ts";
+
+/** The environment variable holding a (non-admin) principal's password in the setup job. */
+export function principalPasswordEnv(principal: PrincipalName): string {
+  return `TXPIPE_KAFKA_PASSWORD_${principal.toUpperCase()}`;
+}
+
+/** The users whose SCRAM credentials the setup job sets: every principal but the admin. */
+export function scramUsers(): ScramUser[] {
+  return PRINCIPALS.filter((p) => p !== "admin").map((p) => ({
+    user: KAFKA_USERS[p],
+    passwordEnv: principalPasswordEnv(p),
+  }));
+}
 
 /** Props of `Topics`. */
 export interface TopicsProps {
@@ -23,6 +43,10 @@ export interface TopicsProps {
   readonly bootstrap: string;
   /** Created after these are healthy (the brokers). */
   readonly after: readonly container.Container[];
+  /** Every principal's password (Terraform expressions; sensitive). */
+  readonly passwords: Readonly<Record<PrincipalName, string>>;
+  /** The ACL rules to add (stacks/security.ts's `jobAcls()`). */
+  readonly acls: readonly AclRule[];
 }
 
 /** The one-shot topic-creation container. */
@@ -34,13 +58,22 @@ export class Topics extends Construct {
 
   constructor(scope: Construct, id: string, props: TopicsProps) {
     super(scope, id);
-    this.script = renderTopicsScript(props.topics, { bootstrap: props.bootstrap });
+    this.script = renderTopicsScript(props.topics, {
+      bootstrap: props.bootstrap,
+      security: { adminPasswordEnv: ADMIN_PASSWORD_ENV, users: scramUsers(), acls: props.acls },
+    });
     this.job = new container.Container(this, "create-topics", {
       name: "txpipe-create-topics",
       image: props.kafkaImage.imageId,
       entrypoint: ["/bin/bash", "-c"],
       command: [terraformLiteral(this.script)],
-      env: ["KAFKA_HEAP_OPTS=-Xmx256m"],
+      env: [
+        "KAFKA_HEAP_OPTS=-Xmx256m",
+        `${ADMIN_PASSWORD_ENV}=${props.passwords.admin}`,
+        ...PRINCIPALS.filter((p) => p !== "admin").map((p) =>
+          `${principalPasswordEnv(p)}=${props.passwords[p]}`
+        ),
+      ],
       networksAdvanced: onNetwork(props.networkName),
       attach: true,
       mustRun: false,
@@ -49,7 +82,7 @@ export class Topics extends Construct {
       lifecycle: {
         postcondition: [{
           condition: "${self.exit_code == 0}",
-          errorMessage: "topic creation failed; see container_logs of this resource " +
+          errorMessage: "topic, user or ACL creation failed; see container_logs of this resource " +
             "or `docker logs txpipe-create-topics`",
         }],
       },

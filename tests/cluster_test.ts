@@ -85,7 +85,7 @@ Deno.test("cluster: an unknown command or flag value exits 2 naming it", async (
   assert.equal(cmd.code, 2);
   assert.match(
     cmd.stderr,
-    /expected a command \(up, down, status, logs, stop, reset, jars\), got "explode"/,
+    /expected a command \(up, down, status, logs, stop, reset, jars, acls, grant\), got "explode"/,
   );
   const mode = await runScript("stacks/local/cluster.ts", ["up", "--mode", "triple"]);
   assert.equal(mode.code, 2);

@@ -93,7 +93,12 @@ Deno.test({
   fn: async () => {
     const topic = await freshTopic(TOPICS.aggregates, "concurrent_txn");
     const { lines, logger } = captureLogs("concurrent-txn-test", "debug");
-    const kafka = createKafka({ clientId: "txpipe-test-txn", brokers: BROKERS, logger });
+    const kafka = createKafka({
+      principal: "admin",
+      clientId: "txpipe-test-txn",
+      brokers: BROKERS,
+      logger,
+    });
     const producer = kafka.producer({
       transactionalId: `test-concurrent-txn-${crypto.randomUUID().slice(0, 8)}`,
       idempotent: true,

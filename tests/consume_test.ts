@@ -74,18 +74,20 @@ async function readerGroups(): Promise<Set<string>> {
 }
 
 function transactionalProducer(label: string): Producer {
-  return createKafka({ clientId: "txpipe-test-consume", brokers: BROKERS }).producer({
-    transactionalId: `test-consume-${label}-${crypto.randomUUID().slice(0, 8)}`,
-    idempotent: true,
-    maxInFlightRequests: 1,
-  });
+  return createKafka({ principal: "admin", clientId: "txpipe-test-consume", brokers: BROKERS })
+    .producer({
+      transactionalId: `test-consume-${label}-${crypto.randomUUID().slice(0, 8)}`,
+      idempotent: true,
+      maxInFlightRequests: 1,
+    });
 }
 
 function plainProducer(): Producer {
-  return createKafka({ clientId: "txpipe-test-consume", brokers: BROKERS }).producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-  });
+  return createKafka({ principal: "admin", clientId: "txpipe-test-consume", brokers: BROKERS })
+    .producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+    });
 }
 
 const json = (id: string, partition: number): Message => ({

@@ -205,7 +205,11 @@ function startFeed(topic: string, records: Message[], perTick: number, tickMs: n
   let stopped = false;
   let sent = 0;
   const done = (async () => {
-    const producer = createKafka({ clientId: "txpipe-test-feed", brokers: BROKERS }).producer({
+    const producer = createKafka({
+      principal: "admin",
+      clientId: "txpipe-test-feed",
+      brokers: BROKERS,
+    }).producer({
       idempotent: true,
       maxInFlightRequests: 1,
     });

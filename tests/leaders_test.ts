@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import type { Admin } from "kafkajs";
 import { type BrokerView, missingLeaders, waitForLeaders } from "../jobs/lib/leaders.ts";
 import { createKafka, ensureTopics } from "../jobs/lib/kafka.ts";
+import { authOf, rememberAuth } from "../jobs/lib/credentials.ts";
 import { topicAs, TOPICS, type TopicSpec } from "../stacks/topology.ts";
 import { BROKERS, ensureCluster, TOPO, withAdmin } from "./helpers/cluster.ts";
 
@@ -100,6 +101,7 @@ async function assertEveryBrokerKnows(specs: readonly TopicSpec[]): Promise<void
   const topics = specs.map((s) => s.name);
   await Promise.all(BROKERS.map(async (broker) => {
     const admin = createKafka({
+      principal: "admin",
       clientId: "txpipe-test-leaders",
       brokers: [broker],
       retry: { retries: 0 },
@@ -180,13 +182,15 @@ Deno.test(
       // The second listed the topics just before the first created it: its
       // createTopics meets TOPIC_ALREADY_EXISTS.
       let answer: boolean | undefined;
-      const second = await withAdmin((admin) =>
-        ensureTopics({
+      const second = await withAdmin((admin) => {
+        const late: Admin = {
           ...admin,
           listTopics: () => Promise.resolve([]),
           createTopics: (req) => admin.createTopics(req).then((created) => answer = created),
-        }, [spec])
-      );
+        };
+        rememberAuth(late, authOf(admin)); // its own connections to each broker authenticate too
+        return ensureTopics(late, [spec]);
+      });
       assert.deepEqual([first[0].action, second[0].action], ["created", "created"]);
       assert.equal(answer, false, "kafkajs's createTopics met TOPIC_ALREADY_EXISTS");
       await assertEveryBrokerKnows([spec]);

@@ -111,3 +111,13 @@ Deno.test("logstash: job lines are parsed as ECS JSON into logs-txpipe.jobs-defa
   assert.ok(conf.includes('port => "${TXPIPE_GELF_PORT}"'));
   assert.ok(conf.includes("use_udp => true"));
 });
+
+Deno.test("logstash: the output authenticates with the user and password from the environment, never a literal", () => {
+  const output = conf.slice(conf.indexOf("output {"));
+  assert.ok(output.includes('user => "${TXPIPE_ELASTICSEARCH_USER}"'));
+  assert.ok(output.includes('password => "${TXPIPE_ELASTICSEARCH_PASSWORD}"'));
+  for (const m of conf.matchAll(/^\s*(user|password|api_key)\s*=>\s*"([^"]*)"/gm)) {
+    assert.match(m[2], /^\$\{TXPIPE_[A-Z_]+\}$/, `${m[1]} comes from the environment`);
+  }
+  assert.doesNotMatch(conf, /ssl_verification_mode\s*=>\s*"none"/);
+});

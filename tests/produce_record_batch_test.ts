@@ -131,19 +131,20 @@ Deno.test(
   kafkaTest,
   async () => {
     const topic = await freshTopic(TOPICS.transactions, "record_batch");
-    const kafka = createKafka({ clientId: "txpipe-test", brokers: BROKERS });
+    const kafka = createKafka({ principal: "admin", clientId: "txpipe-test", brokers: BROKERS });
     const admin = kafka.admin();
     await admin.connect();
     const log = createLogger("test", { level: "warn" } as never);
     const delivery = new Delivery({
       createProducer: (logCreator) =>
-        createKafka({ clientId: "txpipe-test", brokers: BROKERS, logCreator }).producer({
-          retry: PRODUCER_RETRY,
-          createPartitioner: PARTITIONER,
-          idempotent: true,
-          maxInFlightRequests: 1,
-          allowAutoTopicCreation: false,
-        }),
+        createKafka({ principal: "admin", clientId: "txpipe-test", brokers: BROKERS, logCreator })
+          .producer({
+            retry: PRODUCER_RETRY,
+            createPartitioner: PARTITIONER,
+            idempotent: true,
+            maxInFlightRequests: 1,
+            allowAutoTopicCreation: false,
+          }),
       router: new PartitionRouter(admin),
       topic,
       log,

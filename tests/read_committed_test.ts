@@ -73,7 +73,11 @@ Deno.test(
   kafkaTest,
   async () => {
     const topic = await freshTopic(TOPICS.aggregates, "read_committed");
-    const kafka = createKafka({ clientId: "txpipe-test-txn", brokers: BROKERS });
+    const kafka = createKafka({
+      principal: "admin",
+      clientId: "txpipe-test-txn",
+      brokers: BROKERS,
+    });
     const producer = (id: string) =>
       kafka.producer({
         transactionalId: `test-rc-${id}-${crypto.randomUUID().slice(0, 8)}`,

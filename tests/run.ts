@@ -53,7 +53,11 @@ const { code } = await test.status;
 
 // The suite's topics are all named test_…/test-…: remove them.
 try {
-  const admin = createKafka({ clientId: "txpipe-test-cleanup", brokers: bootstrapServers(topo) })
+  const admin = createKafka({
+    principal: "admin",
+    clientId: "txpipe-test-cleanup",
+    brokers: bootstrapServers(topo),
+  })
     .admin();
   await admin.connect();
   const topics = (await admin.listTopics()).filter((t) => /^test[_-]/.test(t));

@@ -24,6 +24,19 @@ import {
 } from "../stacks/repo_files.ts";
 import { ELASTIC_VERSION } from "../stacks/images.ts";
 import { denoRunArgs, KAFKA_VERSION, SERVICE_PORTS, topology } from "../stacks/topology.ts";
+import { terraformLiteral } from "../stacks/container_defaults.ts";
+import { kafkaSecurityProperties } from "../stacks/kafka_security.ts";
+import { securityProperties as localSecurityProperties } from "../stacks/local/cluster.ts";
+import { renderNodeScript } from "../stacks/render/kafka_node.ts";
+import { aclArgs } from "../stacks/render/topics.ts";
+import {
+  LOGSTASH_INDEX_PATTERNS,
+  LOGSTASH_ROLE,
+  LOGSTASH_USER,
+  logstashRole,
+  renderElasticSetupScript,
+} from "../stacks/render/elastic_setup.ts";
+import { jobAcls, KAFKA_USERS, type PrincipalName, PRINCIPALS } from "../stacks/security.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -64,6 +77,9 @@ function kafkaProperties(c: Json): Map<string, string> {
 }
 
 const VOTERS = "1@kafka-controller-1:9193,2@kafka-controller-2:9194,3@kafka-controller-3:9195";
+
+/** The admin's generated Kafka password, as the stack interpolates it. */
+const ADMIN_PASSWORD = "${random_password.kafka_password_admin.result}";
 
 Deno.test("stack: six Kafka containers from apache/kafka:4.4.0 — 3 controllers (ids 1-3) and 3 brokers (ids 4-6)", () => {
   assert.ok(
@@ -138,7 +154,7 @@ Deno.test("stack: brokers have INTERNAL <name>:19092 and EXTERNAL 127.0.0.1:<cli
     assert.equal(env.get("KAFKA_INTER_BROKER_LISTENER_NAME"), "INTERNAL");
     assert.equal(
       env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"),
-      "CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+      "CONTROLLER:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_PLAINTEXT",
     );
   }
 });
@@ -148,7 +164,7 @@ Deno.test("stack: Kafka env variables decode (as the image decodes them) to the 
     const c = containerNamed(node.name);
     assert.deepEqual(
       Object.fromEntries(kafkaProperties(c)),
-      nodeProperties(topo, node),
+      nodeProperties(topo, node, ADMIN_PASSWORD),
       `${node.name}: env round-trips`,
     );
   }
@@ -278,6 +294,7 @@ Deno.test("stack: every container joins the one txpipe network", () => {
     "txpipe-create-topics",
     "txpipe-detect-${count.index}",
     "txpipe-elasticsearch",
+    "txpipe-elasticsearch-setup",
     "txpipe-evaluate-${count.index}",
     "txpipe-grafana",
     "txpipe-jmx-agent-fetch",
@@ -528,7 +545,7 @@ Deno.test("stack: Logstash runs logstash/pipeline/txpipe.conf as its only pipeli
 Deno.test("stack: Elasticsearch is single-node on 127.0.0.1:9200 and Kibana on 127.0.0.1:5601, same Elastic version", () => {
   const es = envOf(containerNamed("txpipe-elasticsearch"));
   assert.equal(es.get("discovery.type"), "single-node");
-  assert.equal(es.get("xpack.security.enabled"), "false");
+  assert.equal(es.get("xpack.security.enabled"), "true");
   assert.deepEqual(containerNamed("txpipe-kibana").ports, [
     { internal: 5601, external: 5601, ip: "127.0.0.1", protocol: "tcp" },
   ]);
@@ -612,3 +629,299 @@ function datasourceRefs(node: Json): Json[] {
   }
   return found;
 }
+
+// ---------------------------------------------------------------------------
+// Security by default: SASL everywhere, least-privilege ACLs, generated secrets.
+
+/** A generated password as the stack interpolates it. */
+function generatedPassword(id: string): string {
+  return `\${random_password.${id}.result}`;
+}
+
+const kafkaPassword = (p: PrincipalName) => generatedPassword(`kafka_password_${p}`);
+
+Deno.test("stack: every Kafka listener is SASL (SCRAM-SHA-512 for INTERNAL and EXTERNAL, PLAIN for CONTROLLER), none PLAINTEXT", () => {
+  for (const node of topo.nodes) {
+    const props = kafkaProperties(containerNamed(node.name));
+    const map = props.get("listener.security.protocol.map")!;
+    for (const entry of map.split(",")) {
+      assert.match(entry, /^[A-Z]+:SASL_PLAINTEXT$/, `${node.name}: ${entry}`);
+    }
+    assert.equal(props.get("sasl.mechanism.controller.protocol"), "PLAIN", node.name);
+    assert.equal(props.get("listener.name.controller.sasl.enabled.mechanisms"), "PLAIN");
+    assert.equal(
+      props.get("listener.name.controller.plain.sasl.jaas.config"),
+      "org.apache.kafka.common.security.plain.PlainLoginModule required " +
+        `username="admin" password="${ADMIN_PASSWORD}" user_admin="${ADMIN_PASSWORD}";`,
+      `${node.name}: the admin is the controllers' only PLAIN user`,
+    );
+    if (node.role === "controller") {
+      assert.equal(props.get("listeners"), `CONTROLLER://:${node.controllerPort}`);
+      assert.equal(props.has("sasl.mechanism.inter.broker.protocol"), false);
+      assert.deepEqual(
+        containerNamed(node.name).ports,
+        [],
+        "the CONTROLLER listener is not published",
+      );
+      continue;
+    }
+    assert.equal(props.get("listener.name.internal.sasl.enabled.mechanisms"), "SCRAM-SHA-512");
+    assert.equal(props.get("listener.name.external.sasl.enabled.mechanisms"), "SCRAM-SHA-512");
+    assert.equal(props.get("sasl.mechanism.inter.broker.protocol"), "SCRAM-SHA-512");
+    assert.equal(props.get("inter.broker.listener.name"), "INTERNAL");
+    assert.equal(
+      props.get("listener.name.internal.scram-sha-512.sasl.jaas.config"),
+      "org.apache.kafka.common.security.scram.ScramLoginModule required " +
+        `username="admin" password="${ADMIN_PASSWORD}";`,
+      "brokers replicate as the admin",
+    );
+    assert.equal(
+      props.get("listener.name.external.scram-sha-512.sasl.jaas.config"),
+      "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+      "the EXTERNAL listener's server side needs no credentials of its own",
+    );
+  }
+});
+
+Deno.test("stack: every Kafka node runs the StandardAuthorizer, denies what no ACL allows, and has the admin as its only super user", () => {
+  for (const node of topo.nodes) {
+    const props = kafkaProperties(containerNamed(node.name));
+    assert.equal(
+      props.get("authorizer.class.name"),
+      "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+      node.name,
+    );
+    assert.equal(props.get("allow.everyone.if.no.acl.found"), "false", node.name);
+    assert.equal(props.get("super.users"), "User:admin", node.name);
+  }
+});
+
+Deno.test("stack: the Docker nodes' security settings are the local runner's, listener for listener", () => {
+  for (const mode of ["cluster", "single"] as const) {
+    for (const node of topology(mode).nodes) {
+      assert.deepEqual(
+        kafkaSecurityProperties(node, "pw", {
+          clientListeners: ["CLIENT"],
+          interBrokerListener: "CLIENT",
+        }),
+        localSecurityProperties(node, "pw"),
+        `${mode}/${node.name}`,
+      );
+    }
+  }
+});
+
+Deno.test("stack: each Kafka node formats its storage with the admin's SCRAM credentials, then runs the image's start script", () => {
+  const script = terraformLiteral(renderNodeScript({ dataDir: "/var/lib/kafka/data" }));
+  for (const node of topo.nodes) {
+    const c = containerNamed(node.name);
+    assert.deepEqual(c.entrypoint, ["/bin/bash", "-c"], node.name);
+    assert.deepEqual(c.command, [script], node.name);
+    assert.equal(envOf(c).get("TXPIPE_KAFKA_ADMIN_PASSWORD"), ADMIN_PASSWORD, node.name);
+    // the admin's password and no other principal's
+    const json = JSON.stringify(c);
+    for (const p of PRINCIPALS.filter((p) => p !== "admin")) {
+      assert.ok(!json.includes(kafkaPassword(p)), `${node.name} must not hold ${p}'s password`);
+    }
+    const check: string = c.healthcheck.test[1];
+    assert.match(
+      check,
+      node.role === "controller"
+        ? / --command-config \/tmp\/txpipe\/admin-plain\.properties /
+        : / --command-config \/tmp\/txpipe\/admin-scram\.properties /,
+      `${node.name}: the healthcheck authenticates as the admin`,
+    );
+  }
+  assert.ok(
+    script.includes(
+      '--add-scram "SCRAM-SHA-512=[name=admin,password=$${TXPIPE_KAFKA_ADMIN_PASSWORD}]"',
+    ),
+    "Terraform passes the variable reference to bash literally",
+  );
+  assert.ok(script.trimEnd().endsWith("exec /etc/kafka/docker/run"));
+  assert.equal(terraformLiteral("a ${b} %{c} $d"), "a $${b} %%{c} $d");
+});
+
+Deno.test("stack: one generated random_password per Kafka principal and per Elasticsearch user, no literal password anywhere", () => {
+  const passwords = tf.resource.random_password as Record<string, Json>;
+  const expected = [
+    ...PRINCIPALS.map((p) => `kafka_password_${p}`),
+    "elasticsearch_password_elastic",
+    "elasticsearch_password_kibana_system",
+    "elasticsearch_password_logstash",
+  ];
+  for (const id of expected) {
+    assert.ok(passwords[id], `random_password.${id}`);
+    assert.equal(passwords[id].length, 32, id);
+    assert.equal(passwords[id].special, false, `${id}: letters and digits only`);
+  }
+  assert.deepEqual(
+    Object.keys(passwords).sort(),
+    [...expected, "grafana_admin_password_generated"].sort(),
+  );
+  // Every password-like setting of every container is a generated password.
+  for (const c of containers) {
+    for (const [name, value] of envOf(c)) {
+      if (/PASSWORD$/.test(name)) {
+        assert.match(value, /^\$\{random_password\.[a-z_]+\.result\}$/, `${c.name}: ${name}`);
+      }
+    }
+    for (const m of JSON.stringify(c).matchAll(/password=\\"([^"\\]*)\\"/g)) {
+      assert.match(m[1], /^\$\{random_password\.[a-z_]+\.result\}$/, `${c.name}: ${m[0]}`);
+    }
+  }
+  for (const name of ["kafka_consume_password", "kafka_admin_password", "elasticsearch_password"]) {
+    assert.equal(tf.output[name].sensitive, true, name);
+  }
+  assert.equal(tf.output.kafka_consume_password.value, kafkaPassword("consume"));
+  assert.equal(tf.output.kafka_admin_password.value, ADMIN_PASSWORD);
+  assert.equal(
+    tf.output.elasticsearch_password.value,
+    generatedPassword("elasticsearch_password_elastic"),
+  );
+});
+
+Deno.test("stack: each job container has TXPIPE_KAFKA_USER and TXPIPE_KAFKA_PASSWORD of its own principal only", () => {
+  for (const job of topo.jobs) {
+    const c = containerNamed(`txpipe-${job.name}-\${count.index}`);
+    const env = envOf(c);
+    assert.equal(env.get("TXPIPE_KAFKA_USER"), KAFKA_USERS[job.name], job.name);
+    assert.equal(env.get("TXPIPE_KAFKA_USER"), `txpipe-${job.name}`);
+    assert.equal(env.get("TXPIPE_KAFKA_PASSWORD"), kafkaPassword(job.name), job.name);
+    const json = JSON.stringify(c);
+    for (const p of PRINCIPALS.filter((p) => p !== job.name)) {
+      assert.ok(!json.includes(kafkaPassword(p)), `${job.name} must not hold ${p}'s password`);
+    }
+    assert.ok(!json.includes("random_password.elasticsearch_"), job.name);
+  }
+});
+
+Deno.test("stack: the topic step connects as the admin, sets every principal's SCRAM credentials and adds every ACL of jobAcls()", () => {
+  const c = containerNamed("txpipe-create-topics");
+  const env = envOf(c);
+  assert.equal(env.get("TXPIPE_KAFKA_ADMIN_PASSWORD"), ADMIN_PASSWORD);
+  const script: string = c.command[0];
+  assert.ok(!script.includes("random_password"), "no password in the script itself");
+  assert.match(script, /^topics\(\) \{ .*--command-config "\$ADMIN_CONFIG" "\$@"; \}$/m);
+  assert.match(
+    script,
+    /^acls\(\) \{ \/opt\/kafka\/bin\/kafka-acls\.sh --bootstrap-server "\$BOOTSTRAP" --command-config "\$ADMIN_CONFIG" "\$@"; \}$/m,
+  );
+  for (const p of PRINCIPALS.filter((p) => p !== "admin")) {
+    const variable = `TXPIPE_KAFKA_PASSWORD_${p.toUpperCase()}`;
+    assert.equal(env.get(variable), kafkaPassword(p), variable);
+    assert.ok(script.includes(`\nscram_user ${KAFKA_USERS[p]} "$${variable}"\n`), p);
+  }
+  assert.ok(!script.includes("scram_user admin"), "the admin's credentials come from formatting");
+  const rules = jobAcls();
+  assert.ok(rules.length > 0);
+  const added = script.split("\n").filter((l) => l.startsWith("acls --add "));
+  assert.equal(added.length, rules.length, "one kafka-acls --add per rule");
+  for (const r of rules) {
+    const line = "acls " + aclArgs(r).map((a) => (a === "*" ? "'*'" : a)).join(" ");
+    assert.ok(added.includes(line), `missing: ${line}`);
+  }
+  // Users and grants after the topics, before the final describe.
+  assert.ok(script.indexOf("scram_user txpipe-") > script.lastIndexOf("topics --create"));
+  assert.ok(
+    script.lastIndexOf("acls --add") < script.indexOf("topics --describe --exclude-internal"),
+  );
+});
+
+Deno.test("stack: Elasticsearch runs with xpack.security and a generated elastic password, still on 127.0.0.1 only", () => {
+  const c = containerNamed("txpipe-elasticsearch");
+  const env = envOf(c);
+  assert.equal(env.get("xpack.security.enabled"), "true");
+  assert.equal(env.get("ELASTIC_PASSWORD"), generatedPassword("elasticsearch_password_elastic"));
+  assert.match(c.healthcheck.test[1], /curl -fsS -u "elastic:\$ELASTIC_PASSWORD" /);
+  assert.deepEqual(c.ports, [{ internal: 9200, external: 9200, ip: "127.0.0.1", protocol: "tcp" }]);
+});
+
+Deno.test("stack: a one-shot setup container sets kibana_system's password and creates the least-privilege Logstash user", () => {
+  const c = containerNamed("txpipe-elasticsearch-setup");
+  assert.equal(
+    c.image,
+    containerNamed("txpipe-elasticsearch").image,
+    "the Elasticsearch image's curl",
+  );
+  assert.deepEqual(c.entrypoint, ["/bin/bash", "-c"]);
+  assert.equal(c.attach, true);
+  assert.equal(c.must_run, false);
+  assert.equal(c.lifecycle.postcondition[0].condition, "${self.exit_code == 0}");
+  assert.deepEqual(c.depends_on, ["docker_container.logging_elasticsearch_6635A459"]);
+  assert.deepEqual(c.ports ?? [], []);
+  const script = renderElasticSetupScript({ url: "http://txpipe-elasticsearch:9200" });
+  assert.deepEqual(c.command, [terraformLiteral(script)]);
+  assert.ok(script.includes("es POST /_security/user/kibana_system/_password"));
+  assert.ok(script.includes(`es PUT /_security/role/${LOGSTASH_ROLE}`));
+  assert.ok(script.includes(`es PUT /_security/user/${LOGSTASH_USER}`));
+  const env = envOf(c);
+  assert.equal(env.get("ELASTIC_PASSWORD"), generatedPassword("elasticsearch_password_elastic"));
+  assert.equal(
+    env.get("KIBANA_SYSTEM_PASSWORD"),
+    generatedPassword("elasticsearch_password_kibana_system"),
+  );
+  assert.equal(env.get("LOGSTASH_PASSWORD"), generatedPassword("elasticsearch_password_logstash"));
+  // Least privilege: write documents into txpipe's data streams, nothing else.
+  assert.deepEqual(logstashRole(), {
+    cluster: ["monitor"],
+    indices: [{
+      names: ["logs-txpipe.*-*", "logs-kafka.*-*"],
+      privileges: ["create_doc", "auto_configure"],
+    }],
+  });
+  assert.deepEqual([...LOGSTASH_INDEX_PATTERNS], ["logs-txpipe.*-*", "logs-kafka.*-*"]);
+});
+
+Deno.test("stack: Kibana connects as kibana_system and Logstash as its own user, both after the setup", () => {
+  const setup = "docker_container.logging_elasticsearch-setup_2D4C2EF9";
+  const kibana = containerNamed("txpipe-kibana");
+  assert.equal(envOf(kibana).get("ELASTICSEARCH_USERNAME"), "kibana_system");
+  assert.equal(
+    envOf(kibana).get("ELASTICSEARCH_PASSWORD"),
+    generatedPassword("elasticsearch_password_kibana_system"),
+  );
+  assert.ok(kibana.depends_on.includes(setup), kibana.depends_on);
+  const logstash = containerNamed("txpipe-logstash");
+  assert.equal(envOf(logstash).get("TXPIPE_ELASTICSEARCH_USER"), LOGSTASH_USER);
+  assert.equal(
+    envOf(logstash).get("TXPIPE_ELASTICSEARCH_PASSWORD"),
+    generatedPassword("elasticsearch_password_logstash"),
+  );
+  assert.ok(logstash.depends_on.includes(setup), logstash.depends_on);
+  // Neither gets the elastic super user's password.
+  for (const c of [kibana, logstash]) {
+    assert.ok(!JSON.stringify(c).includes("elasticsearch_password_elastic"), c.name);
+  }
+  const conf = readFileSync(`${repoRoot()}/logstash/pipeline/txpipe.conf`, "utf8");
+  const output = conf.slice(conf.indexOf("output {"));
+  assert.ok(output.includes('user => "${TXPIPE_ELASTICSEARCH_USER}"'));
+  assert.ok(output.includes('password => "${TXPIPE_ELASTICSEARCH_PASSWORD}"'));
+});
+
+Deno.test("stack: every ${ in the synthesized JSON is a Terraform reference; the scripts' shell variables reach the containers escaped", () => {
+  const strings: string[] = [];
+  const walk = (node: Json): void => {
+    if (typeof node === "string") strings.push(node);
+    else if (Array.isArray(node)) node.forEach(walk);
+    else if (node && typeof node === "object") Object.values(node).forEach(walk);
+  };
+  walk(tf.resource);
+  walk(tf.output);
+  const reference =
+    /^\$\{(random_password\.[a-z_]+\.result|docker_[a-z_]+\.[A-Za-z0-9_-]+\.[a-z_]+|var\.[a-z_]+|count\.index|self\.exit_code == 0|coalesce\(var\.[a-z_]+, random_password\.[a-z_]+\.result\)|path\.module)\}|^\$\{(abspath|filesha256|file)\("/;
+  let escaped = 0;
+  for (const s of strings) {
+    for (const m of s.matchAll(/\$+\{/g)) {
+      const dollars = m[0].length - 1;
+      if (dollars % 2 === 0) {
+        escaped++; // $${ : a literal ${ for bash
+        continue;
+      }
+      const rest = s.slice(m.index! + dollars - 1);
+      assert.match(rest, reference, `unescaped template in: ${s.slice(0, 200)}`);
+    }
+    assert.doesNotMatch(s.replaceAll("%%{", ""), /%\{/, "no Terraform directive");
+  }
+  assert.ok(escaped > 0, "the node, topic and setup scripts use shell ${...}, escaped");
+});

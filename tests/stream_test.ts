@@ -174,7 +174,12 @@ Deno.test(
     const { groupId, output } = run;
 
     const { logger: log, lines } = captureLogs("test-stream");
-    const real = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
+    const real = createKafka({
+      principal: "admin",
+      clientId: "txpipe-test-stream",
+      brokers: BROKERS,
+      logger: log,
+    });
     const { kafka, stalled } = kafkaWithStuckTransaction(real);
     const before = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
       ?.value ?? 0;
@@ -238,7 +243,12 @@ Deno.test(
     const keys = 20;
     const run = await summingRun("span", count, keys);
     const { logger: log } = captureLogs("test-stream");
-    const kafka = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
+    const kafka = createKafka({
+      principal: "admin",
+      clientId: "txpipe-test-stream",
+      brokers: BROKERS,
+      logger: log,
+    });
     const options = { fetchBytes: 1024, maxBatchBytes: 1024 * 1024, maxBatchTimeMs: 60_000 };
 
     // Run 1 stops once 700 records are applied: batches are open then (nothing
@@ -306,7 +316,12 @@ Deno.test(
     });
 
     const { logger: log, lines } = captureLogs("test-stream");
-    const kafka = createKafka({ clientId: "txpipe-test-stream", brokers: BROKERS, logger: log });
+    const kafka = createKafka({
+      principal: "admin",
+      clientId: "txpipe-test-stream",
+      brokers: BROKERS,
+      logger: log,
+    });
     const caughtUp = await runUntilCaughtUp(run, kafka, log, {}, 60_000);
 
     assert.equal(caughtUp, null, "the job caught up from the log start");

@@ -90,11 +90,11 @@ Deno.test("topology: the Maven pom resolves the same Kafka version as the spec",
   assert.equal(m[1], KAFKA_VERSION);
 });
 
-Deno.test("cluster runner: node properties carry role, id, quorum voters and listeners", () => {
+Deno.test("cluster runner: node properties carry role, id, quorum voters and SASL listeners on 127.0.0.1; no listener without authentication", () => {
   const topo = topology("cluster");
   const parse = (text: string) =>
     Object.fromEntries(text.trim().split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2)));
-  const controller = parse(nodeProperties(topo, topo.nodes[0], "/data/c1"));
+  const controller = parse(nodeProperties(topo, topo.nodes[0], "/data/c1", "s3cret"));
   assert.equal(controller["process.roles"], "controller");
   assert.equal(controller["node.id"], "1");
   assert.equal(controller["listeners"], "CONTROLLER://127.0.0.1:9193");
@@ -104,18 +104,43 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and lis
   );
   assert.equal(controller["advertised.listeners"], undefined);
 
-  const broker = parse(nodeProperties(topo, topo.nodes[3], "/data/b1"));
+  const broker = parse(nodeProperties(topo, topo.nodes[3], "/data/b1", "s3cret"));
   assert.equal(broker["process.roles"], "broker");
   assert.equal(broker["node.id"], "4");
-  assert.equal(broker["listeners"], "PLAINTEXT://127.0.0.1:9092");
-  assert.equal(broker["advertised.listeners"], "PLAINTEXT://127.0.0.1:9092");
+  assert.equal(broker["listeners"], "CLIENT://127.0.0.1:9092");
+  assert.equal(broker["advertised.listeners"], "CLIENT://127.0.0.1:9092");
+  assert.equal(broker["inter.broker.listener.name"], "CLIENT");
+  assert.equal(broker["listener.name.client.sasl.enabled.mechanisms"], "SCRAM-SHA-512");
+  assert.equal(broker["sasl.mechanism.inter.broker.protocol"], "SCRAM-SHA-512");
+  assert.match(
+    broker["listener.name.client.scram-sha-512.sasl.jaas.config"],
+    /username="admin" password="s3cret"/,
+  );
   assert.equal(broker["min.insync.replicas"], "2");
   assert.equal(broker["auto.create.topics.enable"], "false");
   assert.equal(broker["transaction.state.log.replication.factor"], "3");
 
   const single = topology("single");
-  const combined = parse(nodeProperties(single, single.nodes[0], "/data/s"));
+  const combined = parse(nodeProperties(single, single.nodes[0], "/data/s", "s3cret"));
   assert.equal(combined["process.roles"], "broker,controller");
-  assert.equal(combined["listeners"], "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9193");
+  assert.equal(combined["listeners"], "CLIENT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9193");
   assert.equal(combined["offsets.topic.replication.factor"], "1");
+
+  for (const props of [controller, broker, combined]) {
+    assert.equal(
+      props["listener.security.protocol.map"],
+      "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+    );
+    assert.doesNotMatch(props["listeners"], /PLAINTEXT:|0\.0\.0\.0/);
+    assert.equal(
+      props["authorizer.class.name"],
+      "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    );
+    assert.equal(props["allow.everyone.if.no.acl.found"], "false");
+    assert.equal(props["super.users"], "User:admin");
+    assert.equal(props["sasl.mechanism.controller.protocol"], "PLAIN");
+    assert.equal(props["listener.name.controller.sasl.enabled.mechanisms"], "PLAIN");
+    assert.match(props["listener.name.controller.plain.sasl.jaas.config"], /user_admin="s3cret"/);
+  }
+  assert.equal(controller["listener.name.client.sasl.enabled.mechanisms"], undefined);
 });

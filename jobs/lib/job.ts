@@ -37,9 +37,13 @@ import {
   connectWithRetry,
   createKafka,
   ensureTopics,
+  KafkaConnectError,
   KafkaUnreachableError,
+  missingCredentialsHint,
   probeKafka,
 } from "./kafka.ts";
+import { CredentialsError } from "./credentials.ts";
+import { KAFKA_USERS } from "../../stacks/security.ts";
 import { type RunOptions, runStream, STREAM_DEFAULTS, type StreamProcessor } from "./stream.ts";
 
 /**
@@ -364,24 +368,31 @@ export async function runJob(
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   const kafkaClientId = `txpipe-${options.name}`;
-  const kafka = createKafka({
-    clientId: kafkaClientId,
-    brokers: options.brokers,
-    logger: log,
-  });
   let code = 0;
   try {
+    const kafka = createKafka({
+      principal: options.name,
+      clientId: kafkaClientId,
+      brokers: options.brokers,
+      logger: log,
+    });
     // Each attempt is a silent probe trying every broker once: one line of
     // ours per failed attempt, not kafkajs's per broker and retry.
-    await connectWithRetry(options.brokers, () => probeKafka(options.brokers, kafkaClientId), {
-      attempts: options.connectAttempts,
-      onRetry: (attempt, delay, err) =>
-        log.warn(
-          { "event.action": "kafka-connect-retry", "error.message": (err as Error)?.message },
-          `waiting for Kafka at ${options.brokers.join(",")} ` +
-            `(attempt ${attempt}/${options.connectAttempts} failed, next in ${delay / 1000} s)`,
-        ),
-    });
+    await connectWithRetry(
+      options.brokers,
+      () => probeKafka(options.brokers, kafkaClientId, options.name),
+      {
+        attempts: options.connectAttempts,
+        hint: missingCredentialsHint(options.name),
+        who: KAFKA_USERS[options.name],
+        onRetry: (attempt, delay, err) =>
+          log.warn(
+            { "event.action": "kafka-connect-retry", "error.message": (err as Error)?.message },
+            `waiting for Kafka at ${options.brokers.join(",")} ` +
+              `(attempt ${attempt}/${options.connectAttempts} failed, next in ${delay / 1000} s)`,
+          ),
+      },
+    );
     const admin = kafka.admin();
     await admin.connect();
     try {
@@ -404,8 +415,9 @@ export async function runJob(
     // The sentence goes to stderr too, unless the person reads this log already.
     const shown = Deno.stdout.isTerminal() &&
       resolveLogFormat(options.logFormat, true) === "pretty";
-    if (err instanceof KafkaUnreachableError) {
-      log.error({ "event.action": "kafka-unreachable" }, err.message);
+    if (err instanceof KafkaConnectError || err instanceof CredentialsError) {
+      const action = err instanceof KafkaUnreachableError ? "kafka-unreachable" : "kafka-auth";
+      log.error({ "event.action": action }, err.message);
       if (!shown) console.error(`deno task ${options.name}: ${err.message}`);
     } else {
       log.error({ err, "event.action": "failed" }, `${options.name} failed`);

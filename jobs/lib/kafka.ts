@@ -23,6 +23,8 @@ import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
 import type { TopicSpec } from "../../stacks/topology.ts";
 import { waitForLeaders, type WaitForLeadersOptions } from "./leaders.ts";
+import { type KafkaAuth, kafkaAuth, kafkajsSasl, rememberAuth } from "./credentials.ts";
+import { KAFKA_USERS, type PrincipalName } from "../../stacks/security.ts";
 import process from "node:process";
 
 // kafkajs 2.2.4 schedules a timer with a negative delay on every connection
@@ -41,6 +43,13 @@ process.emitWarning = function (warning: string | Error, ...rest: unknown[]) {
 export interface KafkaOptions {
   clientId: string;
   brokers: string[];
+  /**
+   * Who connects (stacks/security.ts): its credentials are found by
+   * jobs/lib/credentials.ts's rules, unless `auth` gives them.
+   */
+  principal: PrincipalName;
+  /** These credentials instead of the principal's; `null`: none (no SASL). */
+  auth?: KafkaAuth | null;
   /** kafkajs log lines go here (ECS JSON); without it kafkajs is silent. */
   logger?: Logger;
   /** Writes kafkajs's warnings and errors instead of `logger` (e.g. quieter, see delivery.ts). */
@@ -72,9 +81,11 @@ export const PARTITIONER = Partitioners.DefaultPartitioner;
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
   patchKafkajs(); // every txpipe client has txpipe's fixes to kafkajs (idempotent)
-  return new Kafka({
+  const auth = options.auth === undefined ? kafkaAuth(options.principal) : options.auth;
+  const kafka = new Kafka({
     clientId: options.clientId,
     brokers: options.brokers,
+    ...(auth ? { sasl: kafkajsSasl(auth) } : {}),
     connectionTimeout: options.connectionTimeout ?? 3000,
     requestTimeout: 30_000,
     retry: options.retry ?? { initialRetryTime: 300, maxRetryTime: 3000, retries: 5 },
@@ -82,18 +93,59 @@ export function createKafka(options: KafkaOptions): Kafka {
     logCreator: options.logCreator ??
       (options.logger ? kafkaLogCreator(options.logger) : undefined),
   });
+  // Its admin clients' credentials, for waitForLeaders's own connections.
+  const admin = kafka.admin.bind(kafka);
+  kafka.admin = (config) => {
+    const client = admin(config);
+    rememberAuth(client, auth);
+    return client;
+  };
+  return kafka;
 }
 
+/** A failure to connect to Kafka, said in one sentence: printed as such, never as a stack trace. */
+export class KafkaConnectError extends Error {}
+
 /** Thrown when Kafka stays unreachable through every retry. */
-export class KafkaUnreachableError extends Error {
-  constructor(brokers: string[], attempts: number, cause: unknown) {
+export class KafkaUnreachableError extends KafkaConnectError {
+  constructor(brokers: string[], attempts: number, cause: unknown, hint = "") {
     const why = cause instanceof Error ? cause.message : String(cause);
     super(
       `cannot reach Kafka at ${brokers.join(",")} after ${attempts} attempts (${why}). ` +
-        "Is the cluster up? Start it with `deno task cluster up`, or pass --brokers.",
+        "Is the cluster up? Start it with `deno task cluster up`, or pass --brokers." +
+        (hint ? ` ${hint}` : ""),
     );
     this.name = "KafkaUnreachableError";
   }
+}
+
+/** Thrown when Kafka refuses the credentials: retrying cannot help. */
+export class KafkaAuthError extends KafkaConnectError {
+  constructor(brokers: string[], cause: unknown, who = "") {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(
+      `Kafka at ${brokers.join(",")} refused the credentials${who ? ` of ${who}` : ""} (${why}). ` +
+        "Check TXPIPE_KAFKA_USER and TXPIPE_KAFKA_PASSWORD (or _FILE), or, on the local " +
+        "cluster, the password files under $TXPIPE_HOME/secrets (docs/security.md).",
+    );
+    this.name = "KafkaAuthError";
+  }
+}
+
+/** Whether `err` is Kafka refusing a client's SASL credentials. */
+export function isAuthFailure(err: unknown): boolean {
+  return (err as { name?: string })?.name === "KafkaJSSASLAuthenticationError";
+}
+
+/**
+ * What to add to "cannot reach Kafka" when `principal` has no credentials:
+ * a cluster that requires authentication closes such a client's connection.
+ */
+export function missingCredentialsHint(principal: PrincipalName): string {
+  if (kafkaAuth(principal)) return "";
+  return `No Kafka credentials were found for ${KAFKA_USERS[principal]} (TXPIPE_KAFKA_USER, ` +
+    "or the local cluster's password files under $TXPIPE_HOME/secrets): a cluster that " +
+    "requires authentication closes the connection of a client without them.";
 }
 
 /** Options for {@link withRetry}. */
@@ -103,6 +155,10 @@ export interface RetryOptions {
   maxDelayMs?: number;
   /** Called before each wait with the attempt number, the delay and the error. */
   onRetry?: (attempt: number, delayMs: number, err: unknown) => void;
+  /** Added to the unreachable message (see {@link missingCredentialsHint}). */
+  hint?: string;
+  /** Who connects, for the refused-credentials message. */
+  who?: string;
 }
 
 /**
@@ -120,7 +176,10 @@ export async function connectWithRetry<T>(
     try {
       return await connect();
     } catch (err) {
-      if (attempt >= attempts) throw new KafkaUnreachableError(brokers, attempt, err);
+      if (isAuthFailure(err)) throw new KafkaAuthError(brokers, err, options.who);
+      if (attempt >= attempts) {
+        throw new KafkaUnreachableError(brokers, attempt, err, options.hint);
+      }
       options.onRetry?.(attempt, delay, err);
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, options.maxDelayMs ?? 8000);
@@ -134,10 +193,15 @@ export async function connectWithRetry<T>(
  * nothing, so a caller retrying it (see {@link connectWithRetry}) says
  * itself what happens instead of kafkajs's lines per broker and attempt.
  */
-export async function probeKafka(brokers: string[], clientId: string): Promise<void> {
+export async function probeKafka(
+  brokers: string[],
+  clientId: string,
+  principal: PrincipalName,
+): Promise<void> {
   const admin = createKafka({
     clientId,
     brokers,
+    principal,
     // kafkajs moves to the next bootstrap server on each retry.
     retry: { retries: brokers.length - 1, initialRetryTime: 100, maxRetryTime: 100 },
   }).admin();

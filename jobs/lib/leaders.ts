@@ -30,6 +30,8 @@
 import Connection from "kafkajs/src/network/connection.js";
 import socketFactory from "kafkajs/src/network/socketFactory.js";
 import Metadata from "kafkajs/src/protocol/requests/metadata/index.js";
+import ApiVersions from "kafkajs/src/protocol/requests/apiVersions/index.js";
+import { authOf, type KafkaAuth, kafkajsSasl } from "./credentials.ts";
 import { createErrorFromCode } from "kafkajs/src/protocol/error.js";
 import type { Admin, Logger as KafkaLogger } from "kafkajs";
 
@@ -125,7 +127,7 @@ export async function waitForLeaders(
   for (;;) {
     // Asked each round: a broker that stops is dropped from it once fenced.
     const { brokers } = await admin.describeCluster();
-    const views = await Promise.all(brokers.map((b) => brokerView(b, topics)));
+    const views = await Promise.all(brokers.map((b) => brokerView(b, topics, authOf(admin))));
     const missing = missingLeaders(topics, views);
     if (missing.length === 0) {
       return new Map(views[0].topics.map((t) => [t.topic, t.partitionMetadata.length]));
@@ -154,11 +156,13 @@ const SILENT: KafkaLogger = {
 
 /**
  * Broker `b`'s own Metadata answer about `topics`, over a connection of its
- * own (plain TCP, as every txpipe client: see createKafka).
+ * own, authenticated with the admin client's credentials (as every txpipe
+ * client: see createKafka).
  */
 async function brokerView(
   b: { nodeId: number; host: string; port: number },
   topics: readonly string[],
+  auth: KafkaAuth | undefined,
 ): Promise<BrokerView> {
   const address = `${b.host}:${b.port}`;
   const connection = new Connection({
@@ -169,9 +173,11 @@ async function brokerView(
     socketFactory: socketFactory(),
     connectionTimeout: 3000,
     requestTimeout: 5000,
+    sasl: auth ? kafkajsSasl(auth) : null,
   });
   try {
     await connection.connect();
+    if (auth) await authenticate(connection);
     // Version 6, the newest kafkajs 2.2.4 speaks (and uses with these brokers).
     const { request, response } = Metadata.protocol({ version: 6 })({
       topics: [...topics],
@@ -190,6 +196,23 @@ async function brokerView(
   } finally {
     await connection.disconnect().catch(() => {});
   }
+}
+
+/**
+ * SASL on a bare kafkajs connection, as kafkajs's Broker does it: ask the
+ * broker's API versions first (the handshake's version depends on them).
+ */
+async function authenticate(connection: Connection): Promise<void> {
+  const { apiVersions } = await connection.send(ApiVersions.protocol({ version: 2 })()) as {
+    apiVersions: Array<{ apiKey: number; minVersion: number; maxVersion: number }>;
+  };
+  connection.setVersions(
+    Object.fromEntries(
+      apiVersions.map((v) => [v.apiKey, { minVersion: v.minVersion, maxVersion: v.maxVersion }]),
+    ),
+  );
+  connection.setSupportAuthenticationProtocol(true); // SaslAuthenticate: every Kafka since 1.0
+  await connection.authenticate();
 }
 
 /** A Kafka error code's name, e.g. 3 → "UNKNOWN_TOPIC_OR_PARTITION". */

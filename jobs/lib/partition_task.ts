@@ -175,6 +175,7 @@ export class PartitionTask<T, S> {
       const started = Date.now();
       const restored = await restoreState(
         ctx.kafka,
+        processor.groupId,
         processor.changelog,
         partition,
         barrier,
@@ -379,6 +380,7 @@ export class PartitionTask<T, S> {
  */
 async function restoreState(
   kafka: Kafka,
+  groupId: string,
   changelog: string,
   partition: number,
   barrier: string,
@@ -386,7 +388,9 @@ async function restoreState(
   onProgress: () => void,
 ): Promise<{ records: number; next?: number }> {
   const consumer = kafka.consumer({
-    groupId: `txpipe-restore-${crypto.randomUUID()}`,
+    // Named after the processor's group: its principal may use only groups
+    // that start with its app id (stacks/security.ts).
+    groupId: `${groupId}-restore-${crypto.randomUUID()}`,
     readUncommitted: false,
     allowAutoTopicCreation: false,
     maxBytesPerPartition: 8 * 1024 * 1024,

@@ -23,6 +23,7 @@ import {
   KAFKA_VERSION,
   type KafkaNode,
   quorumVoters,
+  TOPICS,
   type Topology,
   topology,
 } from "../topology.ts";
@@ -36,16 +37,25 @@ import {
   type WantedPort,
 } from "../../jobs/lib/ports.ts";
 import { acquireLocks, LockedError, type LockName } from "./lock.ts";
+import { ensureSecrets, homeDir, secretsDir } from "../../jobs/lib/credentials.ts";
+import { kafkaSecurityProperties } from "../kafka_security.ts";
+import { applyAcls } from "../../jobs/lib/acl.ts";
+import {
+  type AclRule,
+  describeAcl,
+  jobAcls,
+  KAFKA_USERS,
+  type PrincipalName,
+  SCRAM_MECHANISM,
+  streamAcls,
+} from "../security.ts";
 
 /** The repository root. */
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const POM = join(ROOT, "stacks/local/pom.xml");
 const JMX_RULES = join(ROOT, "stacks/config/kafka_jmx_exporter.yml");
 
-/** Where jars, data and logs live; TXPIPE_HOME overrides the default `.cache/`. */
-export function homeDir(): string {
-  return Deno.env.get("TXPIPE_HOME") ?? join(ROOT, ".cache");
-}
+export { homeDir };
 
 function libDir(): string {
   return join(homeDir(), "kafka", "lib");
@@ -154,8 +164,22 @@ export async function kafkaClasspath(): Promise<string> {
   return jars.sort().join(":");
 }
 
-/** The server.properties of a node in local mode. */
-export function nodeProperties(topo: Topology, node: KafkaNode, dataDir: string): string {
+/**
+ * The server.properties of a node in local mode, secured (docs/security.md):
+ * - clients and brokers meet on the CLIENT listener, SASL/SCRAM-SHA-512 only;
+ * - the CONTROLLER listener takes SASL/PLAIN from the admin only (KRaft's
+ *   controllers cannot use SCRAM: its credentials live in the metadata they
+ *   serve), on 127.0.0.1 like every port here;
+ * - KRaft's StandardAuthorizer on every node, the admin its only super user,
+ *   and no access where no ACL allows it.
+ * It holds the admin's password: the runner writes it mode 0600.
+ */
+export function nodeProperties(
+  topo: Topology,
+  node: KafkaNode,
+  dataDir: string,
+  adminPassword: string,
+): string {
   const host = "127.0.0.1";
   const props: Record<string, string> = {
     "node.id": String(node.id),
@@ -167,14 +191,23 @@ export function nodeProperties(topo: Topology, node: KafkaNode, dataDir: string)
   const listeners: string[] = [];
   if (node.role !== "broker") listeners.push(`CONTROLLER://${host}:${node.controllerPort}`);
   if (node.role !== "controller") {
-    listeners.unshift(`PLAINTEXT://${host}:${node.clientPort}`);
-    props["advertised.listeners"] = `PLAINTEXT://${host}:${node.clientPort}`;
-    props["inter.broker.listener.name"] = "PLAINTEXT";
+    listeners.unshift(`CLIENT://${host}:${node.clientPort}`);
+    props["advertised.listeners"] = `CLIENT://${host}:${node.clientPort}`;
+    props["inter.broker.listener.name"] = "CLIENT";
     Object.assign(props, brokerDefaults(topo));
   }
   props["listeners"] = listeners.join(",");
-  props["listener.security.protocol.map"] = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT";
+  props["listener.security.protocol.map"] = "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT";
+  Object.assign(props, securityProperties(node, adminPassword));
   return Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
+}
+
+/** The authentication and authorization settings of a local node (see {@link nodeProperties}). */
+export function securityProperties(node: KafkaNode, adminPassword: string): Record<string, string> {
+  return kafkaSecurityProperties(node, adminPassword, {
+    clientListeners: ["CLIENT"],
+    interBrokerListener: "CLIENT",
+  });
 }
 
 function log4jConfig(logDir: string): string {
@@ -271,10 +304,27 @@ export async function logTail(mode: ClusterMode, node: KafkaNode, lines = 30): P
   return parts.join("\n") || "(no log output yet)";
 }
 
-async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promise<boolean> {
+/** Written beside a node's storage once it was formatted with the principals' SCRAM credentials. */
+const SECURED_STAMP = "secured";
+
+async function formatStorage(
+  topo: Topology,
+  node: KafkaNode,
+  cp: string,
+  passwords: Record<PrincipalName, string>,
+): Promise<boolean> {
   const dir = nodeDir(topo.mode, node);
   const stamp = join(dir, "formatted-by");
   if (await exists(join(dir, "data", "meta.properties"))) {
+    if (!(await exists(join(dir, SECURED_STAMP)))) {
+      throw new ClusterError(
+        `the storage of ${node.name} was formatted before txpipe's cluster required ` +
+          "authentication, so it holds none of the principals' credentials. Delete the " +
+          `${topo.mode} data with \`deno task cluster reset${
+            topo.mode === "single" ? " --mode single" : ""
+          }\` and run again.`,
+      );
+    }
     // Kafka 4.4 refuses storage another version's tool formatted, with a
     // message that does not say what to do: say it before starting.
     const by = (await Deno.readTextFile(stamp).catch(() => "")).trim();
@@ -302,6 +352,11 @@ async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promi
       "--config",
       join(dir, "server.properties"),
       "--ignore-formatted",
+      // Every principal's SCRAM credentials, in the bootstrap metadata.
+      ...Object.entries(passwords).flatMap(([p, password]) => [
+        "--add-scram",
+        `${SCRAM_MECHANISM}=[name=${KAFKA_USERS[p as PrincipalName]},password=${password}]`,
+      ]),
     ],
     stdout: "piped",
     stderr: "piped",
@@ -311,6 +366,7 @@ async function formatStorage(topo: Topology, node: KafkaNode, cp: string): Promi
     throw new ClusterError(`formatting storage of ${node.name} failed:\n${text.slice(-2000)}`);
   }
   await Deno.writeTextFile(stamp, KAFKA_VERSION + "\n");
+  await Deno.writeTextFile(join(dir, SECURED_STAMP), `${SCRAM_MECHANISM}\n`);
   return true;
 }
 
@@ -357,6 +413,19 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * The grants of a stream job run with another `--app-id` on the default
+ * topics: the same rule as the default app id's (stacks/security.ts).
+ */
+export function grantAppId(job: "aggregate" | "detect", appId: string): AclRule[] {
+  return streamAcls(job, {
+    appId,
+    input: TOPICS.transactions,
+    outputs: [job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies],
+    deadLetters: TOPICS.deadLetters,
+  });
+}
+
 /** Options for {@link clusterUp}. */
 export interface UpOptions {
   mode?: ClusterMode;
@@ -392,17 +461,29 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
   await checkJava();
   await ensureJars(say);
   const cp = await kafkaClasspath();
+  const secrets = await ensureSecrets();
+  if (secrets.created.length > 0) {
+    say(
+      `  generated Kafka passwords for ${secrets.created.length} principal(s) in ${secretsDir()}`,
+    );
+  }
 
   for (const node of toStart) {
     const dir = nodeDir(topo.mode, node);
     await Deno.mkdir(join(dir, "logs"), { recursive: true });
+    // It holds the admin's password: readable by its owner only.
+    const props = join(dir, "server.properties");
     await Deno.writeTextFile(
-      join(dir, "server.properties"),
-      nodeProperties(topo, node, join(dir, "data")),
+      props,
+      nodeProperties(topo, node, join(dir, "data"), secrets.passwords.admin),
+      { mode: 0o600 },
     );
+    await Deno.chmod(props, 0o600);
     await Deno.writeTextFile(join(dir, "log4j2.properties"), log4jConfig(join(dir, "logs")));
   }
-  const formatted = await Promise.all(toStart.map((n) => formatStorage(topo, n, cp)));
+  const formatted = await Promise.all(
+    toStart.map((n) => formatStorage(topo, n, cp, secrets.passwords)),
+  );
   if (formatted.some((f) => f)) {
     say(`  formatted storage of ${formatted.filter((f) => f).length} node(s)`);
   }
@@ -456,7 +537,7 @@ async function waitHealthy(topo: Topology, timeoutMs: number, say: Say): Promise
       await sleep(500);
       continue;
     }
-    const admin = createKafka({ clientId: "txpipe-cluster", brokers }).admin();
+    const admin = createKafka({ principal: "admin", clientId: "txpipe-cluster", brokers }).admin();
     try {
       await admin.connect();
       const cluster = await admin.describeCluster();
@@ -470,7 +551,11 @@ async function waitHealthy(topo: Topology, timeoutMs: number, say: Say): Promise
       const results = await ensureTopics(admin, topo.topics);
       for (const r of results.filter((r) => r.action === "created")) say(`  created ${r.name}`);
       const bad = await unhealthyPartitions(admin, topo.topics);
-      if (bad.length === 0) return;
+      if (bad.length === 0) {
+        // Each job's least-privilege grants (stacks/security.ts); idempotent.
+        await applyAcls(admin, jobAcls());
+        return;
+      }
       lastProblem = `unhealthy partitions: ${bad.slice(0, 8).join(", ")}`;
     } catch (err) {
       lastProblem = err instanceof Error ? err.message : String(err);
@@ -573,7 +658,11 @@ export async function clusterStatus(mode: ClusterMode = "cluster"): Promise<stri
 }
 
 async function topicStatus(topo: Topology): Promise<string[]> {
-  const admin = createKafka({ clientId: "txpipe-cluster", brokers: bootstrapServers(topo) })
+  const admin = createKafka({
+    principal: "admin",
+    clientId: "txpipe-cluster",
+    brokers: bootstrapServers(topo),
+  })
     .admin();
   try {
     await admin.connect();
@@ -596,7 +685,8 @@ async function topicStatus(topo: Topology): Promise<string[]> {
 const COMMAND = defineCommand({
   name: "deno task cluster",
   summary: "run the txpipe Kafka cluster (KRaft) as local JVM processes",
-  usage: "deno task cluster <up|down|status|logs NODE|stop NODE|reset|jars> [flags]",
+  usage:
+    "deno task cluster <up|down|status|logs NODE|stop NODE|reset|jars|acls|grant JOB APP_ID> [flags]",
   flags: {
     mode: {
       kind: "string",
@@ -618,6 +708,8 @@ const COMMAND = defineCommand({
     "deno task cluster status",
     "deno task cluster logs kafka-broker-1",
     "deno task cluster stop kafka-broker-2   # then `up` brings it back",
+    "deno task cluster acls                  # who may do what (docs/security.md)",
+    "deno task cluster grant detect my-detect   # grants for `deno task detect --app-id my-detect`",
     "deno task cluster down",
   ],
 });
@@ -632,6 +724,7 @@ const COMMAND_LOCKS: Readonly<Record<string, readonly LockName[]>> = {
   up: ["cluster"],
   stop: ["cluster"],
   jars: ["cluster"],
+  grant: ["cluster"],
   down: ["start", "cluster"],
   reset: ["start", "cluster"],
 };
@@ -689,6 +782,33 @@ async function runCommand(
       console.log(await logTail(mode, findNode(topo, arg), values.lines));
       return 0;
     }
+    case "acls":
+      for (const rule of jobAcls()) console.log(describeAcl(rule));
+      return 0;
+    case "grant": {
+      const [, job, appId] = positional;
+      if ((job !== "aggregate" && job !== "detect") || !appId) {
+        throw new ClusterError(
+          "grant: expected a stream job (aggregate or detect) and an app id, e.g. " +
+            "`deno task cluster grant detect my-detect`",
+        );
+      }
+      const rules = grantAppId(job, appId);
+      const admin = createKafka({
+        principal: "admin",
+        clientId: "txpipe-cluster",
+        brokers: bootstrapServers(topo),
+      }).admin();
+      await admin.connect();
+      try {
+        await applyAcls(admin, rules);
+      } finally {
+        await admin.disconnect();
+      }
+      for (const rule of rules) console.log(describeAcl(rule));
+      console.log(`granted: deno task ${job} --app-id ${appId} may run on this cluster`);
+      return 0;
+    }
     case "reset": {
       await clusterDown({ mode });
       await Deno.remove(join(homeDir(), "kafka", mode), { recursive: true }).catch(() => {});
@@ -697,7 +817,7 @@ async function runCommand(
     }
     default:
       console.error(
-        `deno task cluster: expected a command (up, down, status, logs, stop, reset, jars), got ${
+        `deno task cluster: expected a command (up, down, status, logs, stop, reset, jars, acls, grant), got ${
           cmd === undefined ? "nothing" : `"${cmd}"`
         }\nRun with --help for usage.`,
       );

@@ -19,6 +19,10 @@
  * its chart (SVG, tests/bench/chart.ts) under `--out`. A benchmark, not a
  * test: it asserts nothing.
  *
+ * On a secured cluster every client connects as the admin: kafkajs through
+ * `createKafka`, Kafka's tools and the Java peers through a temporary 0600
+ * properties file of its credentials (tests/bench/client_config.ts).
+ *
  * @module
  */
 import { join } from "node:path";
@@ -28,10 +32,11 @@ import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
-import { BROKERS, TOPO } from "../helpers/cluster.ts";
+import { BROKERS, grantScratch, TOPO } from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
 import { ProcessWatch } from "./proc.ts";
 import { startReader } from "./reader.ts";
+import { withClientConfig } from "../helpers/client_config.ts";
 import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
 import {
   type BenchResult,
@@ -150,7 +155,8 @@ function say(line: string): void {
 }
 
 async function createTopic(name: string, like: string): Promise<string> {
-  const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
+  const admin = createKafka({ principal: "admin", clientId: "txpipe-bench", brokers: BROKERS })
+    .admin();
   await admin.connect();
   try {
     await ensureTopics(admin, [topicAs(TOPO, like, name)]);
@@ -165,7 +171,8 @@ function freshBenchTopic(label: string): Promise<string> {
 }
 
 async function deleteTopics(...prefixes: string[]): Promise<void> {
-  const admin = createKafka({ clientId: "txpipe-bench", brokers: BROKERS }).admin();
+  const admin = createKafka({ principal: "admin", clientId: "txpipe-bench", brokers: BROKERS })
+    .admin();
   await admin.connect();
   try {
     const old = (await admin.listTopics()).filter((t) => prefixes.some((p) => t.startsWith(p)));
@@ -281,26 +288,31 @@ async function runProducerPerformance(
   props: string[],
 ): Promise<CatchUpRun> {
   const topic = await freshBenchTopic("kafka");
-  const w = await runWatched("java", [
-    "-Xmx512m",
-    "-cp",
-    await kafkaClasspath(),
-    "org.apache.kafka.tools.ProducerPerformance",
-    "--topic",
-    topic,
-    "--num-records",
-    String(records),
-    "--throughput",
-    "-1",
-    "--payload-file",
-    payloads,
-    "--bootstrap-server",
-    BROKERS.join(","),
-    "--command-property",
-    "acks=all",
-    "enable.idempotence=true",
-    ...props,
-  ]);
+  const classpath = await kafkaClasspath();
+  // The admin's credentials, if the cluster has any, in a 0600 file deleted after the run.
+  const w = await withClientConfig((config) =>
+    runWatched("java", [
+      "-Xmx512m",
+      "-cp",
+      classpath,
+      "org.apache.kafka.tools.ProducerPerformance",
+      "--topic",
+      topic,
+      "--num-records",
+      String(records),
+      "--throughput",
+      "-1",
+      "--payload-file",
+      payloads,
+      "--bootstrap-server",
+      BROKERS.join(","),
+      ...config.args("--command-config"),
+      "--command-property",
+      "acks=all",
+      "enable.idempotence=true",
+      ...props,
+    ])
+  );
   // "500000 records sent, 123456.7 records/sec (29.43 MB/sec), ..."
   const m = /(\d+) records sent, ([\d.]+) records\/sec/.exec(
     w.stdout.trim().split("\n").pop() ?? "",
@@ -374,22 +386,27 @@ interface CatchUpContender {
 }
 
 async function runConsumerPerformance(topic: string, records: number): Promise<CatchUpRun> {
-  const w = await runWatched("java", [
-    "-Xmx512m",
-    "-cp",
-    await kafkaClasspath(),
-    "org.apache.kafka.tools.ConsumerPerformance",
-    "--bootstrap-server",
-    BROKERS.join(","),
-    "--topic",
-    topic,
-    "--num-records",
-    String(records),
-    "--group",
-    `bench-consumer-performance-${Date.now()}`,
-    "--timeout",
-    "120000",
-  ]);
+  const classpath = await kafkaClasspath();
+  // The admin's credentials, if the cluster has any, in a 0600 file deleted after the run.
+  const w = await withClientConfig((config) =>
+    runWatched("java", [
+      "-Xmx512m",
+      "-cp",
+      classpath,
+      "org.apache.kafka.tools.ConsumerPerformance",
+      "--bootstrap-server",
+      BROKERS.join(","),
+      ...config.args("--command-config"),
+      "--topic",
+      topic,
+      "--num-records",
+      String(records),
+      "--group",
+      `bench-consumer-performance-${Date.now()}`,
+      "--timeout",
+      "120000",
+    ])
+  );
   // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
   const cells = (w.stdout.trim().split("\n").pop() ?? "").split(",").map((c) => c.trim());
   const n = Number(cells[4]);
@@ -770,6 +787,7 @@ async function main(): Promise<void> {
   };
   console.log("==> cluster");
   await clusterUp({ mode: "cluster" });
+  await grantScratch(); // the jobs run as their own principals on the bench's names
   await deleteTopics(...BENCH_PREFIXES);
   if (mode === "all" || mode === "catchup") {
     const jobFlags = values.jobFlags.split(/\s+/).filter((f) => f !== "");

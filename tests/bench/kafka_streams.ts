@@ -18,6 +18,10 @@
  * seconds of txpipe's per-input-partition allowed lateness). The run reports
  * how many it dropped. See tests/bench/streams/.../AggregateApp.java.
  *
+ * On a secured cluster the app connects as the admin: its credentials reach
+ * it in a temporary 0600 properties file (`--client-config`,
+ * tests/bench/client_config.ts), deleted after the run.
+ *
  * @module
  */
 import { join } from "node:path";
@@ -30,6 +34,7 @@ import { groupProgress, type GroupSource } from "../helpers/jobs.ts";
 import { ProcessWatch, stopGracefully } from "./proc.ts";
 import { windowTotals } from "./results.ts";
 import { type OutputReader, startReader } from "./reader.ts";
+import { type ClientConfig, writeClientConfig } from "../helpers/client_config.ts";
 import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
 
 const PROJECT = join(ROOT, "tests/bench/streams");
@@ -246,7 +251,10 @@ export async function runKafkaStreams(o: {
   await withAdmin((admin) => ensureTopics(admin, [topicAs(TOPO, TOPICS.aggregates, o.output)]) // sink topics must exist
   );
   const reader = await startReader(o.output);
+  let clientConfig: ClientConfig | undefined;
   try {
+    // The admin's credentials, if the cluster has any: a 0600 file the app reads at start-up.
+    clientConfig = await writeClientConfig();
     const startedAt = Date.now();
     const child = new Deno.Command("java", {
       args: [
@@ -259,6 +267,7 @@ export async function runKafkaStreams(o: {
         ...["--window-ms", String(o.settings.windowMs)],
         ...["--grace-ms", String(o.settings.allowedLatenessMs)],
         ...["--currency-decimals", currencyDecimals(), "--threads", String(o.threads ?? 1)],
+        ...clientConfig.args("--client-config"),
       ],
       stdin: "null",
       stdout: "piped",
@@ -317,6 +326,7 @@ export async function runKafkaStreams(o: {
       skipped: JSON.parse(summary[1]) as StreamsSkipped,
     };
   } finally {
+    await clientConfig?.remove();
     await reader.stop();
     await cleanUp(appId);
     await Deno.remove(stateDir, { recursive: true }).catch(() => {});

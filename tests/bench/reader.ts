@@ -40,7 +40,11 @@ export async function startReader(
   topic: string,
   o: { keep?: boolean; onRecord?: (r: Received) => void } = {},
 ): Promise<OutputReader> {
-  const kafka = createKafka({ clientId: "txpipe-bench-reader", brokers: BROKERS });
+  const kafka = createKafka({
+    principal: "admin",
+    clientId: "txpipe-bench-reader",
+    brokers: BROKERS,
+  });
   const groupId = `txpipe-bench-reader-${crypto.randomUUID()}`;
   const consumer: Consumer = kafka.consumer({
     groupId,

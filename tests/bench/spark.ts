@@ -13,6 +13,11 @@
  * micro-batch that evicts the windows the last record made final (see
  * {@link runSpark}); memory and CPU cover the driver and its JVM.
  *
+ * On a secured cluster the Kafka source and sink connect as the admin: the
+ * script reads its credentials from a temporary 0600 properties file
+ * (`--client-config`, tests/bench/client_config.ts), never from its command
+ * line, and the file is deleted after the run.
+ *
  * @module
  */
 import { join } from "node:path";
@@ -25,6 +30,7 @@ import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals }
 import { processTree, ProcessWatch } from "./proc.ts";
 import { windowTotals } from "./results.ts";
 import { startReader } from "./reader.ts";
+import { type ClientConfig, writeClientConfig } from "../helpers/client_config.ts";
 
 const SOURCE = join(ROOT, "tests/bench/spark");
 const REQUIREMENTS = join(SOURCE, "requirements.txt");
@@ -174,7 +180,11 @@ function currencyDecimals(): string {
 }
 
 async function createOutputTopic(output: string): Promise<void> {
-  const admin = createKafka({ clientId: "txpipe-bench-spark", brokers: BROKERS }).admin();
+  const admin = createKafka({
+    principal: "admin",
+    clientId: "txpipe-bench-spark",
+    brokers: BROKERS,
+  }).admin();
   await admin.connect();
   try {
     await ensureTopics(admin, [topicAs(TOPO, TOPICS.aggregates, output)]);
@@ -275,7 +285,10 @@ export async function runSpark(o: {
   await createOutputTopic(o.output);
   const reader = await startReader(o.output);
   const workDir = await Deno.makeTempDir({ prefix: "txpipe-bench-spark-" });
+  let clientConfig: ClientConfig | undefined;
   try {
+    // The admin's credentials, if the cluster has any (a 0600 file in the 0700 work dir).
+    clientConfig = await writeClientConfig({ dir: workDir });
     const startedAt = Date.now();
     const child = new Deno.Command(spark.python, {
       args: [
@@ -296,6 +309,7 @@ export async function runSpark(o: {
         workDir,
         "--jars",
         spark.jars,
+        ...clientConfig.args("--client-config"),
       ],
       // Spark would otherwise pick the host's first interface (and warn about it).
       env: { PYTHONUNBUFFERED: "1", SPARK_LOCAL_IP: "127.0.0.1" },
@@ -340,6 +354,7 @@ export async function runSpark(o: {
       await stopTree(child, 20_000);
     }
   } finally {
+    await clientConfig?.remove();
     await reader.stop();
     await Deno.remove(workDir, { recursive: true }).catch(() => {});
   }

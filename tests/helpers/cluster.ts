@@ -9,6 +9,8 @@ import type { Admin, KafkaMessage } from "kafkajs";
 import { clusterUp } from "../../stacks/local/cluster.ts";
 import { bootstrapServers, topicAs, topology } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
+import { applyAcls } from "../../jobs/lib/acl.ts";
+import { scratchAcls } from "../../stacks/security.ts";
 
 /** The shared 3+3 topology the integration tests run against. */
 export const TOPO = topology("cluster");
@@ -17,15 +19,29 @@ export const BROKERS = bootstrapServers(TOPO);
 
 let ready: Promise<unknown> | undefined;
 
-/** Ensures the shared cluster is up and healthy (a no-op when `deno task test` started it). */
+/**
+ * Ensures the shared cluster is up and healthy (a no-op when `deno task test`
+ * started it), and that the jobs' principals may use the suite's scratch
+ * names (see {@link grantScratch}).
+ */
 export function ensureCluster(): Promise<unknown> {
-  ready ??= clusterUp({ mode: "cluster", say: () => {} });
+  ready ??= clusterUp({ mode: "cluster", say: () => {} }).then(grantScratch);
   return ready;
+}
+
+/**
+ * Grants each job's principal its role's rights on the names the suite and
+ * the bench make up (`test_…`, `test-…`, `bench_…`): stacks/security.ts's
+ * scratch grants, applied as the admin. Idempotent.
+ */
+export async function grantScratch(): Promise<void> {
+  await withAdmin((admin) => applyAcls(admin, [...scratchAcls("test"), ...scratchAcls("bench")]));
 }
 
 /** Runs `fn` with a connected admin client. */
 export async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = createKafka({ clientId: "txpipe-test", brokers: BROKERS }).admin();
+  const admin = createKafka({ principal: "admin", clientId: "txpipe-test", brokers: BROKERS })
+    .admin();
   await admin.connect();
   try {
     return await fn(admin);
@@ -63,7 +79,11 @@ export async function readTopic(
   topic: string,
   options: { expected: number; timeoutMs?: number; settleMs?: number },
 ): Promise<ReadRecord[]> {
-  const kafka = createKafka({ clientId: "txpipe-test-reader", brokers: BROKERS });
+  const kafka = createKafka({
+    principal: "admin",
+    clientId: "txpipe-test-reader",
+    brokers: BROKERS,
+  });
   const consumer = kafka.consumer({
     groupId: `test-reader-${crypto.randomUUID()}`,
     readUncommitted: false,

@@ -41,7 +41,11 @@ export function generate(count: number, seed: string, fraudRate = 0.01): Generat
 
 /** Writes `messages` to `topic` with an idempotent producer, acks=all. */
 export async function produceMessages(topic: string, messages: Message[]): Promise<void> {
-  const producer = createKafka({ clientId: "txpipe-test-writer", brokers: BROKERS }).producer({
+  const producer = createKafka({
+    principal: "admin",
+    clientId: "txpipe-test-writer",
+    brokers: BROKERS,
+  }).producer({
     idempotent: true,
     maxInFlightRequests: 1,
   });

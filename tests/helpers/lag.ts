@@ -7,6 +7,7 @@
  * @module
  */
 import { join } from "node:path";
+import { type ClientConfig, withClientConfig } from "./client_config.ts";
 import { homeDir } from "../../stacks/local/cluster.ts";
 import { BROKERS } from "./cluster.ts";
 
@@ -72,7 +73,20 @@ export function parseDescribe(text: string): Described {
 
 /** Runs Kafka's ConsumerGroupCommand `--describe --group group` and returns what it printed. */
 export async function describeGroup(group: string): Promise<Described> {
-  const out = await new Deno.Command("java", {
+  const out = await withClientConfig((config) => describeWith(config, group));
+  const text = new TextDecoder().decode(out.stdout);
+  if (out.code !== 0) {
+    throw new Error(
+      `ConsumerGroupCommand --describe --group ${group} exited ${out.code}: ` +
+        new TextDecoder().decode(out.stderr).slice(-1000),
+    );
+  }
+  return parseDescribe(text);
+}
+
+/** Runs ConsumerGroupCommand --describe as the admin (its client config). */
+function describeWith(config: ClientConfig, group: string): Promise<Deno.CommandOutput> {
+  return new Deno.Command("java", {
     args: [
       // A short-lived tool: a small heap and no optimizing compiler start it faster.
       "-Xmx256m",
@@ -86,19 +100,12 @@ export async function describeGroup(group: string): Promise<Described> {
       "--describe",
       "--group",
       group,
+      ...config.args("--command-config"),
     ],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (out.code !== 0) {
-    throw new Error(
-      `ConsumerGroupCommand --describe --group ${group} exited ${out.code}: ` +
-        new TextDecoder().decode(out.stderr).slice(-1000),
-    );
-  }
-  return parseDescribe(text);
 }
 
 /**

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -93,6 +94,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--currencies", required=True, help='JSON {"USD": 2, "JPY": 0, ...}')
     p.add_argument("--work-dir", required=True, help="temp folder: checkpoint, log config")
     p.add_argument("--jars", required=True, help="folder of the Kafka connector's jars")
+    p.add_argument(
+        "--client-config",
+        help="Java properties file of extra Kafka client settings (the SASL credentials on a"
+        " secured cluster), given to the source and the sink as kafka.* options",
+    )
     p.add_argument("--shuffle-partitions", type=int, default=2)
     p.add_argument(
         "--max-offsets-per-trigger",
@@ -101,6 +107,40 @@ def parse_args() -> argparse.Namespace:
         help="records per micro-batch; 0 = no limit (the whole backlog in one batch)",
     )
     return p.parse_args()
+
+
+# One escape of a Java properties file: \uXXXX, or a backslash and the character it quotes.
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")
+_ESCAPED = {"n": "\n", "r": "\r", "t": "\t", "f": "\f"}
+
+
+def _unescape(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        e = m.group(1)
+        return chr(int(e[1:], 16)) if len(e) == 5 else _ESCAPED.get(e, e)
+
+    # \uXXXX pairs of a surrogate pair become one character through UTF-16.
+    return _ESCAPE.sub(one, text).encode("utf-16", "surrogatepass").decode("utf-16")
+
+
+def kafka_options(path: str | None) -> dict[str, str]:
+    """The `kafka.`-prefixed source and sink options of a client properties file ({} without one).
+
+    Reads the one-line `key=value` entries tests/bench/client_config.ts writes
+    (Java's escapes; comments and blank lines skipped). The values are never
+    printed: they may hold a password.
+    """
+    if not path:
+        return {}
+    options: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="latin-1").splitlines():
+        if not line.strip() or line.lstrip().startswith(("#", "!")):
+            continue
+        m = re.match(r"((?:[^\\=:]|\\.)*)[=:](.*)", line.lstrip())
+        if not m:
+            sys.exit(f"aggregate.py: --client-config: expected key=value lines in {path}")
+        options["kafka." + _unescape(m.group(1).rstrip())] = _unescape(m.group(2).lstrip())
+    return options
 
 
 def log_config(work_dir: Path) -> Path:
@@ -168,11 +208,14 @@ def minor_units(
     return valid, minor
 
 
-def transactions(spark: SparkSession, a: argparse.Namespace) -> DataFrame:
+def transactions(
+    spark: SparkSession, a: argparse.Namespace, client: dict[str, str]
+) -> DataFrame:
     """The input topic's valid transactions: merchantId, currency, eventTime, refund, minor."""
     reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", a.bootstrap)
+        .options(**client)
         .option("subscribe", a.input)
         .option("startingOffsets", "earliest")
         .option("kafka.isolation.level", "read_committed")
@@ -295,12 +338,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    client = kafka_options(a.client_config)
     spark = session(a)
     spark.streams.addListener(ProgressLines())
     query = (
-        aggregates(transactions(spark, a), a)
+        aggregates(transactions(spark, a, client), a)
         .writeStream.format("kafka")
         .option("kafka.bootstrap.servers", a.bootstrap)
+        .options(**client)
         .option("topic", a.output)
         .option("checkpointLocation", os.path.join(a.work_dir, "checkpoint"))
         .outputMode("append")

@@ -91,9 +91,15 @@ public final class AggregateApp {
     System.exit(1);
   }
 
-  /** Kafka Streams' defaults, except what the run needs to say. */
+  /**
+   * Kafka Streams' defaults, except what the run needs to say. The
+   * --client-config properties come first (the flags' own settings win); Kafka
+   * Streams applies un-prefixed client settings such as security.protocol and
+   * sasl.* to its consumers, producers and admin client alike.
+   */
   static Properties config(Options o) {
     Properties p = new Properties();
+    p.putAll(o.clientConfig());
     p.put(StreamsConfig.APPLICATION_ID_CONFIG, o.applicationId());
     p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, o.bootstrap());
     p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);

@@ -1,12 +1,20 @@
 package dev.txpipe.bench;
 
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Optional;
+import java.util.Properties;
 
 /**
  * The command line: {@code --name value} flags. Currency decimals come from the
  * runner (CURRENCIES of jobs/lib/currency.ts), so the set is defined once.
+ * {@code --client-config FILE} is a Java properties file of extra client
+ * settings (the runner's SASL credentials on a secured cluster), read here so
+ * that no secret has to be on the command line.
  */
 record Options(
     String bootstrap,
@@ -18,12 +26,13 @@ record Options(
     Map<String, Integer> decimals,
     int threads,
     String stateDir,
-    Optional<Long> commitIntervalMs) {
+    Optional<Long> commitIntervalMs,
+    Properties clientConfig) {
 
   static final String USAGE = "usage: AggregateApp --bootstrap HOST:PORT[,...] --input TOPIC"
       + " --output TOPIC --application-id ID --window-ms MS --grace-ms MS"
       + " --currency-decimals USD=2,JPY=0,... --state-dir DIR [--threads N]"
-      + " [--commit-interval-ms MS]";
+      + " [--commit-interval-ms MS] [--client-config FILE]";
 
   static Options parse(String[] args) {
     Map<String, String> flags = new HashMap<>();
@@ -35,6 +44,7 @@ record Options(
     }
     String commit = flags.remove("commit-interval-ms");
     String threads = flags.remove("threads");
+    String clientConfig = flags.remove("client-config");
     Options o = new Options(
         required(flags, "bootstrap"),
         required(flags, "input"),
@@ -45,7 +55,8 @@ record Options(
         decimals(required(flags, "currency-decimals")),
         (int) atLeast("threads", threads == null ? "1" : threads, 1),
         required(flags, "state-dir"),
-        Optional.ofNullable(commit).map(ms -> atLeast("commit-interval-ms", ms, 0)));
+        Optional.ofNullable(commit).map(ms -> atLeast("commit-interval-ms", ms, 0)),
+        clientConfig == null ? new Properties() : properties(clientConfig));
     if (!flags.isEmpty()) throw new IllegalArgumentException("unknown flags " + flags.keySet());
     return o;
   }
@@ -65,6 +76,17 @@ record Options(
     }
     throw new IllegalArgumentException(
         "--" + name + ": expected an integer >= " + min + ", given " + value);
+  }
+
+  /** The properties in a file, read as Properties#load(InputStream) does (ISO-8859-1). */
+  private static Properties properties(String path) {
+    Properties p = new Properties();
+    try (InputStream in = Files.newInputStream(Path.of(path))) {
+      p.load(in);
+    } catch (IOException | IllegalArgumentException e) {
+      throw new IllegalArgumentException("--client-config: cannot read " + path + ": " + e);
+    }
+    return p;
   }
 
   /** "USD=2,JPY=0" to {USD: 2, JPY: 0}. */

@@ -1,0 +1,262 @@
+/**
+ * Who may do what on the Kafka cluster: the principals (SCRAM users) and
+ * their ACLs, declared once here and applied by the local cluster runner
+ * (stacks/local/cluster.ts) and by the Docker stack's topic-creation step.
+ *
+ * - `admin` is the only super user: the brokers' own connections, topic
+ *   creation and these grants.
+ * - Each job has its own principal with least privilege, derived from the
+ *   names it uses ({@link jobAcls}): the producer writes its topic; a stream
+ *   job reads its input and group, writes its outputs, dead letters and
+ *   internal topics and holds its transactional ids, all named after its
+ *   application id; the evaluator reads. A job may create the topics it
+ *   writes (each by its exact name, as it does on first start), never
+ *   delete or reconfigure one. An extra `--app-id` gets its own grants by
+ *   the same rule.
+ * - Nothing else is allowed (`allow.everyone.if.no.acl.found=false`).
+ *
+ * This module is data only: jobs/lib/acl.ts applies it with kafkajs, the
+ * Docker stack renders it as `kafka-acls.sh` commands.
+ *
+ * @module
+ */
+import { APP_IDS, internalTopicNames, type JobSpec, TOPICS } from "./topology.ts";
+
+/** The super user's name. */
+export const ADMIN_USER = "admin";
+
+/** The SASL mechanism of the client and inter-broker listeners. */
+export const SCRAM_MECHANISM = "SCRAM-SHA-512";
+
+/** The authorizer every node runs (KRaft's). */
+export const AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+/** A principal a txpipe process authenticates as: the admin, a job, or the topic reader. */
+export type PrincipalName = "admin" | JobSpec["name"] | "consume";
+
+/** The Kafka user (SCRAM name) of each principal. */
+export const KAFKA_USERS: Readonly<Record<PrincipalName, string>> = {
+  admin: ADMIN_USER,
+  produce: "txpipe-produce",
+  aggregate: "txpipe-aggregate",
+  detect: "txpipe-detect",
+  evaluate: "txpipe-evaluate",
+  consume: "txpipe-consume",
+};
+
+/** Every principal, the admin first. */
+export const PRINCIPALS: readonly PrincipalName[] = [
+  "admin",
+  "produce",
+  "aggregate",
+  "detect",
+  "evaluate",
+  "consume",
+];
+
+/** What an ACL is about (Kafka's resource types). */
+export type AclResource = "topic" | "group" | "transactional-id" | "cluster";
+
+/** Operations txpipe grants (Kafka's names, lower case). */
+export type AclOperation = "read" | "write" | "describe" | "create" | "delete" | "idempotent-write";
+
+/** One allow rule: `principal` may do `operations` on the resource named (or prefixed) `name`. */
+export interface AclRule {
+  readonly principal: PrincipalName;
+  readonly resource: AclResource;
+  /** `literal`: exactly `name` (`*`: every resource of the type); `prefixed`: every name starting with it. */
+  readonly pattern: "literal" | "prefixed";
+  /** The resource name; `kafka-cluster` for the cluster. */
+  readonly name: string;
+  readonly operations: readonly AclOperation[];
+}
+
+/** The names a stream job uses, as its flags set them. */
+export interface StreamNames {
+  readonly appId: string;
+  readonly input: string;
+  /** Its output topics (aggregates or anomalies). */
+  readonly outputs: readonly string[];
+  readonly deadLetters: string;
+}
+
+/** The names each principal's grants are derived from; the defaults are the spec's. */
+export interface GrantNames {
+  /** The producer's topic. */
+  readonly produce?: { readonly topic: string };
+  readonly aggregate?: StreamNames;
+  readonly detect?: StreamNames;
+  /** The topics the evaluator reads. */
+  readonly evaluate?: { readonly transactions: string; readonly anomalies: string };
+}
+
+const CLUSTER = "kafka-cluster";
+
+function topicRule(
+  principal: PrincipalName,
+  name: string,
+  operations: AclOperation[],
+  pattern: AclRule["pattern"] = "literal",
+): AclRule {
+  return { principal, resource: "topic", pattern, name, operations };
+}
+
+/** The grants of the producer writing `topic`. */
+export function producerAcls(topic: string): AclRule[] {
+  return [
+    topicRule("produce", topic, ["write", "describe", "create"]),
+    // Implied by WRITE since Kafka 3.0 (KIP-679); granted explicitly as the
+    // idempotent producer's cluster-level right.
+    {
+      principal: "produce",
+      resource: "cluster",
+      pattern: "literal",
+      name: CLUSTER,
+      operations: ["idempotent-write"],
+    },
+  ];
+}
+
+/**
+ * The grants of a stream job (`aggregate` or `detect`) with these names: it
+ * reads its input; writes its outputs and dead letters; reads and writes its
+ * internal topics (`<app-id>-repartition`, `-changelog`, ...); joins and
+ * commits in the groups named after its app id (its own, its stages', its
+ * restore readers'); and holds the transactional ids that start with it.
+ */
+export function streamAcls(job: "aggregate" | "detect", n: StreamNames): AclRule[] {
+  const internal = internalTopicNames(n.appId);
+  const own = job === "aggregate"
+    ? [internal.repartition, internal.rekeyChangelog, internal.changelog]
+    : [internal.changelog];
+  return [
+    topicRule(job, n.input, ["read", "describe"]),
+    ...[...n.outputs, n.deadLetters].map((t) => topicRule(job, t, ["write", "describe", "create"])),
+    ...own.map((t) => topicRule(job, t, ["read", "write", "describe", "create"])),
+    {
+      principal: job,
+      resource: "group",
+      pattern: "prefixed",
+      name: n.appId,
+      operations: ["read", "describe"],
+    },
+    {
+      principal: job,
+      resource: "transactional-id",
+      pattern: "prefixed",
+      name: n.appId,
+      operations: ["write", "describe"],
+    },
+    {
+      principal: job,
+      resource: "cluster",
+      pattern: "literal",
+      name: CLUSTER,
+      operations: ["idempotent-write"],
+    },
+  ];
+}
+
+/** The evaluator's grants: it reads both topics, in throwaway groups named `txpipe-evaluate-*`. */
+export function evaluatorAcls(transactions: string, anomalies: string): AclRule[] {
+  return [
+    topicRule("evaluate", transactions, ["read", "describe"]),
+    topicRule("evaluate", anomalies, ["read", "describe"]),
+    {
+      principal: "evaluate",
+      resource: "group",
+      pattern: "prefixed",
+      name: "txpipe-evaluate-",
+      operations: ["read", "describe"],
+    },
+  ];
+}
+
+/**
+ * The topic reader's grants (`deno task consume`): it reads any topic, in
+ * throwaway groups named `txpipe-consume-*` that it deletes when done, and
+ * writes nothing.
+ */
+export function consumeAcls(): AclRule[] {
+  return [
+    topicRule("consume", "*", ["read", "describe"]),
+    {
+      principal: "consume",
+      resource: "group",
+      pattern: "prefixed",
+      name: "txpipe-consume-",
+      operations: ["read", "describe", "delete"],
+    },
+  ];
+}
+
+/** The names the jobs use by default: the spec's topics and app ids. */
+export function defaultNames(): Required<GrantNames> {
+  return {
+    produce: { topic: TOPICS.transactions },
+    aggregate: {
+      appId: APP_IDS.aggregate,
+      input: TOPICS.transactions,
+      outputs: [TOPICS.aggregates],
+      deadLetters: TOPICS.deadLetters,
+    },
+    detect: {
+      appId: APP_IDS.detect,
+      input: TOPICS.transactions,
+      outputs: [TOPICS.anomalies],
+      deadLetters: TOPICS.deadLetters,
+    },
+    evaluate: { transactions: TOPICS.transactions, anomalies: TOPICS.anomalies },
+  };
+}
+
+/** Every principal's grants for these names (the defaults: {@link defaultNames}). */
+export function jobAcls(names: GrantNames = defaultNames()): AclRule[] {
+  return [
+    ...(names.produce ? producerAcls(names.produce.topic) : []),
+    ...(names.aggregate ? streamAcls("aggregate", names.aggregate) : []),
+    ...(names.detect ? streamAcls("detect", names.detect) : []),
+    ...(names.evaluate ? evaluatorAcls(names.evaluate.transactions, names.evaluate.anomalies) : []),
+    ...consumeAcls(),
+  ];
+}
+
+/**
+ * Grants on every resource whose name starts with `prefix`, by each job's
+ * role: the producer writes such topics; aggregate and detect read and write
+ * them and use such groups and transactional ids; the evaluator reads them.
+ * For scratch names only: the test suite's (`test`) and the bench's (`bench`),
+ * on a local cluster. The defaults never use it.
+ */
+export function scratchAcls(prefix: string): AclRule[] {
+  const streams = (["aggregate", "detect"] as const).flatMap((job): AclRule[] => [
+    topicRule(job, prefix, ["read", "write", "describe", "create"], "prefixed"),
+    {
+      principal: job,
+      resource: "group",
+      pattern: "prefixed",
+      name: prefix,
+      operations: ["read", "describe"],
+    },
+    {
+      principal: job,
+      resource: "transactional-id",
+      pattern: "prefixed",
+      name: prefix,
+      operations: ["write", "describe"],
+    },
+  ]);
+  return [
+    topicRule("produce", prefix, ["write", "describe", "create"], "prefixed"),
+    ...streams,
+    topicRule("evaluate", prefix, ["read", "describe"], "prefixed"),
+  ];
+}
+
+/** One line per rule, as the docs and `deno task cluster acls` show them. */
+export function describeAcl(r: AclRule): string {
+  const name = r.resource === "cluster"
+    ? "the cluster"
+    : `${r.resource} ${r.pattern === "prefixed" ? `${r.name}*` : r.name}`;
+  return `User:${KAFKA_USERS[r.principal]} may ${r.operations.join(", ")} on ${name}`;
+}
