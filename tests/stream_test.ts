@@ -190,7 +190,12 @@ Deno.test(
     }, 120_000);
 
     assert.ok(stalled(), "the fault was injected");
-    assert.equal(caughtUp, null, "the job caught up after the stuck batch");
+    assert.equal(
+      caughtUp,
+      null,
+      "the job caught up after the stuck batch; its last log lines:\n" +
+        lines.slice(-25).map((l) => JSON.stringify(l)).join("\n"),
+    );
     const after = (await stuckBatches.get()).values.find((v) => v.labels.processor === groupId)
       ?.value ?? 0;
     assert.equal(after - before, 1, "one batch counted as stuck");
