@@ -288,31 +288,20 @@ async function runProducerPerformance(
   props: string[],
 ): Promise<CatchUpRun> {
   const topic = await freshBenchTopic("kafka");
-  const classpath = await kafkaClasspath();
-  // The admin's credentials, if the cluster has any, in a 0600 file deleted after the run.
-  const w = await withClientConfig((config) =>
-    runWatched("java", [
-      "-Xmx512m",
-      "-cp",
-      classpath,
-      "org.apache.kafka.tools.ProducerPerformance",
-      "--topic",
-      topic,
-      "--num-records",
-      String(records),
-      "--throughput",
-      "-1",
-      "--payload-file",
-      payloads,
-      "--bootstrap-server",
-      BROKERS.join(","),
-      ...config.args("--command-config"),
-      "--command-property",
-      "acks=all",
-      "enable.idempotence=true",
-      ...props,
-    ])
-  );
+  const w = await runKafkaTool("org.apache.kafka.tools.ProducerPerformance", [
+    "--topic",
+    topic,
+    "--num-records",
+    String(records),
+    "--throughput",
+    "-1",
+    "--payload-file",
+    payloads,
+    "--command-property",
+    "acks=all",
+    "enable.idempotence=true",
+    ...props,
+  ]);
   // "500000 records sent, 123456.7 records/sec (29.43 MB/sec), ..."
   const m = /(\d+) records sent, ([\d.]+) records\/sec/.exec(
     w.stdout.trim().split("\n").pop() ?? "",
@@ -385,28 +374,38 @@ interface CatchUpContender {
   run(backlog: string, records: number): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }>;
 }
 
-async function runConsumerPerformance(topic: string, records: number): Promise<CatchUpRun> {
+/**
+ * Runs one of Kafka's own tools (`mainClass`) from the cache's jars against
+ * the cluster, as the admin when the cluster has credentials (a 0600 client
+ * config deleted after the run), watched like every contender.
+ */
+async function runKafkaTool(mainClass: string, args: string[]) {
   const classpath = await kafkaClasspath();
-  // The admin's credentials, if the cluster has any, in a 0600 file deleted after the run.
-  const w = await withClientConfig((config) =>
+  return await withClientConfig((config) =>
     runWatched("java", [
       "-Xmx512m",
       "-cp",
       classpath,
-      "org.apache.kafka.tools.ConsumerPerformance",
+      mainClass,
       "--bootstrap-server",
       BROKERS.join(","),
       ...config.args("--command-config"),
-      "--topic",
-      topic,
-      "--num-records",
-      String(records),
-      "--group",
-      `bench-consumer-performance-${Date.now()}`,
-      "--timeout",
-      "120000",
+      ...args,
     ])
   );
+}
+
+async function runConsumerPerformance(topic: string, records: number): Promise<CatchUpRun> {
+  const w = await runKafkaTool("org.apache.kafka.tools.ConsumerPerformance", [
+    "--topic",
+    topic,
+    "--num-records",
+    String(records),
+    "--group",
+    `bench-consumer-performance-${Date.now()}`,
+    "--timeout",
+    "120000",
+  ]);
   // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
   const cells = (w.stdout.trim().split("\n").pop() ?? "").split(",").map((c) => c.trim());
   const n = Number(cells[4]);
