@@ -23,7 +23,13 @@ import type { Logger } from "./log.ts";
 import { kafkaLogCreator } from "./log.ts";
 import type { TopicSpec } from "../../stacks/topology.ts";
 import { waitForLeaders, type WaitForLeadersOptions } from "./leaders.ts";
-import { type KafkaAuth, kafkaAuth, kafkajsSasl, rememberAuth } from "./credentials.ts";
+import {
+  type KafkaAuth,
+  kafkaAuth,
+  kafkaConnection,
+  kafkajsSecurity,
+  rememberSecurity,
+} from "./credentials.ts";
 import { KAFKA_USERS, type PrincipalName } from "../../stacks/security.ts";
 import process from "node:process";
 
@@ -44,11 +50,12 @@ export interface KafkaOptions {
   clientId: string;
   brokers: string[];
   /**
-   * Who connects (stacks/security.ts): its credentials are found by
-   * jobs/lib/credentials.ts's rules, unless `auth` gives them.
+   * Who connects (stacks/security.ts): its credentials, TLS and SASL
+   * mechanism are found by jobs/lib/credentials.ts's rules
+   * (`kafkaConnection`), unless `auth` gives the credentials.
    */
   principal: PrincipalName;
-  /** These credentials instead of the principal's; `null`: none (no SASL). */
+  /** These credentials instead of the principal's; `null`: none (no SASL). TLS stays as configured. */
   auth?: KafkaAuth | null;
   /** kafkajs log lines go here (ECS JSON); without it kafkajs is silent. */
   logger?: Logger;
@@ -81,11 +88,13 @@ export const PARTITIONER = Partitioners.DefaultPartitioner;
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
   patchKafkajs(); // every txpipe client has txpipe's fixes to kafkajs (idempotent)
-  const auth = options.auth === undefined ? kafkaAuth(options.principal) : options.auth;
+  const security = kafkajsSecurity(
+    kafkaConnection(options.principal, options.auth === undefined ? {} : { auth: options.auth }),
+  );
   const kafka = new Kafka({
     clientId: options.clientId,
     brokers: options.brokers,
-    ...(auth ? { sasl: kafkajsSasl(auth) } : {}),
+    ...security,
     connectionTimeout: options.connectionTimeout ?? 3000,
     requestTimeout: 30_000,
     retry: options.retry ?? { initialRetryTime: 300, maxRetryTime: 3000, retries: 5 },
@@ -93,11 +102,11 @@ export function createKafka(options: KafkaOptions): Kafka {
     logCreator: options.logCreator ??
       (options.logger ? kafkaLogCreator(options.logger) : undefined),
   });
-  // Its admin clients' credentials, for waitForLeaders's own connections.
+  // Its admin clients' TLS and credentials, for waitForLeaders's own connections.
   const admin = kafka.admin.bind(kafka);
   kafka.admin = (config) => {
     const client = admin(config);
-    rememberAuth(client, auth);
+    rememberSecurity(client, security);
     return client;
   };
   return kafka;
@@ -125,7 +134,8 @@ export class KafkaAuthError extends KafkaConnectError {
     const why = cause instanceof Error ? cause.message : String(cause);
     super(
       `Kafka at ${brokers.join(",")} refused the credentials${who ? ` of ${who}` : ""} (${why}). ` +
-        "Check TXPIPE_KAFKA_USER and TXPIPE_KAFKA_PASSWORD (or _FILE), or, on the local " +
+        "Check TXPIPE_KAFKA_USER and TXPIPE_KAFKA_PASSWORD (or _FILE), TXPIPE_KAFKA_SASL_MECHANISM " +
+        "and TXPIPE_KAFKA_CONFIG's sasl.jaas.config, or, on the local " +
         "cluster, the password files under $TXPIPE_HOME/secrets (docs/security.md).",
     );
     this.name = "KafkaAuthError";

@@ -31,7 +31,7 @@ import Connection from "kafkajs/src/network/connection.js";
 import socketFactory from "kafkajs/src/network/socketFactory.js";
 import Metadata from "kafkajs/src/protocol/requests/metadata/index.js";
 import ApiVersions from "kafkajs/src/protocol/requests/apiVersions/index.js";
-import { authOf, type KafkaAuth, kafkajsSasl } from "./credentials.ts";
+import { type KafkajsSecurity, securityOf } from "./credentials.ts";
 import { createErrorFromCode } from "kafkajs/src/protocol/error.js";
 import type { Admin, Logger as KafkaLogger } from "kafkajs";
 
@@ -127,7 +127,7 @@ export async function waitForLeaders(
   for (;;) {
     // Asked each round: a broker that stops is dropped from it once fenced.
     const { brokers } = await admin.describeCluster();
-    const views = await Promise.all(brokers.map((b) => brokerView(b, topics, authOf(admin))));
+    const views = await Promise.all(brokers.map((b) => brokerView(b, topics, securityOf(admin))));
     const missing = missingLeaders(topics, views);
     if (missing.length === 0) {
       return new Map(views[0].topics.map((t) => [t.topic, t.partitionMetadata.length]));
@@ -156,13 +156,15 @@ const SILENT: KafkaLogger = {
 
 /**
  * Broker `b`'s own Metadata answer about `topics`, over a connection of its
- * own, authenticated with the admin client's credentials (as every txpipe
- * client: see createKafka).
+ * own, with the admin client's TLS and credentials (as every txpipe client:
+ * see createKafka). With `ssl`, kafkajs's default socket factory opens a TLS
+ * socket (`tls.connect` with these options; the servername is the host
+ * unless it is an IP address).
  */
 async function brokerView(
   b: { nodeId: number; host: string; port: number },
   topics: readonly string[],
-  auth: KafkaAuth | undefined,
+  security: KafkajsSecurity,
 ): Promise<BrokerView> {
   const address = `${b.host}:${b.port}`;
   const connection = new Connection({
@@ -173,11 +175,12 @@ async function brokerView(
     socketFactory: socketFactory(),
     connectionTimeout: 3000,
     requestTimeout: 5000,
-    sasl: auth ? kafkajsSasl(auth) : null,
+    ssl: security.ssl ?? null,
+    sasl: security.sasl ?? null,
   });
   try {
     await connection.connect();
-    if (auth) await authenticate(connection);
+    if (security.sasl) await authenticate(connection);
     // Version 6, the newest kafkajs 2.2.4 speaks (and uses with these brokers).
     const { request, response } = Metadata.protocol({ version: 6 })({
       topics: [...topics],

@@ -5,12 +5,16 @@
  * anything is written to it, handed to a client by its path (never the
  * password on a command line), and deleted when the client is done.
  *
- * On a cluster without authentication (`kafkaAuth("admin")` finds no
- * credentials) nothing is written and the clients run exactly as before.
+ * On a cluster without authentication or TLS (`kafkaConnection("admin")`
+ * finds neither) nothing is written and the clients run exactly as before.
  *
  * @module
  */
-import { javaClientProperties, type KafkaAuth, kafkaAuth } from "../../jobs/lib/credentials.ts";
+import {
+  javaClientProperties,
+  type KafkaAuth,
+  kafkaConnection,
+} from "../../jobs/lib/credentials.ts";
 
 /** A written client config, or none (no credentials). */
 export interface ClientConfig {
@@ -24,7 +28,7 @@ export interface ClientConfig {
 
 /** Where the credentials come from, and where the file goes (seams for tests). */
 export interface ClientConfigOptions {
-  /** Finds the credentials; the admin's ({@link kafkaAuth}) unless given. */
+  /** Finds the credentials; the admin's (`kafkaConnection("admin")`) unless given. */
   auth?: () => KafkaAuth | undefined;
   /** The folder of the file; the system's temporary folder unless given. */
   dir?: string;
@@ -65,7 +69,9 @@ export function propertiesText(props: Record<string, string>): string {
  * nothing when there are none. The caller removes it when its client is done.
  */
 export async function writeClientConfig(o: ClientConfigOptions = {}): Promise<ClientConfig> {
-  const props = javaClientProperties((o.auth ?? (() => kafkaAuth("admin")))());
+  // The admin's connection (TLS, mechanism, CA: see kafkaConnection), with the given credentials.
+  const connection = kafkaConnection("admin", o.auth ? { auth: o.auth() ?? null } : {});
+  const props = javaClientProperties(connection.auth, connection);
   if (Object.keys(props).length === 0) {
     return { path: undefined, args: () => [], remove: () => Promise.resolve() };
   }
