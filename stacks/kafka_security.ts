@@ -1,7 +1,7 @@
 /**
  * The authentication and authorization settings of a secured Kafka node,
- * shared by the local runner's listener layout (one CLIENT listener) and the
- * Docker stack's (INTERNAL and EXTERNAL):
+ * shared by the local runner's listener layout (CLIENT, and CLIENT_TLS with
+ * SASL_SSL) and the Docker stack's (INTERNAL and EXTERNAL):
  *
  * - every client listener takes SASL/SCRAM-SHA-512 only; the inter-broker
  *   listener's JAAS entry also holds the admin's credentials, which the
@@ -14,7 +14,8 @@
  *
  * With `clientListeners: ["CLIENT"]` and `interBrokerListener: "CLIENT"`
  * these are exactly the settings of stacks/local/cluster.ts's
- * `securityProperties` (tests/stack_test.ts checks it).
+ * `securityProperties` (tests/stack_test.ts checks it); the local nodes add
+ * CLIENT_TLS to the client listeners, with the same SCRAM settings.
  *
  * @module
  */
@@ -24,7 +25,7 @@ import type { KafkaNode } from "./topology.ts";
 
 /** How a node's listeners are named. */
 export interface SecuredListeners {
-  /** The brokers' client listeners (SCRAM), e.g. `["INTERNAL", "EXTERNAL"]`. */
+  /** The brokers' client listeners (SCRAM), e.g. `["INTERNAL", "EXTERNAL"]` or `["CLIENT", "CLIENT_TLS"]`. */
   readonly clientListeners: readonly string[];
   /** The one of them brokers replicate over (its JAAS entry holds the admin's credentials). */
   readonly interBrokerListener: string;
@@ -76,9 +77,19 @@ export function kafkaSecurityProperties(
   return props;
 }
 
-/** The security protocol map of these listeners: SASL_PLAINTEXT everywhere, no PLAINTEXT. */
-export function securedProtocolMap(listenerNames: readonly string[]): string {
-  return listenerNames.map((l) => `${l}:SASL_PLAINTEXT`).join(",");
+/**
+ * The security protocol map of these listeners: SASL_PLAINTEXT everywhere,
+ * SASL_SSL on `tlsListenerNames` (the local runner's CLIENT_TLS), no
+ * PLAINTEXT.
+ */
+export function securedProtocolMap(
+  listenerNames: readonly string[],
+  tlsListenerNames: readonly string[] = [],
+): string {
+  return [
+    ...listenerNames.map((l) => `${l}:SASL_PLAINTEXT`),
+    ...tlsListenerNames.map((l) => `${l}:SASL_SSL`),
+  ].join(",");
 }
 
 /**

@@ -34,6 +34,12 @@ export interface KafkaNode {
   readonly role: NodeRole;
   /** Client listener port (brokers and combined nodes); published to 127.0.0.1 in Docker. */
   readonly clientPort?: number;
+  /**
+   * TLS client listener port (brokers and combined nodes, local runner
+   * only): SASL_SSL, its certificate signed by the local CA
+   * (stacks/local/tls.ts).
+   */
+  readonly tlsPort?: number;
   /** Controller listener port (controllers and combined nodes). */
   readonly controllerPort?: number;
   /** Port of the JMX exporter agent's /metrics endpoint. */
@@ -206,6 +212,7 @@ const BROKERS: readonly KafkaNode[] = [4, 5, 6].map((id, i) => ({
   name: `kafka-broker-${i + 1}`,
   role: "broker" as const,
   clientPort: 9092 + i,
+  tlsPort: 9095 + i,
   metricsPort: 7070 + id,
   heap: "768m",
 }));
@@ -215,6 +222,7 @@ const SINGLE_NODE: KafkaNode = {
   name: "kafka-single",
   role: "combined",
   clientPort: 9092,
+  tlsPort: 9095,
   controllerPort: 9193,
   metricsPort: 7071,
   heap: "768m",
@@ -281,6 +289,11 @@ export function controllerNodes(topo: Topology): KafkaNode[] {
 /** `host:port` bootstrap list of a topology's brokers. */
 export function bootstrapServers(topo: Topology, host = "127.0.0.1"): string[] {
   return brokerNodes(topo).map((n) => `${host}:${n.clientPort}`);
+}
+
+/** `host:port` bootstrap list of a topology's brokers' TLS listeners (local runner). */
+export function tlsBootstrapServers(topo: Topology, host = "127.0.0.1"): string[] {
+  return brokerNodes(topo).map((n) => `${host}:${n.tlsPort}`);
 }
 
 /** `controller.quorum.bootstrap.servers` style list: `host:port` of each controller. */

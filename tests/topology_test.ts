@@ -7,12 +7,13 @@ import {
   controllerNodes,
   KAFKA_VERSION,
   quorumVoters,
+  tlsBootstrapServers,
   topicAs,
   TOPICS,
   type Topology,
   topology,
 } from "../stacks/topology.ts";
-import { nodeProperties } from "../stacks/local/cluster.ts";
+import { nodeProperties, wantedNodePorts } from "../stacks/local/cluster.ts";
 import { fitToCluster } from "../jobs/lib/kafka.ts";
 
 const SEVEN_DAYS_MS = String(7 * 24 * 3600 * 1000);
@@ -22,11 +23,17 @@ Deno.test("topology: 3 KRaft controllers and 3 brokers with unique node ids and 
   assert.deepEqual(controllerNodes(topo).map((n) => n.id), [1, 2, 3]);
   assert.deepEqual(brokerNodes(topo).map((n) => n.id), [4, 5, 6]);
   const ports = topo.nodes.flatMap((n) =>
-    [n.clientPort, n.controllerPort, n.metricsPort].filter((p) => p !== undefined)
+    [n.clientPort, n.tlsPort, n.controllerPort, n.metricsPort].filter((p) => p !== undefined)
   );
   ports.push(...topo.jobs.map((j) => j.metricsPort), topo.prometheusPort);
   assert.equal(new Set(ports).size, ports.length, `no port used twice: ${ports.join(",")}`);
   assert.deepEqual(bootstrapServers(topo), ["127.0.0.1:9092", "127.0.0.1:9093", "127.0.0.1:9094"]);
+  assert.deepEqual(tlsBootstrapServers(topo), [
+    "127.0.0.1:9095",
+    "127.0.0.1:9096",
+    "127.0.0.1:9097",
+  ]);
+  assert.deepEqual(tlsBootstrapServers(topology("single")), ["127.0.0.1:9095"]);
   assert.equal(
     quorumVoters(topo, () => "127.0.0.1"),
     "1@127.0.0.1:9193,2@127.0.0.1:9194,3@127.0.0.1:9195",
@@ -94,7 +101,10 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and SAS
   const topo = topology("cluster");
   const parse = (text: string) =>
     Object.fromEntries(text.trim().split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2)));
-  const controller = parse(nodeProperties(topo, topo.nodes[0], "/data/c1", "s3cret"));
+  const keystore = (name: string) => ({ path: `/home/tls/${name}.p12`, password: "ks-pw" });
+  const controller = parse(
+    nodeProperties(topo, topo.nodes[0], "/data/c1", "s3cret", keystore(topo.nodes[0].name)),
+  );
   assert.equal(controller["process.roles"], "controller");
   assert.equal(controller["node.id"], "1");
   assert.equal(controller["listeners"], "CONTROLLER://127.0.0.1:9193");
@@ -104,32 +114,61 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and SAS
   );
   assert.equal(controller["advertised.listeners"], undefined);
 
-  const broker = parse(nodeProperties(topo, topo.nodes[3], "/data/b1", "s3cret"));
+  assert.equal(controller["ssl.keystore.location"], undefined, "a controller has no TLS listener");
+  const broker = parse(
+    nodeProperties(topo, topo.nodes[3], "/data/b1", "s3cret", keystore("kafka-broker-1")),
+  );
   assert.equal(broker["process.roles"], "broker");
   assert.equal(broker["node.id"], "4");
-  assert.equal(broker["listeners"], "CLIENT://127.0.0.1:9092");
-  assert.equal(broker["advertised.listeners"], "CLIENT://127.0.0.1:9092");
+  assert.equal(broker["listeners"], "CLIENT://127.0.0.1:9092,CLIENT_TLS://127.0.0.1:9095");
+  assert.equal(
+    broker["advertised.listeners"],
+    "CLIENT://127.0.0.1:9092,CLIENT_TLS://127.0.0.1:9095",
+  );
   assert.equal(broker["inter.broker.listener.name"], "CLIENT");
   assert.equal(broker["listener.name.client.sasl.enabled.mechanisms"], "SCRAM-SHA-512");
+  assert.equal(broker["listener.name.client_tls.sasl.enabled.mechanisms"], "SCRAM-SHA-512");
   assert.equal(broker["sasl.mechanism.inter.broker.protocol"], "SCRAM-SHA-512");
   assert.match(
     broker["listener.name.client.scram-sha-512.sasl.jaas.config"],
     /username="admin" password="s3cret"/,
   );
+  assert.equal(
+    broker["listener.name.client_tls.scram-sha-512.sasl.jaas.config"],
+    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    "the TLS listener checks clients' credentials; it replicates nothing",
+  );
+  assert.equal(broker["ssl.keystore.type"], "PKCS12");
+  assert.equal(broker["ssl.keystore.location"], "/home/tls/kafka-broker-1.p12");
+  assert.equal(broker["ssl.keystore.password"], "ks-pw");
+  assert.equal(broker["ssl.key.password"], "ks-pw");
+  const broker3 = parse(
+    nodeProperties(topo, topo.nodes[5], "/data/b3", "s3cret", keystore("kafka-broker-3")),
+  );
+  assert.equal(broker3["listeners"], "CLIENT://127.0.0.1:9094,CLIENT_TLS://127.0.0.1:9097");
+  const withoutTls = parse(nodeProperties(topo, topo.nodes[3], "/data/b1", "s3cret"));
+  assert.equal(withoutTls["listeners"], "CLIENT://127.0.0.1:9092", "no keystore, no TLS listener");
+  assert.equal(withoutTls["ssl.keystore.location"], undefined);
   assert.equal(broker["min.insync.replicas"], "2");
   assert.equal(broker["auto.create.topics.enable"], "false");
   assert.equal(broker["transaction.state.log.replication.factor"], "3");
 
   const single = topology("single");
-  const combined = parse(nodeProperties(single, single.nodes[0], "/data/s", "s3cret"));
+  const combined = parse(
+    nodeProperties(single, single.nodes[0], "/data/s", "s3cret", keystore("kafka-single")),
+  );
   assert.equal(combined["process.roles"], "broker,controller");
-  assert.equal(combined["listeners"], "CLIENT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9193");
+  assert.equal(
+    combined["listeners"],
+    "CLIENT://127.0.0.1:9092,CLIENT_TLS://127.0.0.1:9095,CONTROLLER://127.0.0.1:9193",
+  );
+  assert.equal(combined["ssl.keystore.location"], "/home/tls/kafka-single.p12");
   assert.equal(combined["offsets.topic.replication.factor"], "1");
 
   for (const props of [controller, broker, combined]) {
     assert.equal(
       props["listener.security.protocol.map"],
-      "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT",
+      "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT,CLIENT_TLS:SASL_SSL",
     );
     assert.doesNotMatch(props["listeners"], /PLAINTEXT:|0\.0\.0\.0/);
     assert.equal(
@@ -143,4 +182,23 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and SAS
     assert.match(props["listener.name.controller.plain.sasl.jaas.config"], /user_admin="s3cret"/);
   }
   assert.equal(controller["listener.name.client.sasl.enabled.mechanisms"], undefined);
+});
+
+Deno.test("cluster runner: the port-clash check covers every node's client, TLS client, controller and metrics ports", () => {
+  for (const mode of ["cluster", "single"] as const) {
+    const topo = topology(mode);
+    const wanted = wantedNodePorts(mode, topo.nodes).map((w) => w.port).sort((a, b) => a - b);
+    const expected = topo.nodes.flatMap((n) =>
+      [n.clientPort, n.tlsPort, n.controllerPort, n.metricsPort].filter((p) => p !== undefined)
+    ).sort((a, b) => a - b);
+    assert.deepEqual(wanted, expected, mode);
+  }
+  const tls = wantedNodePorts("cluster", topology("cluster").nodes).filter((w) =>
+    w.what.startsWith("TLS client port")
+  );
+  assert.deepEqual(tls.map((w) => [w.port, w.what]), [
+    [9095, "TLS client port of kafka-broker-1"],
+    [9096, "TLS client port of kafka-broker-2"],
+    [9097, "TLS client port of kafka-broker-3"],
+  ]);
 });

@@ -5,7 +5,9 @@
  *   deno task cluster up | down | status | logs NODE | stop NODE | reset | jars
  *
  * Each node runs `kafka.Kafka` with the Prometheus JMX exporter agent on its
- * own port. Storage is formatted once; `down` then `up` keeps every record.
+ * own port. Brokers take clients on two listeners: CLIENT (SASL_PLAINTEXT)
+ * and CLIENT_TLS (SASL_SSL, keystores from the local CA made on first `up`:
+ * stacks/local/tls.ts). Storage is formatted once; `down` then `up` keeps every record.
  * `up` returns when every topic of the spec exists and every partition has a
  * leader and a full ISR. The commands that change the cluster take
  * TXPIPE_HOME's locks first (stacks/local/lock.ts), so two never race and
@@ -18,11 +20,13 @@ import { fileURLToPath } from "node:url";
 import {
   bootstrapServers,
   brokerDefaults,
+  brokerNodes,
   type ClusterMode,
   JMX_EXPORTER_VERSION,
   KAFKA_VERSION,
   type KafkaNode,
   quorumVoters,
+  tlsBootstrapServers,
   TOPICS,
   type Topology,
   topology,
@@ -38,7 +42,8 @@ import {
 } from "../../jobs/lib/ports.ts";
 import { acquireLocks, LockedError, type LockName } from "./lock.ts";
 import { ensureSecrets, homeDir, secretsDir } from "../../jobs/lib/credentials.ts";
-import { kafkaSecurityProperties } from "../kafka_security.ts";
+import { kafkaSecurityProperties, securedProtocolMap } from "../kafka_security.ts";
+import { caPemFile, ensureTlsKeystores, type NodeKeystore, tlsDir, TlsError } from "./tls.ts";
 import { applyAcls } from "../../jobs/lib/acl.ts";
 import {
   type AclRule,
@@ -164,9 +169,15 @@ export async function kafkaClasspath(): Promise<string> {
   return jars.sort().join(":");
 }
 
+/** The local nodes' listener names and their security protocols, the same on every node. */
+export const LOCAL_PROTOCOL_MAP = securedProtocolMap(["CONTROLLER", "CLIENT"], ["CLIENT_TLS"]);
+
 /**
  * The server.properties of a node in local mode, secured (docs/security.md):
  * - clients and brokers meet on the CLIENT listener, SASL/SCRAM-SHA-512 only;
+ * - with `tls` (the runner always gives it), brokers also take clients on
+ *   the CLIENT_TLS listener (its `tlsPort`): SASL_SSL, SCRAM-SHA-512 over
+ *   TLS with the keystore `tls` names (stacks/local/tls.ts);
  * - the CONTROLLER listener takes SASL/PLAIN from the admin only (KRaft's
  *   controllers cannot use SCRAM: its credentials live in the metadata they
  *   serve), on 127.0.0.1 like every port here;
@@ -179,6 +190,7 @@ export function nodeProperties(
   node: KafkaNode,
   dataDir: string,
   adminPassword: string,
+  tls?: NodeKeystore,
 ): string {
   const host = "127.0.0.1";
   const props: Record<string, string> = {
@@ -189,25 +201,59 @@ export function nodeProperties(
     "log.dirs": dataDir,
   };
   const listeners: string[] = [];
+  const clients = clientListeners(node, tls);
+  for (const name of clients) listeners.push(`${name}://${host}:${listenerPort(node, name)}`);
   if (node.role !== "broker") listeners.push(`CONTROLLER://${host}:${node.controllerPort}`);
   if (node.role !== "controller") {
-    listeners.unshift(`CLIENT://${host}:${node.clientPort}`);
-    props["advertised.listeners"] = `CLIENT://${host}:${node.clientPort}`;
+    props["advertised.listeners"] = clients
+      .map((name) => `${name}://${host}:${listenerPort(node, name)}`)
+      .join(",");
     props["inter.broker.listener.name"] = "CLIENT";
     Object.assign(props, brokerDefaults(topo));
   }
   props["listeners"] = listeners.join(",");
-  props["listener.security.protocol.map"] = "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT";
-  Object.assign(props, securityProperties(node, adminPassword));
+  props["listener.security.protocol.map"] = LOCAL_PROTOCOL_MAP;
+  Object.assign(props, securityProperties(node, adminPassword, clients));
+  if (clients.includes("CLIENT_TLS")) Object.assign(props, keystoreProperties(tls!));
   return Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
 }
 
-/** The authentication and authorization settings of a local node (see {@link nodeProperties}). */
-export function securityProperties(node: KafkaNode, adminPassword: string): Record<string, string> {
+/** The client listeners of a node: none on a controller, CLIENT, and CLIENT_TLS with a keystore. */
+function clientListeners(node: KafkaNode, tls: NodeKeystore | undefined): string[] {
+  if (node.role === "controller") return [];
+  return tls && node.tlsPort ? ["CLIENT", "CLIENT_TLS"] : ["CLIENT"];
+}
+
+function listenerPort(node: KafkaNode, listener: string): number | undefined {
+  return listener === "CLIENT_TLS" ? node.tlsPort : node.clientPort;
+}
+
+/**
+ * The authentication and authorization settings of a local node (see
+ * {@link nodeProperties}): SCRAM on each of `clientListeners` (by default
+ * CLIENT alone, the settings the Docker stack's listeners share).
+ */
+export function securityProperties(
+  node: KafkaNode,
+  adminPassword: string,
+  clientListeners: readonly string[] = ["CLIENT"],
+): Record<string, string> {
   return kafkaSecurityProperties(node, adminPassword, {
-    clientListeners: ["CLIENT"],
+    clientListeners,
     interBrokerListener: "CLIENT",
   });
+}
+
+/** The TLS listener's server side: the broker's PKCS12 keystore (stacks/local/tls.ts). */
+export function keystoreProperties(keystore: NodeKeystore): Record<string, string> {
+  return {
+    "ssl.keystore.type": "PKCS12",
+    "ssl.keystore.location": keystore.path,
+    "ssl.keystore.password": keystore.password,
+    "ssl.key.password": keystore.password,
+    // Clients authenticate with SASL, not with certificates of their own.
+    "ssl.client.auth": "none",
+  };
 }
 
 function log4jConfig(logDir: string): string {
@@ -285,6 +331,7 @@ export async function nodePortClashes(mode: ClusterMode): Promise<PortClash[]> {
 function nodePorts(node: KafkaNode): Array<[string, number]> {
   const ports: Array<[string, number]> = [];
   if (node.clientPort) ports.push(["client", node.clientPort]);
+  if (node.tlsPort) ports.push(["TLS client", node.tlsPort]);
   if (node.controllerPort) ports.push(["controller", node.controllerPort]);
   ports.push(["metrics", node.metricsPort]);
   return ports;
@@ -468,14 +515,16 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
     );
   }
 
+  const tls = await ensureBrokerKeystores(topo, say);
+
   for (const node of toStart) {
     const dir = nodeDir(topo.mode, node);
     await Deno.mkdir(join(dir, "logs"), { recursive: true });
-    // It holds the admin's password: readable by its owner only.
+    // It holds the admin's and the keystore's passwords: readable by its owner only.
     const props = join(dir, "server.properties");
     await Deno.writeTextFile(
       props,
-      nodeProperties(topo, node, join(dir, "data"), secrets.passwords.admin),
+      nodeProperties(topo, node, join(dir, "data"), secrets.passwords.admin, tls[node.name]),
       { mode: 0o600 },
     );
     await Deno.chmod(props, 0o600);
@@ -501,7 +550,29 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
       bootstrapServers(topo).join(",")
     }`,
   );
+  say(`  over TLS (SASL_SSL): ${tlsBootstrapServers(topo).join(",")}, CA ${caPemFile()}`);
   return topo;
+}
+
+/**
+ * The keystore of every broker of `topo` for the CLIENT_TLS listener,
+ * generated with the local CA on first use (stacks/local/tls.ts).
+ */
+async function ensureBrokerKeystores(
+  topo: Topology,
+  say: Say,
+): Promise<Readonly<Record<string, NodeKeystore>>> {
+  try {
+    const tls = await ensureTlsKeystores(brokerNodes(topo).map((n) => n.name));
+    if (tls.newCa) say(`  generated the local TLS CA: clients trust ${tls.caPem}`);
+    if (tls.created.length > 0) {
+      say(`  generated TLS keystores for ${tls.created.length} broker(s) in ${tlsDir()}`);
+    }
+    return tls.keystores;
+  } catch (err) {
+    if (err instanceof TlsError) throw new ClusterError(err.message);
+    throw err;
+  }
 }
 
 function roleRank(n: KafkaNode): number {
@@ -774,6 +845,7 @@ async function runCommand(
         console.log("");
         (await topicStatus(topo)).forEach((l) => console.log(l));
         console.log(`\nbootstrap: ${bootstrapServers(topo).join(",")}`);
+        console.log(`over TLS:  ${tlsBootstrapServers(topo).join(",")} (CA ${caPemFile()})`);
       }
       return 0;
     }
