@@ -110,17 +110,26 @@ export interface Instance {
 const LOG_DIR = join(homeDir(), "test-logs");
 let instanceCount = 0;
 
+/** Where {@link startInstance} connects: other brokers, and variables added to its environment. */
+export interface InstanceOptions {
+  /** Bootstrap servers (default: the shared cluster's CLIENT listeners). */
+  brokers?: readonly string[];
+  /** Added to the inherited environment, e.g. TXPIPE_KAFKA_SECURITY_PROTOCOL. */
+  env?: Record<string, string>;
+}
+
 /** Starts one instance of `job` ("aggregate" or "detect") on `topics`. */
 export function startInstance(
   job: "aggregate" | "detect",
   topics: JobTopics,
   extra: string[] = [],
+  options: InstanceOptions = {},
 ): Instance {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       ...denoRunArgs(jobSpec(job)),
       "--brokers",
-      BROKERS.join(","),
+      (options.brokers ?? BROKERS).join(","),
       "--input",
       topics.input,
       "--output",
@@ -136,6 +145,7 @@ export function startInstance(
       ...extra,
     ],
     cwd: ROOT,
+    env: options.env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
