@@ -12,6 +12,7 @@ import socketFactory from "kafkajs/src/network/socketFactory.js";
 import {
   CredentialsError,
   ensureSecrets,
+  homeDir,
   javaClientProperties,
   type KafkaAuth,
   kafkaAuth,
@@ -35,6 +36,7 @@ import {
 import { LOCAL_PROTOCOL_MAP, nodeProperties } from "../stacks/local/cluster.ts";
 import { securedProtocolMap } from "../stacks/kafka_security.ts";
 import { topology } from "../stacks/topology.ts";
+import { propertiesText } from "./helpers/client_config.ts";
 
 const env = (vars: Record<string, string>) => (name: string) => vars[name];
 
@@ -665,3 +667,168 @@ async function tlsListenerProperties(material: TlsMaterial): Promise<void> {
     "CONTROLLER:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_PLAINTEXT",
   );
 }
+
+// --- Kafka's own TLS code with these files (the cache's Kafka jars, no cluster) ---
+
+/**
+ * A Java program on Kafka's jars: it reads a node's server.properties with
+ * KafkaConfig, builds the CLIENT_TLS listener's server SSL context with
+ * Kafka's SslFactory (its keystore), serves TLS on an ephemeral port of
+ * 127.0.0.1, and connects to it as a Java client configured with the given
+ * client properties (PEM truststore), checking the host name. It prints
+ * `port N` and then serves until its stdin closes.
+ */
+const JAVA_CHECK = `
+import java.io.*;
+import java.util.*;
+import javax.net.ssl.*;
+import kafka.server.KafkaConfig;
+import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.common.network.ConnectionMode;
+import org.apache.kafka.common.security.ssl.DefaultSslEngineFactory;
+import org.apache.kafka.common.security.ssl.SslFactory;
+
+public class TlsCheck {
+  static SSLContext context(ConnectionMode mode, Map<String, ?> configs) {
+    SslFactory factory = new SslFactory(mode);
+    factory.configure(configs);
+    return ((DefaultSslEngineFactory) factory.sslEngineFactory()).sslContext();
+  }
+
+  static Properties load(String path) throws IOException {
+    Properties p = new Properties();
+    try (FileInputStream in = new FileInputStream(path)) { p.load(in); }
+    return p;
+  }
+
+  public static void main(String[] args) throws Exception {
+    KafkaConfig config = KafkaConfig.fromProps(load(args[0]), true);
+    System.out.println("listeners " + config.listeners());
+    SSLContext server = context(ConnectionMode.SERVER,
+        config.valuesWithPrefixOverride("listener.name.client_tls."));
+    SSLServerSocket socket = (SSLServerSocket) server.getServerSocketFactory()
+        .createServerSocket(0, 8, java.net.InetAddress.getByName("127.0.0.1"));
+    Thread accept = new Thread(() -> {
+      while (true) {
+        try (SSLSocket s = (SSLSocket) socket.accept()) {
+          s.startHandshake();
+        } catch (IOException e) { /* a refusing client */ }
+      }
+    });
+    accept.setDaemon(true);
+    accept.start();
+    Map<String, Object> clientProps = new HashMap<>();
+    load(args[1]).forEach((k, v) -> { if (k.toString().startsWith("ssl.")) clientProps.put(k.toString(), v); });
+    SSLContext client = context(ConnectionMode.CLIENT, new ConfigDef().withClientSslSupport().parse(clientProps));
+    for (String host : new String[] {"127.0.0.1", "localhost"}) {
+      try (SSLSocket s = (SSLSocket) client.getSocketFactory().createSocket(host, socket.getLocalPort())) {
+        SSLParameters p = s.getSSLParameters();
+        p.setEndpointIdentificationAlgorithm("HTTPS"); // Kafka clients' default
+        s.setSSLParameters(p);
+        s.startHandshake();
+        System.out.println("java client ok " + host);
+      } catch (IOException e) {
+        System.out.println("java client failed " + host + ": " + e);
+      }
+    }
+    System.out.println("port " + socket.getLocalPort());
+    System.out.flush();
+    System.in.read();
+  }
+}
+`;
+
+const KAFKA_LIB = join(homeDir(), "kafka", "lib");
+const HAS_KAFKA_JARS = await Deno.stat(KAFKA_LIB).then(() => true, () => false) &&
+  await available("java");
+
+Deno.test({
+  name:
+    "local TLS: Kafka accepts the TLS listener's node properties and serves its keystore; kafkajs and Java clients (PEM truststore) trust it through the local CA",
+  ignore: !KEYTOOL || !HAS_KAFKA_JARS,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withKeystores(async (home, material) => {
+      const topo = topology("single");
+      const node = topo.nodes[0];
+      const keystore = (await ensureTlsKeystores([node.name], { home })).keystores[node.name];
+      const serverProps = join(home, "server.properties");
+      await Deno.writeTextFile(
+        serverProps,
+        nodeProperties(topo, node, join(home, "data"), "admin-pw", keystore),
+        { mode: 0o600 },
+      );
+      const connection = kafkaConnection("admin", {
+        env: env({ TXPIPE_KAFKA_CA_FILE: material.caPem }),
+        home,
+        auth: { username: "admin", password: "admin-pw", source: "test" },
+      });
+      const clientProps = join(home, "client.properties");
+      await Deno.writeTextFile(
+        clientProps,
+        propertiesText(javaClientProperties(connection.auth, connection)),
+        { mode: 0o600 },
+      );
+      const source = join(home, "TlsCheck.java");
+      await Deno.writeTextFile(source, JAVA_CHECK);
+      const java = new Deno.Command("java", {
+        args: [
+          "-Xmx128m",
+          "-XX:TieredStopAtLevel=1",
+          "-XX:+UseSerialGC",
+          "-cp",
+          `${KAFKA_LIB}/*`,
+          source,
+          serverProps,
+          clientProps,
+        ],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const stderr = new Response(java.stderr).text();
+      let out = "";
+      try {
+        const reader = java.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        while (!/^port \d+$/m.test(out)) {
+          const { value, done } = await reader.read();
+          if (done) assert.fail(`the Java check ended early:\n${out}\n${await stderr}`);
+          out += value;
+        }
+        reader.releaseLock();
+        assert.match(
+          out,
+          /Endpoint\(listenerName='CLIENT_TLS', securityProtocol=SASL_SSL, host='127\.0\.0\.1', port=9095\)/,
+        );
+        assert.match(out, /^java client ok 127\.0\.0\.1$/m);
+        assert.match(out, /^java client ok localhost$/m);
+        const port = Number(/^port (\d+)$/m.exec(out)![1]);
+        const connect = (host: string, ssl: unknown) =>
+          new Promise<string>((resolve) => {
+            const socket = socketFactory()({
+              host,
+              port,
+              ssl,
+              onConnect: () => {
+                resolve("connected");
+                socket.end();
+              },
+            });
+            socket.on("error", (err: Error) => resolve(err.message));
+          });
+        const { ssl } = kafkajsSecurity(connection);
+        assert.equal(await connect("127.0.0.1", ssl), "connected");
+        assert.equal(await connect("localhost", ssl), "connected");
+        assert.match(
+          await connect("127.0.0.1", { rejectUnauthorized: true }),
+          /self.signed|verify/i,
+        );
+      } finally {
+        await java.stdin.close().catch(() => {});
+        await java.status;
+        await java.stdout.cancel().catch(() => {});
+        await stderr.catch(() => "");
+      }
+    }),
+});
