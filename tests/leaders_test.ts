@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import type { Admin } from "kafkajs";
 import { type BrokerView, missingLeaders, waitForLeaders } from "../jobs/lib/leaders.ts";
 import { createKafka, ensureTopics } from "../jobs/lib/kafka.ts";
-import { authOf, rememberAuth } from "../jobs/lib/credentials.ts";
+import { rememberSecurity, securityOf } from "../jobs/lib/credentials.ts";
 import { topicAs, TOPICS, type TopicSpec } from "../stacks/topology.ts";
 import { BROKERS, ensureCluster, TOPO, withAdmin } from "./helpers/cluster.ts";
 
@@ -188,7 +188,7 @@ Deno.test(
           listTopics: () => Promise.resolve([]),
           createTopics: (req) => admin.createTopics(req).then((created) => answer = created),
         };
-        rememberAuth(late, authOf(admin)); // its own connections to each broker authenticate too
+        rememberSecurity(late, securityOf(admin)); // its own connections to each broker authenticate too
         return ensureTopics(late, [spec]);
       });
       assert.deepEqual([first[0].action, second[0].action], ["created", "created"]);
