@@ -184,6 +184,34 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and SAS
   assert.equal(controller["listener.name.client.sasl.enabled.mechanisms"], undefined);
 });
 
+Deno.test("cluster runner: only `deno task bench security` adds a PLAINTEXT listener, on 127.0.0.1, and only to brokers", () => {
+  const topo = topology("cluster");
+  const parse = (text: string) =>
+    Object.fromEntries(text.trim().split("\n").map((l) => l.split(/=(.*)/s).slice(0, 2)));
+  const keystore = { path: "/home/tls/kafka-broker-2.p12", password: "ks-pw" };
+  const open = { benchPlaintext: true };
+  const broker = parse(nodeProperties(topo, topo.nodes[4], "/data/b2", "s3cret", keystore, open));
+  const listeners = "CLIENT://127.0.0.1:9093,CLIENT_TLS://127.0.0.1:9096," +
+    "BENCH_PLAIN://127.0.0.1:9099";
+  assert.equal(broker["listeners"], listeners);
+  assert.equal(broker["advertised.listeners"], listeners);
+  assert.equal(
+    broker["listener.security.protocol.map"],
+    "CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT,CLIENT_TLS:SASL_SSL,BENCH_PLAIN:PLAINTEXT",
+  );
+  assert.equal(broker["inter.broker.listener.name"], "CLIENT", "brokers replicate over SCRAM");
+  assert.equal(broker["allow.everyone.if.no.acl.found"], "false");
+  const controller = parse(
+    nodeProperties(topo, topo.nodes[0], "/data/c1", "s3cret", undefined, open),
+  );
+  assert.equal(controller["listeners"], "CONTROLLER://127.0.0.1:9193");
+  const normal = parse(nodeProperties(topo, topo.nodes[4], "/data/b2", "s3cret", keystore));
+  assert.doesNotMatch(
+    normal["listeners"] + normal["listener.security.protocol.map"],
+    /BENCH_PLAIN/,
+  );
+});
+
 Deno.test("cluster runner: the port-clash check covers every node's client, TLS client, controller and metrics ports", () => {
   for (const mode of ["cluster", "single"] as const) {
     const topo = topology(mode);

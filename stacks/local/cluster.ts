@@ -173,6 +173,26 @@ export async function kafkaClasspath(): Promise<string> {
 export const LOCAL_PROTOCOL_MAP = securedProtocolMap(["CONTROLLER", "CLIENT"], ["CLIENT_TLS"]);
 
 /**
+ * The bench's unauthenticated listener (`deno task bench security` only,
+ * {@link UpOptions.benchPlaintext}): PLAINTEXT on 127.0.0.1, 6 ports above
+ * each broker's client port (9098–9100). Its clients are User:ANONYMOUS, which
+ * no ACL of the spec names: the bench grants it its own scratch names while it
+ * measures and revokes them after, and the next `up` starts without it.
+ */
+export const BENCH_PLAINTEXT_LISTENER = "BENCH_PLAIN";
+
+/** The port of a broker's {@link BENCH_PLAINTEXT_LISTENER}. */
+export function benchPlaintextPort(node: KafkaNode): number | undefined {
+  return node.clientPort === undefined ? undefined : node.clientPort + 6;
+}
+
+/** What {@link nodeProperties} adds for the bench. */
+export interface NodeExtras {
+  /** Also listen for PLAINTEXT clients on {@link BENCH_PLAINTEXT_LISTENER}. */
+  readonly benchPlaintext?: boolean;
+}
+
+/**
  * The server.properties of a node in local mode, secured (docs/security.md):
  * - clients and brokers meet on the CLIENT listener, SASL/SCRAM-SHA-512 only;
  * - with `tls` (the runner always gives it), brokers also take clients on
@@ -191,6 +211,7 @@ export function nodeProperties(
   dataDir: string,
   adminPassword: string,
   tls?: NodeKeystore,
+  extras: NodeExtras = {},
 ): string {
   const host = "127.0.0.1";
   const props: Record<string, string> = {
@@ -202,17 +223,24 @@ export function nodeProperties(
   };
   const listeners: string[] = [];
   const clients = clientListeners(node, tls);
-  for (const name of clients) listeners.push(`${name}://${host}:${listenerPort(node, name)}`);
+  const open = extras.benchPlaintext && node.role !== "controller"
+    ? [BENCH_PLAINTEXT_LISTENER]
+    : [];
+  for (const name of [...clients, ...open]) {
+    listeners.push(`${name}://${host}:${listenerPort(node, name)}`);
+  }
   if (node.role !== "broker") listeners.push(`CONTROLLER://${host}:${node.controllerPort}`);
   if (node.role !== "controller") {
-    props["advertised.listeners"] = clients
+    props["advertised.listeners"] = [...clients, ...open]
       .map((name) => `${name}://${host}:${listenerPort(node, name)}`)
       .join(",");
     props["inter.broker.listener.name"] = "CLIENT";
     Object.assign(props, brokerDefaults(topo));
   }
   props["listeners"] = listeners.join(",");
-  props["listener.security.protocol.map"] = LOCAL_PROTOCOL_MAP;
+  props["listener.security.protocol.map"] = extras.benchPlaintext
+    ? `${LOCAL_PROTOCOL_MAP},${BENCH_PLAINTEXT_LISTENER}:PLAINTEXT`
+    : LOCAL_PROTOCOL_MAP;
   Object.assign(props, securityProperties(node, adminPassword, clients));
   if (clients.includes("CLIENT_TLS")) Object.assign(props, keystoreProperties(tls!));
   return Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n";
@@ -225,6 +253,7 @@ function clientListeners(node: KafkaNode, tls: NodeKeystore | undefined): string
 }
 
 function listenerPort(node: KafkaNode, listener: string): number | undefined {
+  if (listener === BENCH_PLAINTEXT_LISTENER) return benchPlaintextPort(node);
   return listener === "CLIENT_TLS" ? node.tlsPort : node.clientPort;
 }
 
@@ -479,6 +508,12 @@ export interface UpOptions {
   /** Give up waiting for a healthy cluster after this many ms. */
   timeoutMs?: number;
   say?: Say;
+  /**
+   * Brokers started now also take unauthenticated clients on
+   * {@link BENCH_PLAINTEXT_LISTENER}: for `deno task bench security` only,
+   * which restarts the cluster without it when it is done.
+   */
+  benchPlaintext?: boolean;
 }
 
 /**
@@ -496,7 +531,23 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
     else toStart.push(node);
   }
   // Before anything slow (resolving jars): a taken port fails at once.
-  const clashes = await portClashes(wantedNodePorts(topo.mode, toStart));
+  const wanted = wantedNodePorts(topo.mode, toStart);
+  if (options.benchPlaintext) {
+    for (const node of toStart.filter((n) => n.role !== "controller")) {
+      wanted.push({
+        port: benchPlaintextPort(node)!,
+        what: `bench plaintext port of ${node.name}`,
+        advice: "`deno task bench security` needs it while it measures: stop that process",
+      });
+    }
+  }
+  let clashes = await portClashes(wanted);
+  // A port no process holds (a node just stopped: its sockets linger for a
+  // moment) frees itself: look again for a few seconds before giving up.
+  for (let i = 0; i < 20 && clashes.length > 0 && clashes.every((c) => !c.holder); i++) {
+    await sleep(500);
+    clashes = await portClashes(wanted);
+  }
   if (clashes.length === 1) throw new ClusterError(clashMessage(clashes[0]));
   if (clashes.length > 1) {
     throw new ClusterError(
@@ -524,7 +575,9 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
     const props = join(dir, "server.properties");
     await Deno.writeTextFile(
       props,
-      nodeProperties(topo, node, join(dir, "data"), secrets.passwords.admin, tls[node.name]),
+      nodeProperties(topo, node, join(dir, "data"), secrets.passwords.admin, tls[node.name], {
+        benchPlaintext: options.benchPlaintext,
+      }),
       { mode: 0o600 },
     );
     await Deno.chmod(props, 0o600);

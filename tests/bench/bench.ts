@@ -26,8 +26,25 @@
  * @module
  */
 import { join } from "node:path";
-import { clusterUp, homeDir, kafkaClasspath, ROOT } from "../../stacks/local/cluster.ts";
-import { KAFKA_VERSION, topicAs, TOPICS } from "../../stacks/topology.ts";
+import type { Admin } from "kafkajs";
+import {
+  benchPlaintextPort,
+  clusterDown,
+  clusterUp,
+  homeDir,
+  kafkaClasspath,
+  ROOT,
+} from "../../stacks/local/cluster.ts";
+import {
+  brokerNodes,
+  KAFKA_VERSION,
+  tlsBootstrapServers,
+  topicAs,
+  TOPICS,
+} from "../../stacks/topology.ts";
+import { caPemFile } from "../../stacks/local/tls.ts";
+import { aclEntries } from "../../jobs/lib/acl.ts";
+import { scratchAcls } from "../../stacks/security.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
@@ -48,6 +65,7 @@ import {
   type Machine,
   type ProducerResult,
   ratio,
+  type SecurityResult,
   summariseRuns,
   windowTotals,
 } from "./results.ts";
@@ -60,7 +78,7 @@ const COMMAND = defineCommand({
   name: "deno task bench",
   summary: "benchmark txpipe against Kafka Streams, Spark and Kafka's own tools on the local " +
     "cluster",
-  usage: "deno task bench [all|producer|catchup|latency] [flags]",
+  usage: "deno task bench [all|producer|catchup|latency|security] [flags]",
   flags: {
     records: {
       kind: "int",
@@ -129,10 +147,12 @@ const COMMAND = defineCommand({
     "deno task bench catchup --spark --records 500000",
     "deno task bench latency --rates 1000,5000,20000 --latency-seconds 60",
     'deno task bench catchup --only "txpipe aggregate" --job-flags "--max-batch-bytes 1MiB"',
+    "deno task bench security --runs 5",
   ],
 });
 
-const MODES = ["all", "producer", "catchup", "latency"] as const;
+/** `all` runs the first three; `security` restarts the cluster twice, so it runs alone. */
+const MODES = ["all", "producer", "catchup", "latency", "security"] as const;
 /** Topics this benchmark creates (its own, and the contenders' outputs and internal topics). */
 const BENCH_PREFIXES = ["bench_", "bench-", "test_bench_", "test-bench_"];
 /** A catch-up round's outputs and internal topics (the backlog, bench_backlog_*, stays). */
@@ -194,9 +214,13 @@ interface Watched {
 }
 
 /** Runs a command to its end, sampling its memory and CPU. */
-async function runWatched(cmd: string, args: string[]): Promise<Watched> {
+async function runWatched(
+  cmd: string,
+  args: string[],
+  env?: Record<string, string>,
+): Promise<Watched> {
   const startedAt = Date.now();
-  const child = new Deno.Command(cmd, { args, cwd: ROOT, stdout: "piped", stderr: "piped" })
+  const child = new Deno.Command(cmd, { args, cwd: ROOT, env, stdout: "piped", stderr: "piped" })
     .spawn();
   const watch = new ProcessWatch(child.pid);
   const [out, err] = [new Response(child.stdout).text(), new Response(child.stderr).text()];
@@ -214,12 +238,21 @@ async function runWatched(cmd: string, args: string[]): Promise<Watched> {
 
 // ---------------------------------------------------------------- produce
 
-/** Runs our producer for `records` records into `topic`; its own summary gives the rate. */
-async function runOurProducer(topic: string, records: number, seed: string): Promise<CatchUpRun> {
+/**
+ * Runs our producer for `records` records into `topic`; its own summary
+ * gives the rate. `via`: over another listener than the default.
+ */
+async function runOurProducer(
+  topic: string,
+  records: number,
+  seed: string,
+  via?: Transport,
+): Promise<CatchUpRun> {
   const w = await runWatched(Deno.execPath(), [
     "run",
     "-A",
     join(ROOT, "jobs/produce.ts"),
+    ...(via ? ["--brokers", via.brokers.join(",")] : []),
     "--topic",
     topic,
     "--count",
@@ -228,14 +261,14 @@ async function runOurProducer(topic: string, records: number, seed: string): Pro
     seed,
     "--metrics-port",
     "0",
-  ]);
+  ], via?.env);
   const lines = w.stdout.split("\n").filter((l) => l.includes('"summary"'));
   if (w.code !== 0 || lines.length === 0) {
     throw new Error(`our producer failed:\n${w.stderr.slice(-2000)}`);
   }
   const summary = JSON.parse(lines[lines.length - 1]);
   return {
-    contender: "txpipe produce",
+    contender: via ? `txpipe produce over ${via.name}` : "txpipe produce",
     records: summary.acknowledged,
     startedAt: w.startedAt,
     doneAt: w.endedAt,
@@ -447,6 +480,7 @@ async function runTxpipe(
   records: number,
   instances: 1 | 2 = 1,
   jobFlags: readonly string[] = [],
+  via?: Transport,
 ): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
   const t = runTopics(backlog, `bench_${job}`);
   await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
@@ -461,7 +495,10 @@ async function runTxpipe(
     ]
     : [];
   flags.push(...jobFlags);
-  const started = Array.from({ length: instances }, () => startInstance(job, t, flags));
+  const started = Array.from(
+    { length: instances },
+    () => startInstance(job, t, flags, via ? { brokers: via.brokers, env: via.env } : {}),
+  );
   const watches = started.map((i) => new ProcessWatch(i.child.pid));
   let doneAt: number;
   // An instance that ends early (a bad --job-flags value, a crash) fails the run at once.
@@ -487,7 +524,8 @@ async function runTxpipe(
   }
   const usages = watches.map((w) => w.stop());
   const run: CatchUpRun = {
-    contender: instances === 1 ? `txpipe ${job}` : `txpipe ${job}, ${instances} instances`,
+    contender: (instances === 1 ? `txpipe ${job}` : `txpipe ${job}, ${instances} instances`) +
+      (via ? ` over ${via.name}` : ""),
     records,
     startedAt,
     firstOutputAt: reader.firstAt,
@@ -685,6 +723,139 @@ async function latencyBenchmark(rates: number[], seconds: number): Promise<Laten
   return result;
 }
 
+// ---------------------------------------------------------------- security
+
+/** How a contender of the security bench reaches the brokers. */
+interface Transport {
+  /** The security protocol, as Kafka names it. */
+  name: "SASL_PLAINTEXT" | "SASL_SSL" | "PLAINTEXT";
+  what: string;
+  brokers: string[];
+  /** The TXPIPE_* settings that choose it (jobs/lib/credentials.ts's kafkaConnection). */
+  env: Record<string, string>;
+}
+
+function transports(): Transport[] {
+  return [
+    {
+      name: "SASL_PLAINTEXT",
+      what: "SCRAM-SHA-512, the default (CLIENT listener)",
+      brokers: BROKERS,
+      env: {},
+    },
+    {
+      name: "SASL_SSL",
+      what: "SCRAM-SHA-512 over TLS 1.3 (CLIENT_TLS listener, the local CA)",
+      brokers: tlsBootstrapServers(TOPO),
+      env: { TXPIPE_KAFKA_SECURITY_PROTOCOL: "SASL_SSL", TXPIPE_KAFKA_CA_FILE: caPemFile() },
+    },
+    {
+      name: "PLAINTEXT",
+      what: "no authentication (the bench's own listener, User:ANONYMOUS)",
+      brokers: brokerNodes(TOPO).map((n) => `127.0.0.1:${benchPlaintextPort(n)}`),
+      env: { TXPIPE_KAFKA_SECURITY_PROTOCOL: "PLAINTEXT" },
+    },
+  ];
+}
+
+/**
+ * User:ANONYMOUS's grants while the bench measures PLAINTEXT: the jobs'
+ * scratch grants on the suite's and the bench's names (`test…`, `bench…`),
+ * nothing else.
+ */
+function anonymousAcls() {
+  const entries = aclEntries([...scratchAcls("test"), ...scratchAcls("bench")])
+    .map((e) => ({ ...e, principal: "User:ANONYMOUS" }));
+  const seen = new Set<string>();
+  return entries.filter((e) => {
+    const key = JSON.stringify(e);
+    return !seen.has(key) && seen.add(key);
+  });
+}
+
+async function withBenchAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
+  const admin = createKafka({ principal: "admin", clientId: "txpipe-bench", brokers: BROKERS })
+    .admin();
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * The cost of authentication and TLS: the producer writing `records`
+ * records, and detect catching up on a backlog of as many, over each
+ * {@link Transport}, interleaved. The cluster is restarted with the bench's
+ * PLAINTEXT listener first and without it after (also on failure), and
+ * User:ANONYMOUS's grants are revoked before that.
+ */
+async function securityBenchmark(records: number, runs: number): Promise<SecurityResult> {
+  console.log("==> security: restarting the cluster with the bench's PLAINTEXT listener");
+  await clusterDown({ mode: "cluster", say });
+  try {
+    await clusterUp({ mode: "cluster", say, benchPlaintext: true });
+    await grantScratch();
+    const anonymous = anonymousAcls();
+    await withBenchAdmin((admin) => admin.createAcls({ acl: anonymous }));
+    try {
+      return await measureTransports(records, runs);
+    } finally {
+      await withBenchAdmin((admin) => admin.deleteAcls({ filters: anonymous }));
+      say("revoked User:ANONYMOUS's grants");
+    }
+  } finally {
+    console.log("==> security: restarting the cluster without the PLAINTEXT listener");
+    await clusterDown({ mode: "cluster", say });
+    await clusterUp({ mode: "cluster", say });
+  }
+}
+
+async function measureTransports(records: number, runs: number): Promise<SecurityResult> {
+  const via = transports();
+  for (const t of via) say(`${t.name.padEnd(15)} ${t.brokers.join(",")}: ${t.what}`);
+  const backlog = await freshBenchTopic("security_backlog");
+  const produced = await runOurProducer(backlog, records, "bench-backlog");
+  say(`backlog of ${formatCount(records)} in ${backlog}: ${line(produced)}`);
+  // The producer's topics of a round, removed after it (the backlog stays).
+  const written: string[] = [];
+  const contenders = via.flatMap((t) => [
+    {
+      name: `txpipe produce over ${t.name}`,
+      run: async () => {
+        const topic = await freshBenchTopic(`security_${t.name.toLowerCase()}`);
+        written.push(topic);
+        return await runOurProducer(topic, records, "bench", t);
+      },
+    },
+    {
+      name: `txpipe detect over ${t.name}`,
+      run: async () => (await runTxpipe("detect", backlog, records, 1, [], t)).run,
+    },
+  ]);
+  const byName = new Map<string, CatchUpRun[]>();
+  for (let i = 0; i < runs; i++) {
+    for (const c of rotate(contenders, i)) {
+      const r = await c.run();
+      (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r);
+      console.log(`    run ${i + 1}: ${line(r)}`);
+    }
+    await deleteTopics(...ROUND_PREFIXES, ...written.splice(0));
+  }
+  await deleteTopics(...BENCH_PREFIXES);
+  const what = new Map(via.flatMap((t) => [
+    [`txpipe produce over ${t.name}`, t.what],
+    [`txpipe detect over ${t.name}`, t.what],
+  ]));
+  return {
+    records,
+    contenders: contenders.map((c) =>
+      summariseRuns(c.name, what.get(c.name)!, byName.get(c.name)!)
+    ),
+  };
+}
+
 // ---------------------------------------------------------------- report
 
 function rotate<T>(items: readonly T[], by: number): T[] {
@@ -796,6 +967,7 @@ async function main(): Promise<void> {
     result.producer = await producerBenchmark(records, runs);
   }
   if (mode === "all" || mode === "latency") result.latency = await latencyBenchmark(rates, seconds);
+  if (mode === "security") result.security = await securityBenchmark(records, runs);
   result.seconds = (Date.now() - started) / 1000;
 
   console.log("");
@@ -820,6 +992,18 @@ async function main(): Promise<void> {
       `produce ${formatCount(records)} records`,
       result.producer.contenders,
       { "txpipe produce": JAVA_PRODUCERS.map((j) => j.name) },
+    ));
+  }
+  if (result.security) {
+    const against = (job: string) =>
+      Object.fromEntries(["SASL_SSL", "PLAINTEXT"].map((p) => [
+        `txpipe ${job} over ${p}`,
+        [`txpipe ${job} over SASL_PLAINTEXT`],
+      ]));
+    console.log(table(
+      `authentication and TLS, ${formatCount(records)} records`,
+      result.security.contenders,
+      { ...against("produce"), ...against("detect") },
     ));
   }
   if (result.latency) {

@@ -175,6 +175,17 @@ export interface ProducerResult {
   contenders: ContenderSummary[];
 }
 
+/**
+ * The cost of authentication and TLS (`deno task bench security`): the
+ * producer and detect over the same backlog, each over SASL_PLAINTEXT (the
+ * default), SASL_SSL and PLAINTEXT, on the same cluster, interleaved.
+ */
+export interface SecurityResult {
+  records: number;
+  /** Contenders named "<job> over <protocol>", e.g. "txpipe produce over SASL_SSL". */
+  contenders: ContenderSummary[];
+}
+
 /** The catch-up section of a result. */
 export interface CatchUpResult {
   records: number;
@@ -216,6 +227,7 @@ export interface BenchResult {
   producer?: ProducerResult;
   catchUp?: CatchUpResult;
   latency?: LatencyResult;
+  security?: SecurityResult;
   /** Seconds the whole bench took. */
   seconds: number;
 }
