@@ -36,7 +36,7 @@
  */
 import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
-import { connectionFlags } from "./lib/job.ts";
+import { connectionFlags, exportSecurityFlags, securityFlags } from "./lib/job.ts";
 import {
   connectWithRetry,
   createKafka,
@@ -59,6 +59,7 @@ export const CONSUME_COMMAND = defineCommand({
   flags: {
     brokers,
     "connect-attempts": connectAttempts,
+    ...securityFlags(),
     follow: {
       kind: "boolean",
       default: false,
@@ -400,6 +401,7 @@ async function main(): Promise<number> {
     usageError(`expected one TOPIC argument, got ${positional.length}: ${positional.join(" ")}`);
   }
   const topic = positional[0];
+  exportSecurityFlags(v);
   const follow = v.follow;
   const brokerList = v.brokers;
   const terminal = Deno.stdout.isTerminal();

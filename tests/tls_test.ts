@@ -86,7 +86,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "tls: deno task consume reads over SASL_SSL; a client that does not trust the local CA is refused in one sentence",
+    "tls: deno task consume reads over SASL_SSL, set by flags; a client that does not trust the local CA is refused in one sentence; a bad protocol flag exits 2",
   ...kafkaTest,
   fn: async () => {
     await ensureCluster();
@@ -107,11 +107,18 @@ Deno.test({
       { env: tlsEnv() },
     );
     assert.equal(produced.code, 0, produced.stderr);
-    const read = await runScript(
-      "jobs/consume.ts",
-      [topic, "--brokers", TLS_BROKERS.join(","), "--format", "json"],
-      { env: tlsEnv() },
-    );
+    // The same settings as flags (their names are the variables'; either case).
+    const read = await runScript("jobs/consume.ts", [
+      topic,
+      "--brokers",
+      TLS_BROKERS.join(","),
+      "--format",
+      "json",
+      "--kafka-security-protocol",
+      "sasl_ssl",
+      "--kafka-ca-file",
+      caPemFile(),
+    ]);
     assert.equal(read.code, 0, read.stderr);
     assert.equal(read.stdout.trim().split("\n").length, 20);
 
@@ -124,6 +131,13 @@ Deno.test({
     assert.equal(untrusting.code, 1, untrusting.stderr);
     assert.match(untrusting.stderr, /certificate|verify/i);
     assert.doesNotMatch(untrusting.stderr, /\n\s+at /, "no stack trace");
+
+    const badFlag = await runScript("jobs/consume.ts", [topic, "--kafka-security-protocol", "TLS"]);
+    assert.equal(badFlag.code, 2, badFlag.stderr);
+    assert.match(
+      badFlag.stderr,
+      /--kafka-security-protocol: expected one of PLAINTEXT, SASL_PLAINTEXT, SASL_SSL, SSL, got "TLS"/,
+    );
   },
 });
 

@@ -173,12 +173,14 @@ function convert(
     return n;
   };
   switch (spec.kind) {
-    case "string":
-      if (spec.choices && !spec.choices.includes(raw)) {
-        throw bad(`one of ${spec.choices.join(", ")}`);
-      }
-      if (raw === "") throw bad("a non-empty value");
-      return raw;
+    case "string": {
+      if (raw === "" && !spec.choices) throw bad("a non-empty value");
+      if (!spec.choices) return raw;
+      // Choices match in either case ("sasl_ssl" is SASL_SSL) and come back as declared.
+      const choice = spec.choices.find((c) => c.toLowerCase() === raw.toLowerCase());
+      if (choice === undefined) throw bad(`one of ${spec.choices.join(", ")}`);
+      return choice;
+    }
     case "int": {
       if (!/^-?\d+$/.test(raw.trim())) throw bad("an integer");
       return bounded(Number(raw));

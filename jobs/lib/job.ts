@@ -42,7 +42,7 @@ import {
   missingCredentialsHint,
   probeKafka,
 } from "./kafka.ts";
-import { CredentialsError } from "./credentials.ts";
+import { CredentialsError, SECURITY_PROTOCOLS } from "./credentials.ts";
 import { KAFKA_USERS } from "../../stacks/security.ts";
 import { type RunOptions, runStream, STREAM_DEFAULTS, type StreamProcessor } from "./stream.ts";
 
@@ -65,7 +65,81 @@ export function connectionFlags() {
       help: "connection attempts (with backoff) before giving up on an unreachable Kafka",
       placeholder: "N",
     },
+    ...securityFlags(),
   });
+}
+
+/**
+ * How a job reaches a secured Kafka (docs/security.md): each flag is read
+ * as its TXPIPE_* variable is, by jobs/lib/credentials.ts's
+ * `kafkaConnection`, which {@link exportSecurityFlags} hands them to. There is
+ * no password flag: a command line is visible to every local user (`ps`).
+ */
+export function securityFlags() {
+  return defineFlags({
+    "kafka-security-protocol": {
+      kind: "string",
+      choices: SECURITY_PROTOCOLS,
+      help: "how to connect: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL (default: SASL when " +
+        "credentials are found, TLS when a CA file is given)",
+      placeholder: "PROTOCOL",
+    },
+    "kafka-sasl-mechanism": {
+      kind: "string",
+      choices: ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"],
+      help: "SASL mechanism (default SCRAM-SHA-512)",
+      placeholder: "MECHANISM",
+    },
+    "kafka-ca-file": {
+      kind: "string",
+      help: "PEM CA bundle the brokers' certificates must chain to (default: the system's CAs)",
+      placeholder: "FILE",
+    },
+    "kafka-user": {
+      kind: "string",
+      help: "SASL user to connect as (default: the job's own); its password in " +
+        "TXPIPE_KAFKA_PASSWORD or --kafka-password-file",
+      placeholder: "USER",
+    },
+    "kafka-password-file": {
+      kind: "string",
+      help: "file holding only the --kafka-user's password",
+      placeholder: "FILE",
+    },
+    "kafka-config": {
+      kind: "string",
+      help: "Java-style client properties file (security.protocol, sasl.mechanism, " +
+        "sasl.jaas.config, ssl.ca.location), what a managed cluster hands out; the flags above win",
+      placeholder: "FILE",
+    },
+  });
+}
+
+/** The values of {@link securityFlags}, as parsed. */
+export interface SecurityValues {
+  kafkaSecurityProtocol?: string;
+  kafkaSaslMechanism?: string;
+  kafkaCaFile?: string;
+  kafkaUser?: string;
+  kafkaPasswordFile?: string;
+  kafkaConfig?: string;
+}
+
+/**
+ * Hands the security flags given to the credentials' rules, as the
+ * TXPIPE_* variables of the same names (the process's own Kafka clients
+ * and those of the jobs it starts read them).
+ */
+export function exportSecurityFlags(v: SecurityValues): void {
+  const pairs: Array<[string, string | undefined]> = [
+    ["TXPIPE_KAFKA_SECURITY_PROTOCOL", v.kafkaSecurityProtocol],
+    ["TXPIPE_KAFKA_SASL_MECHANISM", v.kafkaSaslMechanism],
+    ["TXPIPE_KAFKA_CA_FILE", v.kafkaCaFile],
+    ["TXPIPE_KAFKA_USER", v.kafkaUser],
+    ["TXPIPE_KAFKA_PASSWORD_FILE", v.kafkaPasswordFile],
+    ["TXPIPE_KAFKA_CONFIG", v.kafkaConfig],
+  ];
+  for (const [name, value] of pairs) if (value !== undefined) Deno.env.set(name, value);
 }
 
 /**
@@ -91,6 +165,7 @@ export function commonFlags(job: JobSpec["name"]) {
       help: "address the /metrics endpoint binds to (0.0.0.0 in containers)",
     },
     "connect-attempts": connection["connect-attempts"],
+    ...securityFlags(),
     "log-format": {
       kind: "string",
       choices: LOG_FORMATS,
@@ -163,10 +238,12 @@ export type CommonValues = FlagValues<ReturnType<typeof commonFlags>>;
 export type StreamValues = FlagValues<ReturnType<typeof streamFlags>>;
 
 /** The common flag values {@link shellOptions} reads. */
-export type ShellValues = Pick<
-  CommonValues,
-  "brokers" | "metricsPort" | "metricsHost" | "connectAttempts" | "logFormat"
->;
+export type ShellValues =
+  & Pick<
+    CommonValues,
+    "brokers" | "metricsPort" | "metricsHost" | "connectAttempts" | "logFormat"
+  >
+  & SecurityValues;
 
 /** The stream flag values {@link streamOptions} reads. */
 export type StreamRunValues = Pick<
@@ -193,6 +270,7 @@ export function shellOptions(
   | "connectAttempts"
   | "logFormat"
 > {
+  exportSecurityFlags(t);
   return {
     name,
     brokers: t.brokers,
