@@ -650,7 +650,7 @@ export class TransactionGenerator {
    */
   skipTo(time: number): void {
     this.#clock = Math.max(this.#clock, checkEventTime("time", time));
-    const due: Planned[] = [];
+    const due: Queued[] = [];
     while (this.#pending.peekTime() < this.#clock) due.push(this.#pending.pop());
     for (const p of due) this.#pending.push({ ...p, time: this.#clock });
   }
@@ -699,8 +699,8 @@ export class TransactionGenerator {
   }
 
   #popPending(): GeneratedRecord {
-    const p = this.#pending.pop();
-    return this.#record(p.user, p.time, p.fields, p.label, p.hardNegative);
+    const q = this.#pending.pop();
+    return this.#record(q.user, q.time, q, q.label, q.hardNegative);
   }
 
   /**
@@ -962,9 +962,21 @@ export class TransactionGenerator {
   /** Queues `planned`; the event time of its last record (at least `t`). */
   #queue(planned: Planned[], t: number): number {
     let end = t;
-    for (const p of planned) {
-      this.#pending.push(p);
-      end = Math.max(end, p.time);
+    for (const { user, time, fields: f, label, hardNegative } of planned) {
+      // Flat, one shape: the queue can hold many (about 1.5 M at 180 000 records/s).
+      this.#pending.push({
+        merchant: f.merchant,
+        currency: f.currency,
+        amountMinor: f.amountMinor,
+        type: f.type,
+        location: f.location,
+        method: f.method,
+        user,
+        time,
+        label,
+        hardNegative,
+      });
+      end = Math.max(end, time);
     }
     return end;
   }
@@ -1285,6 +1297,14 @@ interface Planned {
   fields: RecordFields;
   label?: FraudLabel;
   hardNegative?: HardNegativeLabel;
+}
+
+/** A planned record as the queue keeps it. */
+interface Queued extends RecordFields {
+  user: number;
+  time: number;
+  label: FraudLabel | undefined;
+  hardNegative: HardNegativeLabel | undefined;
 }
 
 /** The hour of the week of epoch ms `time`, 0 = Monday 00:00–01:00 UTC (1970-01-01 was a Thursday). */
@@ -1737,7 +1757,7 @@ function pickAlias(t: AliasTable, from: number, to: number, rng: Random): number
 class PendingQueue {
   #times: number[] = [];
   #seqs: number[] = [];
-  #items: Planned[] = [];
+  #items: Queued[] = [];
   #seq = 0;
 
   get size(): number {
@@ -1749,7 +1769,7 @@ class PendingQueue {
     return this.#items.length > 0 ? this.#times[0] : Infinity;
   }
 
-  push(item: Planned): void {
+  push(item: Queued): void {
     this.#times.push(item.time);
     this.#seqs.push(this.#seq++);
     this.#items.push(item);
@@ -1762,7 +1782,7 @@ class PendingQueue {
     }
   }
 
-  pop(): Planned {
+  pop(): Queued {
     const top = this.#items[0];
     const last = this.#items.length - 1;
     this.#swap(0, last);
