@@ -394,6 +394,12 @@ Deno.test("generator: a label becomes the two fraud headers, a hard negative the
   assert.equal(HARD_NEGATIVE_HEADER, "txpipe-hard-negative");
   assert.equal(HARD_NEGATIVE_INSTANCE_HEADER, "txpipe-hard-negative-instance");
   assert.deepEqual(labelHeaders(undefined), {});
+  // Or from the record itself.
+  const fraud = RUN.find((r) => r.label)!;
+  const hard = RUN.find((r) => r.hardNegative)!;
+  assert.deepEqual(labelHeaders(fraud), labelHeaders(fraud.label));
+  assert.deepEqual(labelHeaders(hard), labelHeaders(undefined, hard.hardNegative));
+  assert.deepEqual(labelHeaders(RUN.find((r) => !r.label && !r.hardNegative)), {});
 });
 
 // ------------------------------------------------- fraud ranges, per instance, many seeds

@@ -263,7 +263,8 @@ export const HARD_NEGATIVE_RANGES = Object.freeze({
   /**
    * A move for good to a city at least `minDistanceKm` away (by land below
    * 1 000 km, else by plane): the last purchase at the old home and the first
-   * `labelledAfter` at the new one. The new home's currency is the user's from then on.
+   * `labelledAfter` at the new one. The new home's currency is the user's from
+   * then on (the rhythm keeps the old home's time zone, a simplification).
    */
   relocation: { weight: 0.08, minDistanceKm: 100, labelledAfter: 3 },
 });
@@ -441,11 +442,24 @@ export function minUsersForRate(recordsPerSecond: number): number {
   return Math.ceil(recordsPerSecond * NORMAL_TRAFFIC.minUsersPerRecordPerSecond);
 }
 
-/** The Kafka headers of a record's label (none for background records). */
+/**
+ * The Kafka headers of a record's label: the two fraud headers, the two
+ * hard-negative headers, or none for background records. Takes the record
+ * (`labelHeaders(r)`), or its labels (`labelHeaders(r.label, r.hardNegative)`).
+ */
 export function labelHeaders(
-  label: FraudLabel | undefined,
+  labels:
+    | FraudLabel
+    | { readonly label?: FraudLabel; readonly hardNegative?: HardNegativeLabel }
+    | undefined,
   hardNegative?: HardNegativeLabel,
 ): Record<string, string> {
+  let label: FraudLabel | undefined;
+  if (labels !== undefined && "pattern" in labels) label = labels;
+  else if (labels !== undefined) {
+    label = labels.label;
+    hardNegative ??= labels.hardNegative;
+  }
   if (label !== undefined) {
     return { [FRAUD_PATTERN_HEADER]: label.pattern, [FRAUD_INSTANCE_HEADER]: label.instanceId };
   }
