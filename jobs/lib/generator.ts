@@ -1767,27 +1767,57 @@ function pickAlias(t: AliasTable, from: number, to: number, rng: Random): number
   return rng.float() < t.probability[i] ? i : t.alias[i];
 }
 
-/** Queued records waiting for their event time: a binary min-heap on (time, sequence). */
+/**
+ * Queued records waiting for their event time: a binary min-heap on (time,
+ * sequence) over slots of flat typed arrays, about 50 bytes a record (an
+ * object each took about 200 with the heap's garbage; at 180 000 records/s
+ * the queue holds over a million).
+ */
 class PendingQueue {
-  #times: number[] = [];
-  #seqs: number[] = [];
-  #items: Queued[] = [];
+  // The heap: time, sequence and slot of each entry.
+  #times = new Float64Array(1024);
+  #seqs = new Float64Array(1024);
+  #heap = new Int32Array(1024);
+  #size = 0;
   #seq = 0;
+  // The slots: each queued record's fields; free slots are reused.
+  #user = new Int32Array(1024);
+  #merchant = new Int32Array(1024);
+  #amountMinor = new Float64Array(1024);
+  #location = new Uint16Array(1024);
+  #method = new Uint8Array(1024);
+  #refund = new Uint8Array(1024);
+  #currency: string[] = [];
+  #label: Array<FraudLabel | undefined> = [];
+  #hardNegative: Array<HardNegativeLabel | undefined> = [];
+  #free: number[] = [];
+  #slots = 0;
 
   get size(): number {
-    return this.#items.length;
+    return this.#size;
   }
 
   /** Event time of the earliest record, Infinity when empty. */
   peekTime(): number {
-    return this.#items.length > 0 ? this.#times[0] : Infinity;
+    return this.#size > 0 ? this.#times[0] : Infinity;
   }
 
   push(item: Queued): void {
-    this.#times.push(item.time);
-    this.#seqs.push(this.#seq++);
-    this.#items.push(item);
-    let i = this.#items.length - 1;
+    const slot = this.#free.length > 0 ? this.#free.pop()! : this.#newSlot();
+    this.#user[slot] = item.user;
+    this.#merchant[slot] = item.merchant;
+    this.#amountMinor[slot] = item.amountMinor;
+    this.#location[slot] = item.location;
+    this.#method[slot] = item.method;
+    this.#refund[slot] = item.type === "refund" ? 1 : 0;
+    this.#currency[slot] = item.currency;
+    this.#label[slot] = item.label;
+    this.#hardNegative[slot] = item.hardNegative;
+    if (this.#size === this.#heap.length) this.#growHeap();
+    let i = this.#size++;
+    this.#times[i] = item.time;
+    this.#seqs[i] = this.#seq++;
+    this.#heap[i] = slot;
     while (i > 0) {
       const parent = (i - 1) >> 1;
       if (!this.#less(i, parent)) break;
@@ -1797,12 +1827,24 @@ class PendingQueue {
   }
 
   pop(): Queued {
-    const top = this.#items[0];
-    const last = this.#items.length - 1;
+    const slot = this.#heap[0];
+    const item: Queued = {
+      merchant: this.#merchant[slot],
+      currency: this.#currency[slot],
+      amountMinor: this.#amountMinor[slot],
+      type: this.#refund[slot] === 1 ? "refund" : "purchase",
+      location: this.#location[slot],
+      method: this.#method[slot],
+      user: this.#user[slot],
+      time: this.#times[0],
+      label: this.#label[slot],
+      hardNegative: this.#hardNegative[slot],
+    };
+    this.#label[slot] = undefined;
+    this.#hardNegative[slot] = undefined;
+    this.#free.push(slot);
+    const last = --this.#size;
     this.#swap(0, last);
-    this.#times.pop();
-    this.#seqs.pop();
-    this.#items.pop();
     let i = 0;
     for (;;) {
       const l = 2 * i + 1;
@@ -1810,10 +1852,30 @@ class PendingQueue {
       let smallest = i;
       if (l < last && this.#less(l, smallest)) smallest = l;
       if (r < last && this.#less(r, smallest)) smallest = r;
-      if (smallest === i) return top;
+      if (smallest === i) return item;
       this.#swap(i, smallest);
       i = smallest;
     }
+  }
+
+  #newSlot(): number {
+    if (this.#slots === this.#user.length) {
+      const n = this.#slots * 2;
+      this.#user = grown(this.#user, new Int32Array(n));
+      this.#merchant = grown(this.#merchant, new Int32Array(n));
+      this.#amountMinor = grown(this.#amountMinor, new Float64Array(n));
+      this.#location = grown(this.#location, new Uint16Array(n));
+      this.#method = grown(this.#method, new Uint8Array(n));
+      this.#refund = grown(this.#refund, new Uint8Array(n));
+    }
+    return this.#slots++;
+  }
+
+  #growHeap(): void {
+    const n = this.#heap.length * 2;
+    this.#times = grown(this.#times, new Float64Array(n));
+    this.#seqs = grown(this.#seqs, new Float64Array(n));
+    this.#heap = grown(this.#heap, new Int32Array(n));
   }
 
   #less(a: number, b: number): boolean {
@@ -1823,10 +1885,22 @@ class PendingQueue {
   }
 
   #swap(a: number, b: number): void {
-    [this.#times[a], this.#times[b]] = [this.#times[b], this.#times[a]];
-    [this.#seqs[a], this.#seqs[b]] = [this.#seqs[b], this.#seqs[a]];
-    [this.#items[a], this.#items[b]] = [this.#items[b], this.#items[a]];
+    const t = this.#times[a];
+    this.#times[a] = this.#times[b];
+    this.#times[b] = t;
+    const s = this.#seqs[a];
+    this.#seqs[a] = this.#seqs[b];
+    this.#seqs[b] = s;
+    const h = this.#heap[a];
+    this.#heap[a] = this.#heap[b];
+    this.#heap[b] = h;
   }
+}
+
+/** `to` (larger) with `from` copied into its start. */
+function grown<T extends Float64Array | Int32Array | Uint16Array | Uint8Array>(from: T, to: T): T {
+  to.set(from);
+  return to;
 }
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
