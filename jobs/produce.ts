@@ -35,6 +35,7 @@ import {
   GENERATOR_DEFAULTS,
   type GeneratorOptions,
   minUsersForRate,
+  naturalEventsPerSecond,
   NORMAL_TRAFFIC,
   TransactionGenerator,
   usersForRate,
@@ -89,13 +90,31 @@ export const PRODUCE_COMMAND = defineCommand({
       help: "share of records that belong to an injected, labelled fraud pattern",
       placeholder: "P",
     },
+    "hard-negative-rate": {
+      kind: "number",
+      min: 0,
+      max: 0.5,
+      default: GENERATOR_DEFAULTS.hardNegativeRate,
+      help: "share of records in labelled legitimate look-alikes of fraud (bursts at one " +
+        "merchant, micro-payments, trips, moves: docs/detection.md)",
+      placeholder: "P",
+    },
+    "time-scale": {
+      kind: "number",
+      min: 0.001,
+      help: "unthrottled runs: how many times faster than real life users behave in event " +
+        "time; 1 = uncompressed, a few transactions per user and day (default: 200 records " +
+        "per second of event time)",
+      placeholder: "X",
+    },
     users: {
       kind: "int",
       min: 1,
       help: `simulated users (default: ${GENERATOR_DEFAULTS.users}, or ` +
         `${NORMAL_TRAFFIC.usersPerRecordPerSecond} per record/s of --rate when that is more; a ` +
         `paced run needs at least ${NORMAL_TRAFFIC.minUsersPerRecordPerSecond} per record/s, ` +
-        `each user resting ${NORMAL_TRAFFIC.minUserGapMs / 1000} s between transactions)`,
+        `each user resting ${NORMAL_TRAFFIC.minUserGapMs / 1000} s between transactions ` +
+        `of compressed event time)`,
       placeholder: "N",
     },
     merchants: {
@@ -151,17 +170,30 @@ async function main(): Promise<number> {
   let users: number;
   try {
     users = simulatedUsers(rate, v.users);
+    if (rate > 0 && v.timeScale !== undefined) {
+      throw new UsageError(
+        `--time-scale: only for unthrottled runs (with --rate, event time follows the clock), ` +
+          `got "${v.timeScale}"`,
+      );
+    }
   } catch (err) {
     console.error(`${PRODUCE_COMMAND.name}: ${(err as Error).message}\nRun with --help for usage.`);
     return 2;
   }
+  // Unthrottled: the default arrival rate, or --time-scale's.
+  const eventsPerSecond = v.timeScale === undefined
+    ? GENERATOR_DEFAULTS.eventsPerSecond
+    : naturalEventsPerSecond(users) * v.timeScale;
   const generatorOptions: GeneratorOptions = {
     seed,
-    startTime: v.startTime ?? defaultStartTime(rate, v.count),
+    startTime: v.startTime ?? defaultStartTime(rate, v.count, eventsPerSecond),
     // Paced runs place event times on the clock as they send (see the send
-    // loop); unthrottled runs simulate the default arrival rate.
+    // loop); eventsPerSecond then only sets the time scale (the compression
+    // of the users' days, docs/detection.md).
     ...(rate > 0 ? { eventsPerSecond: rate } : {}),
+    ...(v.timeScale !== undefined ? { timeScale: v.timeScale } : {}),
     fraudRate: v.fraudRate,
+    hardNegativeRate: v.hardNegativeRate,
     users,
     merchants: v.merchants,
   };
@@ -430,10 +462,10 @@ export function simulatedUsers(rate: number, given: number | undefined): number 
  * now instead of running ahead of the clock (later live records would all be
  * behind the aggregation's watermark).
  */
-function defaultStartTime(rate: number, count: number): number {
+function defaultStartTime(rate: number, count: number, eventsPerSecond: number): number {
   const now = Date.now();
   if (rate > 0 || count === 0) return now;
-  return now - Math.round((count * 1000) / GENERATOR_DEFAULTS.eventsPerSecond);
+  return now - Math.round((count * 1000) / eventsPerSecond);
 }
 
 /** The live line's part about an outage going on: "" while Kafka acknowledges. */

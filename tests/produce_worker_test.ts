@@ -9,7 +9,9 @@ import type { Admin } from "kafkajs";
 import { PartitionRouter } from "../jobs/lib/kafka.ts";
 import {
   encodeTransaction,
+  FRAUD_PATTERNS,
   type GeneratorOptions,
+  labelHeaders,
   TransactionGenerator,
 } from "../jobs/lib/generator.ts";
 import {
@@ -46,7 +48,7 @@ Deno.test("generation worker: batch after batch (a smaller take in between), the
       const expected = encodeBatch(here.take(fromWorker.count), keys);
       assert.ok(fromWorker.count > 0 && fromWorker.count <= n);
       assert.deepEqual(flat(fromWorker), flat(expected));
-      labelled += fromWorker.labels.length;
+      labelled += fromWorker.labels.length + fromWorker.hardNegatives.length;
     }
     assert.ok(labelled > 20, `labelled records compared too (${labelled})`);
   } finally {
@@ -64,8 +66,9 @@ Deno.test("generation worker: a batch's messages hold the value bytes the summar
   assert.equal(bytes, messages.reduce((n, m) => n + (m.value as Uint8Array).byteLength, 0));
 });
 
-Deno.test("generation worker: each value is byte for byte encodeTransaction's JSON of its record, and each key the user id (every fraud pattern, several seeds)", () => {
+Deno.test("generation worker: each value is byte for byte encodeTransaction's JSON of its record, each key the user id, each label in its headers (every fraud pattern, hard negatives, several seeds)", () => {
   const patterns = new Set<string>();
+  const kinds = new Set<string>();
   let multiByte = 0; // "São Paulo, BR": UTF-8 longer than the text
   for (const seed of ["a", "b"]) {
     const generator = new TransactionGenerator({ ...OPTIONS, seed });
@@ -76,10 +79,14 @@ Deno.test("generation worker: each value is byte for byte encodeTransaction's JS
       assert.deepEqual(new Uint8Array(messages[i].value as Uint8Array), encodeTransaction(r.tx));
       assert.equal(new TextDecoder().decode(messages[i].key as Uint8Array), r.key);
       if (r.label) patterns.add(r.label.pattern);
+      if (r.hardNegative) kinds.add(r.hardNegative.kind);
+      const headers = labelHeaders(r.label, r.hardNegative);
+      assert.deepEqual(messages[i].headers, Object.keys(headers).length > 0 ? headers : undefined);
       if (new TextEncoder().encode(r.tx.location).length > r.tx.location.length) multiByte++;
     });
   }
-  assert.equal(patterns.size, 4, `every pattern compared (${[...patterns]})`);
+  assert.equal(patterns.size, FRAUD_PATTERNS.length, `every pattern compared (${[...patterns]})`);
+  assert.ok(kinds.size >= 2, `hard negatives compared (${[...kinds]})`);
   assert.ok(multiByte > 0, "non-ASCII cities compared too");
 });
 

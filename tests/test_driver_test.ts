@@ -165,10 +165,12 @@ Deno.test("test driver: bad records go to the dead letters with their reason and
   driver.pipe("input", [
     { key: "u1", value: "{not json", partition: 0 },
     { key: "u2", value: JSON.stringify({ ...last, amount: -1 }), partition: 1 },
-    // A minute behind everything partition 2 has seen: late for its window.
+    // At the first record's time, minutes behind everything partition 2 has
+    // seen (the input's last record may be a flushed instance's, far ahead of
+    // partition 2): late for its window.
     {
       key: "u3",
-      value: encodeTransaction({ ...last, transactionTime: last.transactionTime - 60_000 }),
+      value: encodeTransaction({ ...last, transactionTime: input[0].tx.transactionTime }),
       partition: 2,
     },
   ]);

@@ -31,6 +31,9 @@ import {
   generatedJson,
   type GeneratedRecord,
   type GeneratorOptions,
+  HARD_NEGATIVE_HEADER,
+  HARD_NEGATIVE_INSTANCE_HEADER,
+  type HardNegativeKind,
   TransactionGenerator,
 } from "./generator.ts";
 
@@ -53,6 +56,8 @@ export interface EncodedBatch {
   partitions: Int32Array;
   /** The fraud labels of the labelled records (by index). */
   labels: Array<{ index: number; pattern: FraudPattern; instanceId: string }>;
+  /** The hard-negative labels of the records that have one (by index). */
+  hardNegatives: Array<{ index: number; kind: HardNegativeKind; instanceId: string }>;
 }
 
 /**
@@ -113,6 +118,7 @@ export function encodeBatch(records: readonly GeneratedRecord[], keys: KeyRoutin
   const keyEnds = new Uint32Array(n);
   const valueEnds = new Uint32Array(n);
   const labels: EncodedBatch["labels"] = [];
+  const hardNegatives: EncodedBatch["hardNegatives"] = [];
   const routes = new Array<{ key: Buffer; partition: number }>(n);
   let keyBytes = 0;
   for (let i = 0; i < n; i++) {
@@ -123,6 +129,7 @@ export function encodeBatch(records: readonly GeneratedRecord[], keys: KeyRoutin
     keyBytes += route.key.byteLength;
     keyEnds[i] = keyBytes;
     if (record.label) labels.push({ index: i, ...record.label });
+    else if (record.hardNegative) hardNegatives.push({ index: i, ...record.hardNegative });
   }
   const keyBuf = new Uint8Array(keyBytes);
   for (let i = 0; i < n; i++) keyBuf.set(routes[i].key, i === 0 ? 0 : keyEnds[i - 1]);
@@ -147,6 +154,7 @@ export function encodeBatch(records: readonly GeneratedRecord[], keys: KeyRoutin
     valueEnds,
     partitions,
     labels,
+    hardNegatives,
   };
 }
 
@@ -169,6 +177,12 @@ export function batchMessages(batch: EncodedBatch): { messages: Message[]; bytes
     messages[index].headers = {
       [FRAUD_PATTERN_HEADER]: pattern,
       [FRAUD_INSTANCE_HEADER]: instanceId,
+    };
+  }
+  for (const { index, kind, instanceId } of batch.hardNegatives) {
+    messages[index].headers = {
+      [HARD_NEGATIVE_HEADER]: kind,
+      [HARD_NEGATIVE_INSTANCE_HEADER]: instanceId,
     };
   }
   return { messages, bytes: batch.count > 0 ? valueEnds[batch.count - 1] : 0 };
@@ -274,6 +288,8 @@ function slice(b: EncodedBatch, from: number, to: number): EncodedBatch {
     valueEnds: b.valueEnds.subarray(from, to).map((e) => e - valueStart),
     partitions: b.partitions.subarray(from, to),
     labels: b.labels.filter((l) => l.index >= from && l.index < to)
+      .map((l) => ({ ...l, index: l.index - from })),
+    hardNegatives: b.hardNegatives.filter((l) => l.index >= from && l.index < to)
       .map((l) => ({ ...l, index: l.index - from })),
   };
 }
