@@ -75,6 +75,9 @@ Deno.test("metrics: produce, aggregate and detect do not serve the evaluator's g
     assert.doesNotMatch(text, /txpipe_detection_precision/, `${job}: precision`);
     assert.doesNotMatch(text, /txpipe_detection_recall/, `${job}: recall`);
     assert.doesNotMatch(text, /txpipe_evaluated_anomalies/, `${job}: evaluated anomalies`);
+    assert.doesNotMatch(text, /txpipe_detection_rule_precision/, `${job}: rule precision`);
+    assert.doesNotMatch(text, /txpipe_detection_false_positives/, `${job}: false positives`);
+    assert.doesNotMatch(text, /txpipe_detection_hard_negative/, `${job}: hard negatives`);
   }
 });
 
@@ -82,6 +85,9 @@ Deno.test("metrics: the evaluator serves precision only once it has a value, nev
   const evaluator = await metricsOf("evaluate", ["--follow"]);
   assert.match(evaluator, /^txpipe_process_cpu_seconds_total /m);
   assert.doesNotMatch(evaluator, /txpipe_detection_precision/, "no anomaly judged yet");
+  assert.doesNotMatch(evaluator, /txpipe_detection_rule_precision/, "no anomaly judged yet");
+  assert.doesNotMatch(evaluator, /txpipe_detection_false_positives/, "no users or days yet");
+  assert.doesNotMatch(evaluator, /txpipe_detection_hard_negative/, "no hard negative yet");
 
   // In process: registering is what the evaluator does on its first figures.
   assert.doesNotMatch(await registry.metrics(), /txpipe_detection_precision/);
