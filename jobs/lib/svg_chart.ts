@@ -20,12 +20,13 @@ export interface LineChart {
   xLabel: string;
   yLabel: string;
   series: readonly ChartSeries[];
-  /** The y axis range; default 0 to 1. */
+  /** The y axis range (a little room is left around it); default 0 to 1. */
   yMin?: number;
   yMax?: number;
   /** How a y tick is labelled; default a percentage. */
   yFormat?: (y: number) => string;
-  width?: number;
+  /** Width of the plot area (the legend's room is added); default 520. */
+  plotWidth?: number;
   height?: number;
 }
 
@@ -33,25 +34,30 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"
 
 /** The SVG document of `chart`. */
 export function lineChart(chart: LineChart): string {
-  const width = chart.width ?? 720;
+  const longest = Math.max(0, ...chart.series.map((s) => s.name.length));
+  const m = { left: 64, right: 56 + 7 * longest, top: 40, bottom: 52 };
+  const plotW = chart.plotWidth ?? 520;
+  const width = m.left + plotW + m.right;
   const height = chart.height ?? 420;
   const yMin = chart.yMin ?? 0;
   const yMax = chart.yMax ?? 1;
   const yFormat = chart.yFormat ?? ((y: number) => `${Math.round(y * 100)}%`);
-  const m = { left: 64, right: 200, top: 40, bottom: 52 };
-  const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
   const xs = chart.series.flatMap((s) => s.points.map(([x]) => x));
   const xMin = xs.length > 0 ? Math.min(...xs) : 0;
   const xMax = xs.length > 0 ? Math.max(...xs) : 1;
   const sx = (x: number) =>
     m.left + (xMax === xMin ? plotW / 2 : ((x - xMin) / (xMax - xMin)) * plotW);
-  const sy = (y: number) => m.top + plotH - ((y - yMin) / (yMax - yMin || 1)) * plotH;
+  // 4% of the range as room above and below, so a line at either end stays visible.
+  const span = yMax - yMin || 1;
+  const [lo, hi] = [yMin - 0.04 * span, yMax + 0.04 * span];
+  const sy = (y: number) => m.top + plotH - ((y - lo) / (hi - lo)) * plotH;
   const n = (v: number) => Number(v.toFixed(1));
 
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
     `viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<desc>${escape(chart.title)}; drawn by jobs/lib/svg_chart.ts</desc>`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15">${
       escape(chart.title)
@@ -87,10 +93,12 @@ export function lineChart(chart: LineChart): string {
   chart.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
     const dash = s.dashed ? ` stroke-dasharray="6 4"` : "";
+    // Earlier series are drawn wider, so one hidden under a later one still shows.
+    const stroke = 2 + 1.5 * (chart.series.length - 1 - i);
     for (const run of segments(s.points)) {
       const pts = run.map(([x, y]) => `${n(sx(x))},${n(sy(y))}`).join(" ");
       out.push(
-        `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`,
+        `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="${stroke}"${dash}/>`,
       );
       for (const [x, y] of run) {
         out.push(`<circle cx="${n(sx(x))}" cy="${n(sy(y))}" r="3" fill="${color}"/>`);
@@ -100,7 +108,7 @@ export function lineChart(chart: LineChart): string {
     const lx = m.left + plotW + 16;
     out.push(
       `<line x1="${lx}" x2="${lx + 24}" y1="${ly}" y2="${ly}" stroke="${color}" ` +
-        `stroke-width="2"${dash}/>`,
+        `stroke-width="${stroke}"${dash}/>`,
       `<text x="${lx + 30}" y="${ly + 4}">${escape(s.name)}</text>`,
     );
   });
