@@ -169,7 +169,7 @@ async function waitForEnd(
  * once there is an anomaly to judge, a rate once it has a denominator), never
  * as a 0 nobody computed.
  */
-function publish(e: Evaluation): void {
+export function publish(e: Evaluation): void {
   serveEvaluationMetric(detectionRecall);
   serveEvaluationMetric(evaluatedAnomalies);
   for (const p of e.patterns) {
