@@ -89,7 +89,11 @@ export function detectProcessor(o: {
   };
 }
 
-async function loadConfig(path: string | undefined): Promise<DetectConfig> {
+/**
+ * The thresholds of `--config FILE` over the defaults (the defaults without
+ * one); a file that cannot be read or checked is a {@link UsageError}.
+ */
+export async function loadConfig(path: string | undefined): Promise<DetectConfig> {
   if (!path) return DEFAULT_DETECT_CONFIG;
   let text: string;
   try {

@@ -1,9 +1,13 @@
 /**
  * The evaluator: scores the detector against the generator's ground truth.
  *
- *   financial_transactions → label headers (txpipe-fraud-pattern / -instance)
+ *   financial_transactions → every transaction (user, event time) and its
+ *     label headers (fraud: txpipe-fraud-pattern / -instance; hard negative:
+ *     txpipe-hard-negative / -instance)
  *   transaction_anomalies  → anomalies (read_committed)
- *     → recall per injected pattern, precision per rule and overall
+ *     → recall per pattern, precision per rule and overall, false positives
+ *       per 10 000 legitimate users per day, hard negatives flagged
+ *       (jobs/lib/evaluation.ts; the same figures and table as `deno task tune`)
  *
  * Only this tool reads the label headers; the detector never does. One-shot
  * by default (reads both topics to their current end and prints the table);
@@ -16,25 +20,28 @@ import { TOPICS } from "../stacks/topology.ts";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import { subscribeWhenKnown } from "./lib/kafka.ts";
-import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./lib/generator.ts";
+import type { Anomaly } from "./lib/rules.ts";
 import {
-  type Anomaly,
   evaluate,
   type Evaluation,
-  formatEvaluation,
-  type GroundTruth,
-} from "./lib/rules.ts";
+  formatEvaluations,
+  GroundTruth,
+  labelsFromHeaders,
+} from "./lib/evaluation.ts";
 import {
   detectionPrecision,
   detectionRecall,
   evaluatedAnomalies,
+  falsePositivesPer10kUserDays,
+  hardNegativeFalsePositiveRate,
+  rulePrecision,
   serveEvaluationMetric,
 } from "./lib/metrics.ts";
 
 /** The evaluator's flags. */
 export const EVALUATE_COMMAND = defineCommand({
   name: "deno task evaluate",
-  summary: "precision and recall of the detector against the generator's fraud labels",
+  summary: "precision, recall and false positives of the detector against the generator's labels",
   flags: {
     ...commonFlags("evaluate"),
     transactions: {
@@ -58,9 +65,8 @@ export const EVALUATE_COMMAND = defineCommand({
       kind: "duration",
       min: 0,
       default: 300_000,
-      help:
-        "with --follow: count an injected instance in recall once its last record is this old " +
-        "(event time), so patterns still unfolding are not misses",
+      help: "with --follow: count a fraud or hard-negative instance once its last record is this " +
+        "old (event time), so patterns still unfolding are not misses",
     },
   },
   examples: ["deno task evaluate", "deno task evaluate --follow"],
@@ -68,11 +74,8 @@ export const EVALUATE_COMMAND = defineCommand({
 
 /** What has been read so far. */
 interface Collected {
-  labels: Map<string, GroundTruth>;
-  /** Event time of each instance's latest labelled transaction. */
-  instanceLast: Map<string, number>;
-  /** Highest event time seen on the transactions topic. */
-  maxEventTime: number;
+  /** Every transaction read, with its labels. */
+  truth: GroundTruth;
   anomalies: Map<string, Anomaly>;
   /** Next offset to read, per "topic/partition". */
   positions: Map<string, number>;
@@ -99,19 +102,16 @@ async function startReading(
     eachBatch: async ({ batch }) => {
       for (const m of batch.messages) {
         if (batch.topic === o.transactions) {
-          const pattern = m.headers?.[FRAUD_PATTERN_HEADER]?.toString();
-          const instanceId = m.headers?.[FRAUD_INSTANCE_HEADER]?.toString();
-          if (!pattern || !instanceId || !m.value) continue;
+          if (!m.value) continue;
+          const headers: Record<string, string | undefined> = {};
+          for (const [k, h] of Object.entries(m.headers ?? {})) headers[k] = h?.toString();
           try {
             const tx = JSON.parse(decoder.decode(m.value));
-            if (typeof tx.transactionId !== "string") continue;
-            collected.labels.set(tx.transactionId, { pattern, instanceId });
-            const t = Number(tx.transactionTime);
-            collected.instanceLast.set(
-              instanceId,
-              Math.max(collected.instanceLast.get(instanceId) ?? 0, t),
-            );
-            collected.maxEventTime = Math.max(collected.maxEventTime, t);
+            if (
+              typeof tx.transactionId !== "string" || typeof tx.userId !== "string" ||
+              !Number.isFinite(tx.transactionTime)
+            ) continue; // not a transaction: the detector dead-letters it
+            collected.truth.add(tx, labelsFromHeaders(headers));
           } catch { /* not a transaction: the detector dead-letters it */ }
         } else if (m.value) {
           const a = JSON.parse(decoder.decode(m.value)) as Anomaly;
@@ -164,8 +164,12 @@ async function waitForEnd(
   }
 }
 
-/** Sets the gauges; precision is served only once there is an anomaly to judge (not as 0). */
-function publish(e: Evaluation): void {
+/**
+ * Sets the gauges. A figure is served only once it has a value (precision
+ * once there is an anomaly to judge, a rate once it has a denominator), never
+ * as a 0 nobody computed.
+ */
+export function publish(e: Evaluation): void {
   serveEvaluationMetric(detectionRecall);
   serveEvaluationMetric(evaluatedAnomalies);
   for (const p of e.patterns) {
@@ -175,6 +179,20 @@ function publish(e: Evaluation): void {
     serveEvaluationMetric(detectionPrecision);
     detectionPrecision.set(e.precision);
   }
+  for (const r of e.rules) {
+    if (r.precision === null) continue;
+    serveEvaluationMetric(rulePrecision);
+    rulePrecision.set({ rule: r.rule }, r.precision);
+  }
+  if (e.falsePositivesPer10kUserDays !== null) {
+    serveEvaluationMetric(falsePositivesPer10kUserDays);
+    falsePositivesPer10kUserDays.set(e.falsePositivesPer10kUserDays);
+  }
+  for (const h of e.hardNegatives) {
+    if (h.falsePositiveRate === null) continue;
+    serveEvaluationMetric(hardNegativeFalsePositiveRate);
+    hardNegativeFalsePositiveRate.set({ kind: h.kind }, h.falsePositiveRate);
+  }
   evaluatedAnomalies.set(e.anomalies);
 }
 
@@ -182,9 +200,7 @@ async function main(): Promise<number> {
   const { values: v } = parseCommandLine(EVALUATE_COMMAND);
   const topics = { transactions: v.transactions, anomalies: v.anomalies };
   const collected: Collected = {
-    labels: new Map(),
-    instanceLast: new Map(),
-    maxEventTime: 0,
+    truth: new GroundTruth(),
     anomalies: new Map(),
     positions: new Map(),
   };
@@ -199,29 +215,34 @@ async function main(): Promise<number> {
     if (!v.follow) {
       await waitForEnd(kafka, [topics.transactions, topics.anomalies], collected);
       await consumer.disconnect();
-      const result = evaluate(collected.labels, collected.anomalies.values());
+      const { truth } = collected;
+      const result = evaluate(truth, collected.anomalies.values());
       console.log(
-        `${topics.transactions}: ${collected.labels.size} labelled transactions; ` +
+        `${topics.transactions}: ${truth.transactions} transactions, ${truth.fraud.size} ` +
+          `fraud-labelled, ${truth.hardNegatives.size} hard negatives; ` +
           `${topics.anomalies}: ${collected.anomalies.size} anomalies\n`,
       );
-      console.log(formatEvaluation(result));
+      console.log(formatEvaluations([{ title: "", evaluation: result }]));
       return;
     }
     const tick = () => {
-      // Live, an instance still unfolding (card testing spans minutes) is not a
-      // miss yet: recall counts instances whose last record is --settle old.
-      const settled = new Map<string, GroundTruth>();
-      for (const [id, label] of collected.labels) {
-        const last = collected.instanceLast.get(label.instanceId) ?? 0;
-        if (collected.maxEventTime - last >= v.settle) settled.set(id, label);
-      }
-      const all = evaluate(collected.labels, collected.anomalies.values());
-      const e = { ...all, patterns: evaluate(settled, collected.anomalies.values()).patterns };
+      // Live, an instance still unfolding (card testing spans minutes) is not
+      // a miss yet, nor a hard negative not yet flagged: instances count once
+      // their last record is --settle old (event time).
+      const { truth } = collected;
+      const e = evaluate(truth, collected.anomalies.values(), {
+        settledBy: truth.maxEventTime - v.settle,
+      });
       publish(e);
       log.info({
         "event.action": "evaluation",
         precision: e.precision,
         recall: Object.fromEntries(e.patterns.map((p) => [p.pattern, p.recall])),
+        rulePrecision: Object.fromEntries(e.rules.map((r) => [r.rule, r.precision])),
+        falsePositivesPer10kUserDays: e.falsePositivesPer10kUserDays,
+        hardNegativeFalsePositiveRate: Object.fromEntries(
+          e.hardNegatives.map((h) => [h.kind, h.falsePositiveRate]),
+        ),
         anomalies: e.anomalies,
       }, "evaluation");
     };

@@ -11,6 +11,9 @@ import {
   registry,
   serveEvaluationMetric,
 } from "../jobs/lib/metrics.ts";
+import { evaluate, GroundTruth } from "../jobs/lib/evaluation.ts";
+import type { Anomaly } from "../jobs/lib/rules.ts";
+import { publish } from "../jobs/evaluate.ts";
 
 /** A port free right now. */
 function freePort(): number {
@@ -75,6 +78,9 @@ Deno.test("metrics: produce, aggregate and detect do not serve the evaluator's g
     assert.doesNotMatch(text, /txpipe_detection_precision/, `${job}: precision`);
     assert.doesNotMatch(text, /txpipe_detection_recall/, `${job}: recall`);
     assert.doesNotMatch(text, /txpipe_evaluated_anomalies/, `${job}: evaluated anomalies`);
+    assert.doesNotMatch(text, /txpipe_detection_rule_precision/, `${job}: rule precision`);
+    assert.doesNotMatch(text, /txpipe_detection_false_positives/, `${job}: false positives`);
+    assert.doesNotMatch(text, /txpipe_detection_hard_negative/, `${job}: hard negatives`);
   }
 });
 
@@ -82,6 +88,9 @@ Deno.test("metrics: the evaluator serves precision only once it has a value, nev
   const evaluator = await metricsOf("evaluate", ["--follow"]);
   assert.match(evaluator, /^txpipe_process_cpu_seconds_total /m);
   assert.doesNotMatch(evaluator, /txpipe_detection_precision/, "no anomaly judged yet");
+  assert.doesNotMatch(evaluator, /txpipe_detection_rule_precision/, "no anomaly judged yet");
+  assert.doesNotMatch(evaluator, /txpipe_detection_false_positives/, "no users or days yet");
+  assert.doesNotMatch(evaluator, /txpipe_detection_hard_negative/, "no hard negative yet");
 
   // In process: registering is what the evaluator does on its first figures.
   assert.doesNotMatch(await registry.metrics(), /txpipe_detection_precision/);
@@ -92,4 +101,41 @@ Deno.test("metrics: the evaluator serves precision only once it has a value, nev
   serveEvaluationMetric(detectionPrecision);
   detectionPrecision.set(0.975);
   assert.match(await registry.metrics(), /^txpipe_detection_precision 0\.975$/m);
+});
+
+Deno.test("metrics: the evaluator's figures reach their gauges, a rate only once it has a value", async () => {
+  const truth = new GroundTruth();
+  const day = 86_400_000;
+  truth.add({ transactionId: "f", userId: "u1", transactionTime: 0 }, {
+    fraud: { pattern: "velocity_burst", instanceId: "i" },
+  });
+  truth.add({ transactionId: "n", userId: "u2", transactionTime: day });
+  truth.add({ transactionId: "h", userId: "u3", transactionTime: day }, {
+    hardNegative: { kind: "flight", instanceId: "h1" },
+  });
+  const anomaly = (id: string, rule: Anomaly["rule"], tx: string): Anomaly => ({
+    anomalyId: id,
+    rule,
+    severity: "medium",
+    userId: "u",
+    transactionIds: [tx],
+    observed: 0,
+    threshold: 0,
+    windowStart: 0,
+    windowEnd: 0,
+    detectedAt: 0,
+  });
+  publish(evaluate(truth, [anomaly("a", "velocity", "f"), anomaly("b", "impossible_travel", "h")]));
+  const text = await registry.metrics();
+  assert.match(text, /^txpipe_detection_recall\{pattern="velocity_burst"\} 1$/m);
+  assert.match(text, /^txpipe_detection_precision 0\.5$/m);
+  assert.match(text, /^txpipe_detection_rule_precision\{rule="velocity"\} 1$/m);
+  assert.match(text, /^txpipe_detection_rule_precision\{rule="impossible_travel"\} 0$/m);
+  assert.doesNotMatch(text, /rule_precision\{rule="card_testing"\}/, "it raised nothing");
+  // 1 false positive ÷ (2 legitimate users × 1 day) × 10 000
+  assert.match(text, /^txpipe_detection_false_positives_per_10k_user_days 5000$/m);
+  assert.match(text, /^txpipe_detection_hard_negative_false_positive_rate\{kind="flight"\} 1$/m);
+  assert.doesNotMatch(text, /false_positive_rate\{kind="multi_item"\}/, "no instances");
+  assert.doesNotMatch(text, /recall\{pattern="card_testing"\}/, "no instances");
+  assert.match(text, /^txpipe_evaluated_anomalies 2$/m);
 });

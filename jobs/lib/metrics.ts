@@ -328,12 +328,44 @@ export const evaluatedAnomalies = new client.Gauge({
   registers: [],
 });
 
+/** Evaluation: precision of each rule; served per rule once it has raised an anomaly. */
+export const rulePrecision = new client.Gauge({
+  name: "txpipe_detection_rule_precision",
+  help: "Share of a rule's anomalies whose evidence contains a fraud-labelled transaction",
+  labelNames: ["rule"] as const,
+  registers: [],
+});
+
+/** Evaluation: false positives per 10 000 legitimate users per day (docs/evaluation.md). */
+export const falsePositivesPer10kUserDays = new client.Gauge({
+  name: "txpipe_detection_false_positives_per_10k_user_days",
+  help: "False-positive anomalies / (users without any fraud label x event-time days spanned) " +
+    "x 10 000",
+  registers: [],
+});
+
+/** Evaluation: share of each hard-negative kind's instances a false-positive anomaly flags. */
+export const hardNegativeFalsePositiveRate = new client.Gauge({
+  name: "txpipe_detection_hard_negative_false_positive_rate",
+  help: "Share of a hard-negative kind's instances (legitimate look-alikes) with a transaction " +
+    "in a false-positive anomaly's evidence",
+  labelNames: ["kind"] as const,
+  registers: [],
+});
+
+/** One of the evaluator's gauges. */
+export type EvaluationMetric =
+  | typeof detectionRecall
+  | typeof detectionPrecision
+  | typeof evaluatedAnomalies
+  | typeof rulePrecision
+  | typeof falsePositivesPer10kUserDays
+  | typeof hardNegativeFalsePositiveRate;
+
 /**
  * Adds one of the evaluator's gauges to the served registry (again is a
  * no-op). Only the evaluator calls it, so only its /metrics has them.
  */
-export function serveEvaluationMetric(
-  metric: typeof detectionRecall | typeof detectionPrecision | typeof evaluatedAnomalies,
-): void {
+export function serveEvaluationMetric(metric: EvaluationMetric): void {
   registry.registerMetric(metric);
 }

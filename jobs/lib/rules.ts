@@ -27,7 +27,6 @@
 import { createHash } from "node:crypto";
 import defaults from "../config/detect_defaults.json" with { type: "json" };
 import { minorFromUsd } from "./currency.ts";
-import { FRAUD_PATTERNS } from "./generator.ts";
 import { distanceKm, findLocation, type Transaction } from "./transaction.ts";
 
 /** The detection rules, in the order their anomalies are emitted. */
@@ -364,123 +363,6 @@ function anomaly(
     windowEnd,
     detectedAt: tx.transactionTime,
   };
-}
-
-/** Ground truth of one labelled transaction, as read from the generator's headers. */
-export interface GroundTruth {
-  readonly pattern: string;
-  readonly instanceId: string;
-}
-
-/** Recall of one injected pattern. */
-export interface PatternRecall {
-  pattern: string;
-  /** Distinct injected instances seen in the labels. */
-  instances: number;
-  /** Instances with at least one transaction in some anomaly's evidence. */
-  detected: number;
-  /** detected ÷ instances; null when there were no instances. */
-  recall: number | null;
-}
-
-/** Precision of one rule. */
-export interface RulePrecision {
-  rule: Rule;
-  anomalies: number;
-  /** Anomalies whose evidence contains at least one labelled transaction. */
-  truePositives: number;
-  /** truePositives ÷ anomalies; null when the rule raised nothing. */
-  precision: number | null;
-}
-
-/** The result of {@link evaluate}. */
-export interface Evaluation {
-  patterns: PatternRecall[];
-  rules: RulePrecision[];
-  /** Distinct anomalies (by anomalyId). */
-  anomalies: number;
-  truePositives: number;
-  /** Overall precision; null when there were no anomalies. */
-  precision: number | null;
-}
-
-/**
- * Scores anomalies against the generator's ground truth (transactionId → label).
- * An instance is detected when any anomaly's evidence contains one of its
- * transactions; an anomaly is a true positive when its evidence contains any
- * labelled transaction. Anomalies repeated with the same anomalyId count once.
- */
-export function evaluate(
-  labels: ReadonlyMap<string, GroundTruth>,
-  anomalies: Iterable<Anomaly>,
-): Evaluation {
-  const instancePattern = new Map<string, string>();
-  for (const label of labels.values()) instancePattern.set(label.instanceId, label.pattern);
-  const detectedInstances = new Set<string>();
-  const seen = new Set<string>();
-  const byRule = new Map<Rule, RulePrecision>(
-    RULES.map((rule) => [rule, { rule, anomalies: 0, truePositives: 0, precision: null }]),
-  );
-  for (const a of anomalies) {
-    if (seen.has(a.anomalyId)) continue;
-    seen.add(a.anomalyId);
-    const row = byRule.get(a.rule) ??
-      { rule: a.rule, anomalies: 0, truePositives: 0, precision: null };
-    byRule.set(a.rule, row);
-    row.anomalies++;
-    let truePositive = false;
-    for (const id of a.transactionIds) {
-      const label = labels.get(id);
-      if (label === undefined) continue;
-      truePositive = true;
-      detectedInstances.add(label.instanceId);
-    }
-    if (truePositive) row.truePositives++;
-  }
-  const patternNames = [...new Set([...FRAUD_PATTERNS, ...instancePattern.values()])];
-  const patterns = patternNames.map((pattern): PatternRecall => {
-    let instances = 0;
-    let detected = 0;
-    for (const [id, p] of instancePattern) {
-      if (p !== pattern) continue;
-      instances++;
-      if (detectedInstances.has(id)) detected++;
-    }
-    return { pattern, instances, detected, recall: ratio(detected, instances) };
-  });
-  const rules = [...byRule.values()].map((r) => ({
-    ...r,
-    precision: ratio(r.truePositives, r.anomalies),
-  }));
-  const truePositives = rules.reduce((sum, r) => sum + r.truePositives, 0);
-  return {
-    patterns,
-    rules,
-    anomalies: seen.size,
-    truePositives,
-    precision: ratio(truePositives, seen.size),
-  };
-}
-
-/** A plain-text table of an {@link Evaluation}, for `deno task evaluate`. */
-export function formatEvaluation(e: Evaluation): string {
-  const pct = (x: number | null) => (x === null ? "n/a" : `${(x * 100).toFixed(2)}%`);
-  const row = (cells: (string | number)[]) =>
-    String(cells[0]).padEnd(20) + cells.slice(1).map((c) => String(c).padStart(12)).join("");
-  return [
-    row(["pattern", "instances", "detected", "recall"]),
-    ...e.patterns.map((p) => row([p.pattern, p.instances, p.detected, pct(p.recall)])),
-    "",
-    row(["rule", "anomalies", "true pos.", "precision"]),
-    ...e.rules.map((r) => row([r.rule, r.anomalies, r.truePositives, pct(r.precision)])),
-    "",
-    `overall precision ${pct(e.precision)}: ${e.truePositives} of ${e.anomalies} anomalies ` +
-    `have labelled evidence`,
-  ].join("\n");
-}
-
-function ratio(part: number, whole: number): number | null {
-  return whole === 0 ? null : part / whole;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
