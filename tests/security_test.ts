@@ -239,6 +239,7 @@ Deno.test({
       input: `sec_in_${id}`,
       outputs: [`sec_anomalies_${id}`],
       deadLetters: `sec_dlq_${id}`,
+      control: TOPICS.detectRules,
     };
     const dataset = generate(3000, `security-${id}`, 0.05);
     await withAdmin(async (admin) => {

@@ -65,7 +65,8 @@ export class RulesRecordError extends Error {
 
 function fail(what: string, expected: string, given: unknown): never {
   const shown = given === undefined ? "nothing" : JSON.stringify(given);
-  throw new RulesRecordError(`rules record ${what}: expected ${expected}, given ${shown}`);
+  const where = what === "" ? "rules record" : `rules record ${what}`;
+  throw new RulesRecordError(`${where}: expected ${expected}, given ${shown}`);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
