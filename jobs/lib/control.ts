@@ -53,6 +53,8 @@ export class ControlReader<C> {
   #current: C | undefined;
   #refusals: Refusal[] = [];
   #failure: unknown;
+  /** Read to the end offsets of the start: what comes now is news, logged. */
+  #caughtUp = false;
 
   private constructor(
     private readonly consumer: Consumer,
@@ -156,6 +158,7 @@ export class ControlReader<C> {
     });
     try {
       await Promise.race([ready, late]);
+      this.#caughtUp = true;
     } catch (err) {
       await this.stop();
       throw err;
@@ -168,6 +171,17 @@ export class ControlReader<C> {
   #apply(value: string | null, offset: number): void {
     try {
       this.#current = this.o.spec.decode(value, offset, this.#current);
+      if (this.#caughtUp) {
+        this.o.log?.info(
+          {
+            "event.action": "control-updated",
+            "txpipe.control_topic": this.o.spec.topic,
+            "txpipe.control_offset": offset,
+          },
+          `${this.o.spec.topic}@${offset} (key ${this.o.spec.key}) accepted: each partition ` +
+            "takes it at its next batch",
+        );
+      }
     } catch (err) {
       const reason = (err as Error)?.message ?? String(err);
       this.#refusals.push({ offset, reason });
