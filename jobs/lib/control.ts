@@ -55,6 +55,13 @@ export class ControlReader<C> {
   #failure: unknown;
   /** Read to the end offsets of the start: what comes now is news, logged. */
   #caughtUp = false;
+  /**
+   * The next offset to decode: kafkajs reads from the beginning again when
+   * it restarts its consumer after an error (nothing is committed), and a
+   * record must be decoded once, in order, or the value in force could step
+   * back for a moment.
+   */
+  #next = 0;
 
   private constructor(
     private readonly consumer: Consumer,
@@ -102,7 +109,14 @@ export class ControlReader<C> {
   async #run(): Promise<void> {
     const { admin, spec, log } = this.o;
     const ends = new Map<number, number>();
-    for (const p of await admin.fetchTopicOffsets(spec.topic)) {
+    const partitions = await admin.fetchTopicOffsets(spec.topic);
+    if (partitions.length !== 1) {
+      // Offsets order the records of one partition only.
+      throw new Error(
+        `the control topic ${spec.topic} must have one partition, it has ${partitions.length}`,
+      );
+    }
+    for (const p of partitions) {
       if (Number(p.high) > Number(p.low)) ends.set(p.partition, Number(p.high));
     }
     let caughtUp!: () => void;
@@ -136,8 +150,11 @@ export class ControlReader<C> {
       // deno-lint-ignore require-await
       eachBatch: async ({ batch }) => {
         for (const m of batch.messages) {
+          const offset = Number(m.offset);
+          if (offset < this.#next) continue; // decoded before a restart of the consumer
+          this.#next = offset + 1;
           if (m.key?.toString() !== spec.key) continue;
-          this.#apply(m.value === null ? null : m.value.toString(), Number(m.offset));
+          this.#apply(m.value === null ? null : m.value.toString(), offset);
         }
       },
     });
