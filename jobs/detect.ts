@@ -163,6 +163,9 @@ export function detectProcessor(o: {
       const partition = String(ctx.partition);
       ctx.afterCommit(() => rulesVersion.set({ processor, partition }, version));
     },
+    // The new owner of the partition reports its version now.
+    releasePartition: (partition) =>
+      rulesVersion.remove({ processor, partition: String(partition) }),
     process: ({ tx, amountMinor }, _record, ctx) => {
       const rules = rulesOf(ctx);
       const users = ctx.store("users");

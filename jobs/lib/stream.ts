@@ -270,6 +270,12 @@ export interface StreamProcessor<T, S = StoreTypes, C = unknown> {
   process(value: T, record: SourceRecord, ctx: ProcessContext<S, C>): void;
   /** Runs after every batch of a partition, before the commit (e.g. to close windows). */
   endBatch?(ctx: ProcessContext<S, C>): void;
+  /**
+   * Runs when this instance lets a partition go (a rebalance, a stop, a
+   * failure): e.g. to drop the partition's own metric series, which the new
+   * owner reports now.
+   */
+  releasePartition?(partition: number): void;
 }
 
 /** Defaults of {@link RunOptions}, also the stream jobs' flag defaults. */
@@ -475,6 +481,7 @@ export async function runStream<T, S, C>(
     // Another instance reports this partition now: no stale series here.
     // (Its lag follows the assignment instead: see lag.assign.)
     stateEntries.remove({ processor: processor.groupId, partition: String(partition) });
+    processor.releasePartition?.(partition);
     await task?.close();
   };
 
