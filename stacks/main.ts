@@ -198,6 +198,13 @@ export class TxpipeStack extends TerraformStack {
         "TXPIPE_KAFKA_PASSWORD=$(terraform output -raw kafka_consume_password) deno task consume",
       ],
       [
+        "kafka_rules_password",
+        secrets.kafka.rules,
+        `Kafka password of ${KAFKA_USERS.rules} (publishes detection rules): ` +
+        `TXPIPE_KAFKA_USER=${KAFKA_USERS.rules} ` +
+        "TXPIPE_KAFKA_PASSWORD=$(terraform output -raw kafka_rules_password) deno task rules show",
+      ],
+      [
         "kafka_admin_password",
         secrets.kafka.admin,
         `Kafka password of the super user ${ADMIN_USER} (SCRAM-SHA-512 on the brokers, ` +

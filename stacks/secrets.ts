@@ -9,6 +9,7 @@
  * | `kafka_password_admin`           | every Kafka node, the topic/user/ACL setup job       |
  * | `kafka_password_<job>`           | that job's containers; the setup job (to set it)     |
  * | `kafka_password_consume`         | the setup job; the host user (`terraform output`)    |
+ * | `kafka_password_rules`           | the setup job; the host user (`terraform output`)    |
  * | `elasticsearch_password_elastic` | Elasticsearch (bootstrap password), the setup job    |
  * | `elasticsearch_password_kibana_system` | Kibana, the Elasticsearch setup job            |
  * | `elasticsearch_password_logstash` | Logstash, the Elasticsearch setup job               |

@@ -13,6 +13,8 @@
  *   writes (each by its exact name, as it does on first start), never
  *   delete or reconfigure one. An extra `--app-id` gets its own grants by
  *   the same rule.
+ * - The rules publisher (`deno task rules`) writes and reads only the
+ *   detection rules' control topic; detect reads it ({@link rulesAcls}).
  * - Nothing else is allowed (`allow.everyone.if.no.acl.found=false`).
  *
  * This module is data only: jobs/lib/acl.ts applies it with kafkajs, the
@@ -31,8 +33,11 @@ export const SCRAM_MECHANISM = "SCRAM-SHA-512";
 /** The authorizer every node runs (KRaft's). */
 export const AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 
-/** A principal a txpipe process authenticates as: the admin, a job, or the topic reader. */
-export type PrincipalName = "admin" | JobSpec["name"] | "consume";
+/**
+ * A principal a txpipe process authenticates as: the admin, a job, the topic
+ * reader, or the rules publisher.
+ */
+export type PrincipalName = "admin" | JobSpec["name"] | "consume" | "rules";
 
 /** The Kafka user (SCRAM name) of each principal. */
 export const KAFKA_USERS: Readonly<Record<PrincipalName, string>> = {
@@ -42,6 +47,7 @@ export const KAFKA_USERS: Readonly<Record<PrincipalName, string>> = {
   detect: "txpipe-detect",
   evaluate: "txpipe-evaluate",
   consume: "txpipe-consume",
+  rules: "txpipe-rules",
 };
 
 /** Every principal, the admin first. */
@@ -52,6 +58,7 @@ export const PRINCIPALS: readonly PrincipalName[] = [
   "detect",
   "evaluate",
   "consume",
+  "rules",
 ];
 
 /** What an ACL is about (Kafka's resource types). */
@@ -78,6 +85,8 @@ export interface StreamNames {
   /** Its output topics (aggregates or anomalies). */
   readonly outputs: readonly string[];
   readonly deadLetters: string;
+  /** The control topic it follows (detect's rules, keyed by app id); none for aggregate. */
+  readonly control?: string;
 }
 
 /** The names each principal's grants are derived from; the defaults are the spec's. */
@@ -88,6 +97,8 @@ export interface GrantNames {
   readonly detect?: StreamNames;
   /** The topics the evaluator reads. */
   readonly evaluate?: { readonly transactions: string; readonly anomalies: string };
+  /** The detection rules' control topic the publisher writes. */
+  readonly rules?: { readonly topic: string };
 }
 
 const CLUSTER = "kafka-cluster";
@@ -131,6 +142,7 @@ export function streamAcls(job: "aggregate" | "detect", n: StreamNames): AclRule
     : [internal.changelog];
   return [
     topicRule(job, n.input, ["read", "describe"]),
+    ...(n.control === undefined ? [] : [topicRule(job, n.control, ["read", "describe"])]),
     ...[...n.outputs, n.deadLetters].map((t) => topicRule(job, t, ["write", "describe", "create"])),
     ...own.map((t) => topicRule(job, t, ["read", "write", "describe", "create"])),
     {
@@ -190,6 +202,44 @@ export function consumeAcls(): AclRule[] {
   ];
 }
 
+/** The rules publisher's transactional ids and reader groups start with this. */
+export const RULES_PREFIX = "txpipe-rules-";
+
+/**
+ * The rules publisher's grants (`deno task rules`): it writes the control
+ * topic (never creates it: the spec does) and reads it back to learn the
+ * version in force, in throwaway groups `txpipe-rules-*` that it deletes;
+ * it publishes in a transaction whose id (`txpipe-rules-<app id>`) fences a
+ * concurrent publisher of the same rules. Nothing else: not the
+ * transactions, not the anomalies.
+ */
+export function rulesAcls(topic: string): AclRule[] {
+  return [
+    topicRule("rules", topic, ["read", "write", "describe"]),
+    {
+      principal: "rules",
+      resource: "group",
+      pattern: "prefixed",
+      name: RULES_PREFIX,
+      operations: ["read", "describe", "delete"],
+    },
+    {
+      principal: "rules",
+      resource: "transactional-id",
+      pattern: "prefixed",
+      name: RULES_PREFIX,
+      operations: ["write", "describe"],
+    },
+    {
+      principal: "rules",
+      resource: "cluster",
+      pattern: "literal",
+      name: CLUSTER,
+      operations: ["idempotent-write"],
+    },
+  ];
+}
+
 /** The names the jobs use by default: the spec's topics and app ids. */
 export function defaultNames(): Required<GrantNames> {
   return {
@@ -205,8 +255,10 @@ export function defaultNames(): Required<GrantNames> {
       input: TOPICS.transactions,
       outputs: [TOPICS.anomalies],
       deadLetters: TOPICS.deadLetters,
+      control: TOPICS.detectRules,
     },
     evaluate: { transactions: TOPICS.transactions, anomalies: TOPICS.anomalies },
+    rules: { topic: TOPICS.detectRules },
   };
 }
 
@@ -218,13 +270,15 @@ export function jobAcls(names: GrantNames = defaultNames()): AclRule[] {
     ...(names.detect ? streamAcls("detect", names.detect) : []),
     ...(names.evaluate ? evaluatorAcls(names.evaluate.transactions, names.evaluate.anomalies) : []),
     ...consumeAcls(),
+    ...(names.rules ? rulesAcls(names.rules.topic) : []),
   ];
 }
 
 /**
  * Grants on every resource whose name starts with `prefix`, by each job's
  * role: the producer writes such topics; aggregate and detect read and write
- * them and use such groups and transactional ids; the evaluator reads them.
+ * them and use such groups and transactional ids; the evaluator reads them;
+ * the rules publisher reads and writes them (its control topics).
  * For scratch names only: the test suite's (`test`) and the bench's (`bench`),
  * on a local cluster. The defaults never use it.
  */
@@ -250,6 +304,7 @@ export function scratchAcls(prefix: string): AclRule[] {
     topicRule("produce", prefix, ["write", "describe", "create"], "prefixed"),
     ...streams,
     topicRule("evaluate", prefix, ["read", "describe"], "prefixed"),
+    topicRule("rules", prefix, ["read", "write", "describe"], "prefixed"),
   ];
 }
 

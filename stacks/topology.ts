@@ -127,6 +127,11 @@ export const TOPICS = {
   aggregates: "transaction_aggregates",
   anomalies: "transaction_anomalies",
   deadLetters: "transaction_dead_letters",
+  /**
+   * Detection rules published while detect runs (jobs/rules.ts, compacted,
+   * key: the detect app id the rules are for; docs/operations.md).
+   */
+  detectRules: "txpipe-detect-rules",
 } as const;
 
 const SEVEN_DAYS_MS = String(7 * 24 * 60 * 60 * 1000);
@@ -195,6 +200,12 @@ export const CLUSTER_TOPICS: readonly TopicSpec[] = [
   topic(TOPICS.aggregates, 3, "per merchant and currency window totals, key merchantId"),
   topic(TOPICS.anomalies, 3, "detected anomalies, key userId"),
   topic(TOPICS.deadLetters, 3, "invalid records with reason headers, original key"),
+  topic(
+    TOPICS.detectRules,
+    1,
+    "control: detection rules per detect app id (key), read by running detect instances",
+    { "cleanup.policy": "compact" },
+  ),
   ...internalTopics(APP_IDS.aggregate, APP_IDS.detect),
 ];
 

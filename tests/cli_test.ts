@@ -291,6 +291,8 @@ function detectTopicsToday(
     like(v.output, TOPICS.anomalies),
     like(v.deadLetters, TOPICS.deadLetters),
     like(internalTopicNames(v.appId).changelog, internalTopicNames(APP_IDS.detect).changelog),
+    // The control topic it follows (--rules-topic): read only, created by the spec's owner.
+    like(TOPICS.detectRules, TOPICS.detectRules),
   ];
 }
 

@@ -85,7 +85,7 @@ console.log(JSON.stringify({ before, after, again: probe() }));
 });
 
 Deno.test("kafkajs patches: every job loads the linear grouping before kafkajs", async () => {
-  for (const job of ["produce", "aggregate", "detect", "consume", "evaluate", "start"]) {
+  for (const job of ["produce", "aggregate", "detect", "consume", "evaluate", "start", "rules"]) {
     const r = await fresh(`
 await import("${ROOT}jobs/${job}.ts");
 const { groupingPatched } = await import("${ROOT}jobs/lib/group_by_partition.ts");

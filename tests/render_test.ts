@@ -280,6 +280,7 @@ const SCRAM_ENV: Record<string, string> = {
   TXPIPE_KAFKA_PASSWORD_DETECT: "detectpw",
   TXPIPE_KAFKA_PASSWORD_EVALUATE: "evaluatepw",
   TXPIPE_KAFKA_PASSWORD_CONSUME: "consumepw",
+  TXPIPE_KAFKA_PASSWORD_RULES: "rulespw",
 };
 
 /** One rule of each kind kafka-acls.sh takes differently. */
@@ -389,7 +390,7 @@ Deno.test("topics script (secured): under bash, every tool connects as the admin
     `kafka-configs.sh ${c} --alter --entity-type topics --entity-name financial_transactions ` +
     "--add-config retention.ms=604800000,min.insync.replicas=2",
     `kafka-topics.sh ${c} --describe --topic financial_transactions`,
-    ...["produce", "aggregate", "detect", "evaluate", "consume"].map((p) =>
+    ...["produce", "aggregate", "detect", "evaluate", "consume", "rules"].map((p) =>
       `kafka-configs.sh ${c} --alter --entity-type users --entity-name txpipe-${p} ` +
       `--add-config SCRAM-SHA-512=[password=${p}pw]`
     ),

@@ -63,6 +63,24 @@ Deno.test("security spec: each job's default grants are least privilege: it crea
   assert.deepEqual(topicOps(rules, "detect", `${APP_IDS.aggregate}-changelog`), []);
   assert.deepEqual(topicOps(rules, "evaluate", TOPICS.anomalies), ["describe", "read"]);
   assert.deepEqual(topicOps(rules, "consume", "anything"), ["describe", "read"]);
+  // The control topic: detect reads it; only the rules publisher writes it, and creates nothing.
+  assert.deepEqual(topicOps(rules, "detect", TOPICS.detectRules), ["describe", "read"]);
+  assert.deepEqual(topicOps(rules, "rules", TOPICS.detectRules), ["describe", "read", "write"]);
+  for (const p of PRINCIPALS.filter((p) => p !== "rules" && p !== "admin")) {
+    assert.ok(!topicOps(rules, p, TOPICS.detectRules).includes("write"), `${p} writes the rules`);
+  }
+  for (const t of [TOPICS.transactions, TOPICS.anomalies, TOPICS.aggregates, TOPICS.deadLetters]) {
+    assert.deepEqual(topicOps(rules, "rules", t), [], `the rules publisher on ${t}`);
+  }
+  assert.deepEqual(
+    rules.filter((r) => r.principal === "rules" && r.resource !== "topic")
+      .map((r) => `${r.resource} ${r.pattern} ${r.name}: ${r.operations.join(",")}`),
+    [
+      "group prefixed txpipe-rules-: read,describe,delete",
+      "transactional-id prefixed txpipe-rules-: write,describe",
+      "cluster literal kafka-cluster: idempotent-write",
+    ],
+  );
   for (const r of rules) {
     if (r.operations.includes("create")) {
       assert.ok(r.resource === "topic" && r.pattern === "literal" && r.name !== "*", "by name");
@@ -71,8 +89,13 @@ Deno.test("security spec: each job's default grants are least privilege: it crea
   }
   for (const r of [...rules, ...scratchAcls("test")]) {
     if (r.operations.includes("delete")) {
-      // Only the reader's own throwaway groups, which it deletes when done.
-      assert.deepEqual([r.principal, r.resource, r.name], ["consume", "group", "txpipe-consume-"]);
+      // Only the readers' own throwaway groups, which they delete when done.
+      assert.ok(
+        ["consume group txpipe-consume-", "rules group txpipe-rules-"].includes(
+          `${r.principal} ${r.resource} ${r.name}`,
+        ),
+        `${r.principal} deletes ${r.resource} ${r.name}`,
+      );
     }
     assert.notEqual(r.principal, "admin", "the admin is a super user, it needs no ACL");
   }

@@ -202,6 +202,15 @@ Deno.test({
       "txpipe-consume writes transaction_dead_letters",
       () => sendAs("consume", TOPICS.deadLetters),
     );
+    // The rules publisher writes the control topic only; detect only reads it.
+    await assertRefused(
+      "txpipe-rules writes transaction_anomalies",
+      () => sendAs("rules", TOPICS.anomalies),
+    );
+    await assertRefused(
+      "txpipe-detect writes txpipe-detect-rules",
+      () => sendAs("detect", TOPICS.detectRules),
+    );
 
     const victim = await freshTopic(TOPICS.anomalies, "security_victim");
     for (const p of PRINCIPALS.filter((p) => p !== "admin")) {
@@ -239,6 +248,7 @@ Deno.test({
       input: `sec_in_${id}`,
       outputs: [`sec_anomalies_${id}`],
       deadLetters: `sec_dlq_${id}`,
+      control: TOPICS.detectRules,
     };
     const dataset = generate(3000, `security-${id}`, 0.05);
     await withAdmin(async (admin) => {

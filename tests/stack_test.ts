@@ -770,10 +770,18 @@ Deno.test("stack: one generated random_password per Kafka principal and per Elas
       assert.match(m[1], /^\$\{random_password\.[a-z_]+\.result\}$/, `${c.name}: ${m[0]}`);
     }
   }
-  for (const name of ["kafka_consume_password", "kafka_admin_password", "elasticsearch_password"]) {
+  for (
+    const name of [
+      "kafka_consume_password",
+      "kafka_rules_password",
+      "kafka_admin_password",
+      "elasticsearch_password",
+    ]
+  ) {
     assert.equal(tf.output[name].sensitive, true, name);
   }
   assert.equal(tf.output.kafka_consume_password.value, kafkaPassword("consume"));
+  assert.equal(tf.output.kafka_rules_password.value, kafkaPassword("rules"));
   assert.equal(tf.output.kafka_admin_password.value, ADMIN_PASSWORD);
   assert.equal(
     tf.output.elasticsearch_password.value,

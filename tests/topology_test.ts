@@ -47,6 +47,7 @@ Deno.test("topology: topics have docs/design.md's partitions, replication 3, 7-d
     [TOPICS.aggregates]: 3,
     [TOPICS.anomalies]: 3,
     [TOPICS.deadLetters]: 3,
+    [TOPICS.detectRules]: 1,
   };
   for (const [name, partitions] of Object.entries(expected)) {
     const t = topo.topics.find((t) => t.name === name);
@@ -56,6 +57,9 @@ Deno.test("topology: topics have docs/design.md's partitions, replication 3, 7-d
     assert.equal(t.config["retention.ms"], SEVEN_DAYS_MS, name);
     assert.equal(t.config["min.insync.replicas"], "2", name);
   }
+  // The control topic keeps the latest rules of each detect app id.
+  const rules = topo.topics.find((t) => t.name === TOPICS.detectRules)!;
+  assert.equal(rules.config["cleanup.policy"], "compact");
 });
 
 Deno.test("topology: single mode is one combined node with replication 1 and the same partitions", () => {

@@ -265,7 +265,16 @@ Deno.test("tune: bad flags exit 2 naming the flag, what was expected and what wa
 });
 
 Deno.test("tune: held-out and sweep runs print their table or JSON, the sweep its chart", async () => {
-  const small = ["--records", "3000", "--users", "1000", "--time-scale", "200", "--fraud-rate", "0.03"];
+  const small = [
+    "--records",
+    "3000",
+    "--users",
+    "1000",
+    "--time-scale",
+    "200",
+    "--fraud-rate",
+    "0.03",
+  ];
   const table = await tune([...small, "--seeds", "1", "--held-out", "2,3"]);
   assert.equal(table.code, 0, table.stderr);
   assert.match(table.stdout, /tune: seed 1 +held-out: seeds 2, 3/);

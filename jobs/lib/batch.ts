@@ -17,6 +17,7 @@
  *
  * @module
  */
+import type { Logger } from "./log.ts";
 import { DLQ_HEADERS, type OutputRecord, type PartitionState } from "./stream.ts";
 import type { ProcessContext, SourceRecord, StreamProcessor } from "./stream.ts";
 import { storeLayout } from "./stores.ts";
@@ -38,25 +39,39 @@ export interface BatchSink {
   output(record: OutputRecord): void;
   /** A rejected record; its source's value may be a view of fetched bytes: copy what you keep. */
   deadLetter(letter: DeadLetter): void;
+  /** What the processor asks to run once the batch has committed (dropped when absent). */
+  afterCommit?(fn: (log: Logger) => void): void;
+}
+
+/** Where a batch starts: its first source offset and the control value in force. */
+export interface BatchStart {
+  readonly firstOffset: string;
+  /** The processor's control value when the batch began (see ControlSpec in stream.ts). */
+  readonly control?: unknown;
 }
 
 /**
- * The context `processor` runs in on `partition`: its stores over `state`,
- * and `sink` for outputs and dead letters. Entries an older version wrote
- * are rewritten into the stores first (once per state object, stores.ts).
+ * The context `processor` runs in on `partition`, for the batch that begins
+ * at `start`: its stores over `state`, and `sink` for outputs and dead
+ * letters. Entries an older version wrote are rewritten into the stores
+ * first (once per state object, stores.ts).
  */
-export function batchContext<T, S>(
-  processor: StreamProcessor<T, S>,
+export function batchContext<T, S, C>(
+  processor: StreamProcessor<T, S, C>,
   partition: number,
   state: PartitionState,
   sink: BatchSink,
-): ProcessContext<S> {
+  start: BatchStart = { firstOffset: "-1" },
+): ProcessContext<S, C> {
   const layout = storeLayout(processor);
   layout.migrate(state);
   return {
     partition,
+    firstOffset: start.firstOffset,
+    control: start.control as C | undefined,
     store: (name) => layout.view(state, name),
     emit: (r) => sink.output(r),
+    afterCommit: (fn) => sink.afterCommit?.(fn),
     deadLetter: (source, reason, message) => {
       const text = message.slice(0, 1000);
       sink.deadLetter({
@@ -90,18 +105,19 @@ export interface BatchStep<R> {
 }
 
 /**
- * A {@link BatchStep} of `processor` over `state` for `partition`: `toRecord`
- * gives each record as the processor sees it; outputs and dead letters go to
- * `sink` as they come.
+ * A {@link BatchStep} of `processor` over `state` for `partition`, the batch
+ * beginning at `start`: `toRecord` gives each record as the processor sees
+ * it; outputs and dead letters go to `sink` as they come.
  */
-export function batchStep<T, S, R>(
-  processor: StreamProcessor<T, S>,
+export function batchStep<T, S, R, C = unknown>(
+  processor: StreamProcessor<T, S, C>,
   partition: number,
   state: PartitionState,
   toRecord: (r: R) => SourceRecord,
   sink: BatchSink,
+  start?: BatchStart,
 ): BatchStep<R> {
-  const ctx = batchContext(processor, partition, state, sink);
+  const ctx = batchContext(processor, partition, state, sink, start);
   return {
     begin: () => processor.beginBatch?.(ctx),
     records: (records) => {
@@ -122,15 +138,16 @@ export function batchStep<T, S, R>(
  * outputs and dead letters to `sink` as they come. The state's changes stay
  * in `state` (`takeChanges`) for the caller's commit.
  */
-export function processBatch<T, S, R>(
-  processor: StreamProcessor<T, S>,
+export function processBatch<T, S, R, C = unknown>(
+  processor: StreamProcessor<T, S, C>,
   partition: number,
   state: PartitionState,
   records: readonly R[],
   toRecord: (r: R) => SourceRecord,
   sink: BatchSink,
+  start?: BatchStart,
 ): void {
-  const step = batchStep(processor, partition, state, toRecord, sink);
+  const step = batchStep(processor, partition, state, toRecord, sink, start);
   step.begin();
   step.records(records);
   step.end();
@@ -142,20 +159,29 @@ export interface BatchOutcome {
   readonly deadLetters: DeadLetter[];
   /** The state's changed changelog keys and their values after the batch (null = deleted). */
   readonly changes: Array<[string, unknown]>;
+  /** What to run once the batch has committed ({@link ProcessContext.afterCommit}). */
+  readonly afterCommit: Array<(log: Logger) => void>;
 }
 
-/** {@link processBatch} over source records, its outputs, dead letters and state changes gathered. */
-export function collectBatch<T, S>(
-  processor: StreamProcessor<T, S>,
+/**
+ * {@link processBatch} over source records, its outputs, dead letters and
+ * state changes gathered; the batch begins at its first record's offset
+ * with `control` in force.
+ */
+export function collectBatch<T, S, C = unknown>(
+  processor: StreamProcessor<T, S, C>,
   partition: number,
   state: PartitionState,
   records: readonly SourceRecord[],
+  control?: C,
 ): BatchOutcome {
   const outputs: OutputRecord[] = [];
   const deadLetters: DeadLetter[] = [];
+  const afterCommit: Array<(log: Logger) => void> = [];
   processBatch(processor, partition, state, records, (r) => r, {
     output: (r) => outputs.push(r),
     deadLetter: (d) => deadLetters.push(d),
-  });
-  return { outputs, deadLetters, changes: state.takeChanges() };
+    afterCommit: (fn) => afterCommit.push(fn),
+  }, { firstOffset: records[0]?.offset ?? "-1", control });
+  return { outputs, deadLetters, changes: state.takeChanges(), afterCommit };
 }

@@ -302,6 +302,24 @@ export const anomaliesDetected = new client.Counter({
   registers: [registry],
 });
 
+/** Detection: rule changes taken from the control topic, one per input partition that switched. */
+export const rulesChanges = new client.Counter({
+  name: "txpipe_detect_rules_changes_total",
+  help: "Switches to rules published on the control topic, once per input partition that " +
+    "switched (committed with the batch they took effect in)",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
+/** Detection: the rules version each input partition applies (0: the job's own config). */
+export const rulesVersion = new client.Gauge({
+  name: "txpipe_detect_rules_version",
+  help: "Version of the detection rules an input partition applies (0: the job's own --config " +
+    "or defaults), as of its last committed batch",
+  labelNames: ["processor", "partition"] as const,
+  registers: [registry],
+});
+
 // The evaluator's gauges are in no registry until the evaluator adds them
 // with serveEvaluationMetric: the other jobs do not compute them, and a gauge
 // without labels would read 0 on their /metrics (precision 0 is a claim).

@@ -68,6 +68,8 @@ export interface TaskContext<T, S> {
   transactionTimeoutMs: number;
   /** The group's committed offset of a partition, -1 when it has none. */
   committedOffset(partition: number): Promise<number>;
+  /** The processor's control value in force now (see ControlSpec in stream.ts), if it has one. */
+  control?: () => unknown;
 }
 
 /** The batch open on a partition: what its fetches produced so far. */
@@ -81,6 +83,8 @@ interface OpenBatch {
   consumed: number;
   bytes: number;
   openedAt: number;
+  /** What the processor asked to run once the batch has committed. */
+  afterCommit: Array<(log: Logger) => void>;
 }
 
 /** The outcome of a commit: done, or fenced by a newer owner (let the partition go). */
@@ -229,7 +233,7 @@ export class PartitionTask<T, S> {
    * strings, dead letters copies.
    */
   apply(records: readonly KafkaMessage[], lastOffset: string): void {
-    const open = this.#open ?? this.#begin();
+    const open = this.#open ?? this.#begin(records[0]?.offset ?? String(this.next));
     let bytes = 0;
     for (let i = 0; i < records.length; i++) {
       bytes += (records[i].key?.length ?? 0) + (records[i].value?.length ?? 0);
@@ -240,8 +244,10 @@ export class PartitionTask<T, S> {
     this.next = Number(lastOffset) + 1;
   }
 
-  #begin(): OpenBatch {
+  /** Opens a batch whose first record is at `firstOffset`. */
+  #begin(firstOffset: string): OpenBatch {
     const { processor } = this.ctx;
+    const afterCommit: Array<(log: Logger) => void> = [];
     const partition = this.partition;
     const topic = this.#topic;
     const byTopic = new Map<string, Message[]>();
@@ -281,7 +287,10 @@ export class PartitionTask<T, S> {
           });
           deadLetters.inc({ processor: processor.groupId, reason: d.reason });
         },
+        afterCommit: (fn) => afterCommit.push(fn),
       },
+      // The control value stays the same for the whole batch: a change takes effect at the next.
+      { firstOffset, control: this.ctx.control?.() },
     );
     const open: OpenBatch = {
       step,
@@ -291,6 +300,7 @@ export class PartitionTask<T, S> {
       consumed: 0,
       bytes: 0,
       openedAt: Date.now(),
+      afterCommit,
     };
     this.#open = open;
     step.begin();
@@ -361,6 +371,13 @@ export class PartitionTask<T, S> {
       { processor: processor.groupId, partition: String(partition) },
       this.state.size,
     );
+    for (const fn of open.afterCommit) {
+      try {
+        fn(log);
+      } catch (err) {
+        log.warn({ err, partition }, "an after-commit step failed (the batch is committed)");
+      }
+    }
     return "committed";
   }
 

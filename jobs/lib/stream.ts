@@ -22,6 +22,10 @@
  *   resumes there;
  * - a batch stuck past its deadline is abandoned and its partition taken
  *   over again (see {@link RunOptions.batchTimeoutMs});
+ * - a control topic, when the processor follows one ({@link ControlSpec}):
+ *   read from its beginning before the first batch and followed after, so
+ *   each batch begins with the latest accepted control record
+ *   ({@link ProcessContext.control}), e.g. detect's rules;
  * - dead letters: a record the parse step rejects goes to the dead-letter
  *   topic with its original key and value and reason headers;
  * - metrics, ECS logs and a graceful stop (the batches open commit).
@@ -38,6 +42,7 @@ import { eventTimeAhead, eventTimeLead, stateEntries, stuckBatches } from "./met
 import { LagMonitor } from "./lag.ts";
 import { type BatchRun, PartitionTask, type TaskContext } from "./partition_task.ts";
 import { lastStableOffset } from "./read_committed.ts";
+import { ControlReader } from "./control.ts";
 
 /** Header names of a dead letter. */
 export const DLQ_HEADERS = {
@@ -176,23 +181,60 @@ export type StoreEntry<S> = { [K in keyof S & string]: readonly [K, string, S[K]
   keyof S & string
 ];
 
+/**
+ * A compacted control topic a processor follows beside its source, e.g. the
+ * detection rules (jobs/lib/detect_rules.ts): the runtime reads the records
+ * of `key` from the topic's beginning (read_committed) before the first
+ * batch, then follows new ones, and hands each batch the latest one it
+ * accepted ({@link ProcessContext.control}). A batch sees one control value
+ * from its first record to its last: a change takes effect at a batch
+ * boundary, and what the processor makes of it goes into its state, in the
+ * batch's transaction.
+ */
+export interface ControlSpec<C> {
+  /** The control topic (one partition). */
+  readonly topic: string;
+  /** The key this processor follows; other keys are ignored. */
+  readonly key: string;
+  /**
+   * The control value of a record of `key` (value null: a tombstone), at
+   * `offset` of the topic, given the value in force before it (undefined:
+   * none yet). Throws to refuse the record: the refusal is logged and the
+   * value before it stays in force.
+   */
+  decode(value: string | null, offset: number, previous: C | undefined): C;
+}
+
 /** What `process` and `endBatch` can do. */
-export interface ProcessContext<S = StoreTypes> {
+export interface ProcessContext<S = StoreTypes, C = unknown> {
   /** The source partition being processed. */
   readonly partition: number;
+  /** The source offset of the batch's first record. */
+  readonly firstOffset: string;
+  /**
+   * The control value in force when the batch began (the processor's
+   * {@link StreamProcessor.control}); undefined when there is none.
+   */
+  readonly control: C | undefined;
   /** This partition's store `name` (one of the processor's `stores`). */
   store<K extends keyof S & string>(name: K): Store<S[K]>;
   /** Writes a record in this batch's transaction. */
   emit(record: OutputRecord): void;
   /** Sends the source record to the dead-letter topic with a reason. */
   deadLetter(source: SourceRecord, reason: string, message: string): void;
+  /**
+   * Runs `fn` once this batch has committed (never for a batch that fails
+   * or is abandoned): for what must happen once per committed change, e.g.
+   * its log line and its count. `log` is the processor's logger.
+   */
+  afterCommit(fn: (log: Logger) => void): void;
 }
 
 /**
  * A stream job's processing, the part that differs between jobs. `S` names
  * its state stores and their value types ({@link StoreTypes}).
  */
-export interface StreamProcessor<T, S = StoreTypes> {
+export interface StreamProcessor<T, S = StoreTypes, C = unknown> {
   /** Short job name for logs, metrics and dead-letter headers, e.g. "detect". */
   readonly name: string;
   /** Consumer group id; transactional ids derive from it. */
@@ -211,6 +253,8 @@ export interface StreamProcessor<T, S = StoreTypes> {
    * for the old key) in that batch's transaction.
    */
   readonly legacy?: (key: string, value: unknown) => ReadonlyArray<StoreEntry<S>> | undefined;
+  /** A control topic the processor follows, see {@link ControlSpec}. */
+  readonly control?: ControlSpec<C>;
   /** Decodes and validates a record; a rejection goes to the dead-letter topic. */
   parse(record: SourceRecord): Parsed<T>;
   /**
@@ -221,11 +265,17 @@ export interface StreamProcessor<T, S = StoreTypes> {
    * the next. Between a partition's `beginBatch` and `endBatch` come only
    * that batch's `process` calls.
    */
-  beginBatch?(ctx: ProcessContext<S>): void;
+  beginBatch?(ctx: ProcessContext<S, C>): void;
   /** Handles one valid record. */
-  process(value: T, record: SourceRecord, ctx: ProcessContext<S>): void;
+  process(value: T, record: SourceRecord, ctx: ProcessContext<S, C>): void;
   /** Runs after every batch of a partition, before the commit (e.g. to close windows). */
-  endBatch?(ctx: ProcessContext<S>): void;
+  endBatch?(ctx: ProcessContext<S, C>): void;
+  /**
+   * Runs when this instance lets a partition go (a rebalance, a stop, a
+   * failure): e.g. to drop the partition's own metric series, which the new
+   * owner reports now.
+   */
+  releasePartition?(partition: number): void;
 }
 
 /** Defaults of {@link RunOptions}, also the stream jobs' flag defaults. */
@@ -329,8 +379,8 @@ export function releaseRecords(batch: unknown): void {
  * assigned partition (taking over, the open batch, its commit), when a
  * batch commits, and a deadline on every step of a partition.
  */
-export async function runStream<T, S>(
-  processor: StreamProcessor<T, S>,
+export async function runStream<T, S, C>(
+  processor: StreamProcessor<T, S, C>,
   options: RunOptions,
 ): Promise<void> {
   const { kafka, logger } = options;
@@ -377,6 +427,22 @@ export async function runStream<T, S>(
   let stopping = false;
   let failure: unknown;
 
+  // The control topic, read to its end before the first batch, then followed.
+  const control = processor.control === undefined ? undefined : await ControlReader.start({
+    kafka,
+    admin,
+    spec: processor.control,
+    groupId: `${processor.groupId}-control-${crypto.randomUUID()}`,
+    follow: true,
+    log,
+  });
+  if (control) {
+    log.info(
+      { "event.action": "control-read", "txpipe.control_topic": processor.control!.topic },
+      `read the control topic ${processor.control!.topic} (key ${processor.control!.key})`,
+    );
+  }
+
   const ctx: TaskContext<T, S> = {
     kafka,
     processor,
@@ -392,6 +458,7 @@ export async function runStream<T, S>(
       const p = offsets[0]?.partitions.find((x) => x.partition === partition);
       return p && Number(p.offset) >= 0 ? Number(p.offset) : -1;
     },
+    control: control && (() => control.current),
   };
 
   // The step in progress per partition (a fetch applied, a commit): kafkajs
@@ -414,6 +481,7 @@ export async function runStream<T, S>(
     // Another instance reports this partition now: no stale series here.
     // (Its lag follows the assignment instead: see lag.assign.)
     stateEntries.remove({ processor: processor.groupId, partition: String(partition) });
+    processor.releasePartition?.(partition);
     await task?.close();
   };
 
@@ -618,6 +686,10 @@ export async function runStream<T, S>(
     options.stopSignal,
     new Promise<void>((resolve) => {
       const check = setInterval(() => {
+        if (control?.failure !== undefined && failure === undefined) {
+          failure = control.failure; // crash-only: a restart reads the control topic again
+          stopping = true;
+        }
         if (stopping) {
           clearInterval(check);
           resolve();
@@ -637,6 +709,7 @@ export async function runStream<T, S>(
   }
   await consumer.disconnect().catch(() => {});
   for (const p of [...tasks.keys()]) await release(p);
+  await control?.stop();
   await lag.stop();
   await admin.disconnect().catch(() => {});
   if (failure) throw failure;

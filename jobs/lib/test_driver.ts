@@ -16,6 +16,13 @@
  * - a crash discards the in-memory state; the processor resumes from the
  *   changelog (JSON, so state that does not survive JSON is caught) and from
  *   the position of its last committed batch;
+ * - a processor's control topic ({@link StreamProcessor.control}) is a
+ *   topic of the driver like any other: a record piped into it is decoded
+ *   before the next batch of each partition, which begins with it in force,
+ *   as the runtime's control reader does (control.ts); a crash reads it
+ *   again from the beginning;
+ * - what a processor asks to run after a commit runs after the batch's
+ *   commit, with the driver's logger;
  * - an upgrade is a crash with a new version of a processor taking over
  *   (the same group): it restores the changelog the old version wrote,
  *   through its named stores (stores.ts), and resumes after the old
@@ -34,6 +41,7 @@ import { PARTITIONER, partitionMetadata } from "./kafka.ts";
 import { PartitionState, type SourceRecord, type StreamProcessor } from "./stream.ts";
 import { collectBatch, type DeadLetter, processBatch } from "./batch.ts";
 import { storeLayout } from "./stores.ts";
+import { createLogger, type Logger } from "./log.ts";
 
 /** A record in one of the driver's topics. */
 export interface DriverRecord {
@@ -61,6 +69,15 @@ export interface DriverOptions {
   readonly processors: ReadonlyArray<StreamProcessor<any, any>>;
   /** Where dead letters go (default `dead_letters`; it need not be listed in `topics`). */
   readonly deadLetterTopic?: string;
+  /** The processors' logger (after-commit steps, refused control records); default: silent. */
+  readonly logger?: Logger;
+}
+
+/** A control record the driver refused for a processor (its decode threw). */
+export interface ControlRefusal {
+  readonly groupId: string;
+  readonly offset: number;
+  readonly reason: string;
 }
 
 /** The batch about to run, as {@link RunOptions}' functions see it. */
@@ -96,6 +113,8 @@ interface ProcessorRun {
   readonly positions: number[];
   /** The changelog per partition, compacted: key → JSON value. */
   readonly changelog: Array<Map<string, string>>;
+  /** The processor's control value in force, and the control topic's next offset to decode. */
+  control: { value: unknown; next: number };
 }
 
 const utf8 = new TextEncoder();
@@ -109,9 +128,12 @@ export class TestDriver {
   readonly #deadLetters: DeadLetter[] = [];
   readonly #partitioner = PARTITIONER();
   readonly #roundRobin = new Map<string, number>();
+  readonly #log: Logger;
+  readonly #refusals: ControlRefusal[] = [];
   #batches = 0;
 
   constructor(o: DriverOptions) {
+    this.#log = o.logger ?? createLogger("test-driver", { level: "silent", format: "ecs" });
     this.#deadLetterTopic = o.deadLetterTopic ?? "dead_letters";
     for (const [topic, partitions] of Object.entries(o.topics)) this.#addTopic(topic, partitions);
     if (!this.#topics.has(this.#deadLetterTopic)) this.#addTopic(this.#deadLetterTopic, 1);
@@ -120,11 +142,15 @@ export class TestDriver {
       if (processor.changelog !== undefined && !this.#topics.has(processor.changelog)) {
         this.#addTopic(processor.changelog, n);
       }
+      if (processor.control !== undefined && !this.#topics.has(processor.control.topic)) {
+        this.#addTopic(processor.control.topic, 1);
+      }
       return {
         processor,
         states: Array.from({ length: n }, () => new PartitionState()),
         positions: new Array<number>(n).fill(0),
         changelog: Array.from({ length: n }, () => new Map<string, string>()),
+        control: { value: undefined, next: 0 },
       };
     });
   }
@@ -177,6 +203,7 @@ export class TestDriver {
     for (const run of this.#runs) {
       if (names.length > 0 && !names.includes(run.processor.name)) continue;
       run.states = run.changelog.map(restored);
+      run.control = { value: undefined, next: 0 }; // read again from the beginning
     }
   }
 
@@ -199,6 +226,7 @@ export class TestDriver {
       }
       run.processor = processor;
       run.states = run.changelog.map(restored);
+      run.control = { value: undefined, next: 0 };
     }
   }
 
@@ -250,6 +278,40 @@ export class TestDriver {
   /** Batches committed so far. */
   get batches(): number {
     return this.#batches;
+  }
+
+  /** The control records refused so far (each processor decodes its control topic itself). */
+  controlRefusals(): readonly ControlRefusal[] {
+    return this.#refusals;
+  }
+
+  /** The control value in force for processor `name` (a name or a group id) now. */
+  control<C = unknown>(name: string): C | undefined {
+    const run = this.#run(name);
+    this.#readControl(run);
+    return run.control.value as C | undefined;
+  }
+
+  /** Decodes the records of the run's control key not decoded yet, in offset order. */
+  #readControl(run: ProcessorRun): void {
+    const spec = run.processor.control;
+    if (spec === undefined) return;
+    const log = this.#topics.get(spec.topic)![0];
+    for (; run.control.next < log.length; run.control.next++) {
+      const r = log[run.control.next];
+      if (r.key !== spec.key) continue;
+      try {
+        run.control.value = spec.decode(
+          r.value === null ? null : text.decode(r.value),
+          r.offset,
+          run.control.value,
+        );
+      } catch (err) {
+        const reason = (err as Error).message;
+        this.#refusals.push({ groupId: run.processor.groupId, offset: r.offset, reason });
+        this.#log.error({ "event.action": "control-refused" }, reason);
+      }
+    }
   }
 
   #run(name: string): ProcessorRun {
@@ -317,18 +379,37 @@ export class TestDriver {
         throw failure;
       },
     };
+    this.#readControl(run);
     try {
-      processBatch(failing, partition, restored(run.changelog[partition]), batch, (r) => {
-        if (taken++ === half) throw failure;
-        return r;
-      }, { output: () => {}, deadLetter: () => {} });
+      processBatch(
+        failing,
+        partition,
+        restored(run.changelog[partition]),
+        batch,
+        (r) => {
+          if (taken++ === half) throw failure;
+          return r;
+        },
+        { output: () => {}, deadLetter: () => {}, afterCommit: () => {} },
+        {
+          firstOffset: batch[0].offset,
+          control: run.control.value,
+        },
+      );
     } catch (err) {
       if (err !== failure) throw err;
     }
   }
 
   #commit(run: ProcessorRun, partition: number, batch: SourceRecord[]): void {
-    const out = collectBatch(run.processor, partition, run.states[partition], batch);
+    this.#readControl(run);
+    const out = collectBatch(
+      run.processor,
+      partition,
+      run.states[partition],
+      batch,
+      run.control.value,
+    );
     for (const r of out.outputs) {
       this.#append(
         r.topic,
@@ -349,6 +430,7 @@ export class TestDriver {
     }
     run.positions[partition] += batch.length;
     this.#batches++;
+    for (const fn of out.afterCommit) fn(this.#log);
   }
 }
 

@@ -42,7 +42,11 @@ import {
 } from "../../jobs/lib/ports.ts";
 import { acquireLocks, LockedError, type LockName } from "./lock.ts";
 import { ensureSecrets, homeDir, secretsDir } from "../../jobs/lib/credentials.ts";
-import { kafkaSecurityProperties, securedProtocolMap } from "../kafka_security.ts";
+import {
+  adminClientProperties,
+  kafkaSecurityProperties,
+  securedProtocolMap,
+} from "../kafka_security.ts";
 import { caPemFile, ensureTlsKeystores, type NodeKeystore, tlsDir, TlsError } from "./tls.ts";
 import { applyAcls } from "../../jobs/lib/acl.ts";
 import {
@@ -51,6 +55,7 @@ import {
   jobAcls,
   KAFKA_USERS,
   type PrincipalName,
+  PRINCIPALS,
   SCRAM_MECHANISM,
   streamAcls,
 } from "../security.ts";
@@ -499,7 +504,108 @@ export function grantAppId(job: "aggregate" | "detect", appId: string): AclRule[
     input: TOPICS.transactions,
     outputs: [job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies],
     deadLetters: TOPICS.deadLetters,
+    ...(job === "detect" ? { control: TOPICS.detectRules } : {}),
   });
+}
+
+/**
+ * The users whose SCRAM credentials the cluster of `mode` holds, one per
+ * line, beside the nodes' folders: formatting seeds every principal's, and
+ * {@link ensureScramUsers} adds a principal introduced since.
+ */
+function scramUsersFile(mode: ClusterMode): string {
+  return join(homeDir(), "kafka", mode, "scram-users");
+}
+
+/**
+ * The users a secured storage formatted before {@link scramUsersFile}
+ * existed holds: every principal of that time (the rules publisher came
+ * later).
+ */
+const SEEDED_BEFORE_THE_LIST = ["produce", "aggregate", "detect", "evaluate", "consume"] as const;
+
+/**
+ * Sets the SCRAM credentials of every principal the running cluster does
+ * not hold yet (a principal added to stacks/security.ts after its storage
+ * was formatted), as the admin, with Kafka's own ConfigCommand. The
+ * password goes in a 0600 file (`--add-config-file`) in a 0700 folder,
+ * deleted after, never on a command line. `formattedNow`: every node was
+ * formatted by this `up`, which seeded them all. A user it cannot add is
+ * reported and tried again on the next `up`; the cluster is up anyway.
+ */
+async function ensureScramUsers(
+  topo: Topology,
+  cp: string,
+  passwords: Record<PrincipalName, string>,
+  formattedNow: boolean,
+  say: Say,
+): Promise<void> {
+  const file = scramUsersFile(topo.mode);
+  const everyone = PRINCIPALS.filter((p) => p !== "admin").map((p) => KAFKA_USERS[p]);
+  if (formattedNow) {
+    await Deno.writeTextFile(file, everyone.join("\n") + "\n");
+    return;
+  }
+  const listed = await Deno.readTextFile(file).then(
+    (t) => t.split("\n").filter((l) => l !== ""),
+    () => SEEDED_BEFORE_THE_LIST.map((p) => KAFKA_USERS[p]),
+  );
+  const missing = PRINCIPALS.filter((p) => p !== "admin" && !listed.includes(KAFKA_USERS[p]));
+  if (missing.length === 0) return;
+  const dir = await Deno.makeTempDir({ prefix: "txpipe-scram-" });
+  try {
+    await Deno.chmod(dir, 0o700);
+    const admin = join(dir, "admin.properties");
+    const props = adminClientProperties(passwords.admin, "brokers");
+    await Deno.writeTextFile(
+      admin,
+      Object.entries(props).map(([k, v]) => `${k}=${v}`).join("\n") + "\n",
+      { mode: 0o600 },
+    );
+    for (const p of missing) {
+      const user = KAFKA_USERS[p];
+      const config = join(dir, "scram.properties");
+      // A file's value is taken as it is (--add-config strips its brackets): no brackets here.
+      await Deno.writeTextFile(config, `${SCRAM_MECHANISM}=password=${passwords[p]}\n`, {
+        mode: 0o600,
+      });
+      const out = await new Deno.Command("java", {
+        args: [
+          "-Xmx256m",
+          "-cp",
+          cp,
+          "org.apache.kafka.tools.ConfigCommand",
+          "--bootstrap-server",
+          bootstrapServers(topo).join(","),
+          "--command-config",
+          admin,
+          "--alter",
+          "--entity-type",
+          "users",
+          "--entity-name",
+          user,
+          "--add-config-file",
+          config,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) {
+        // Only this principal is affected: the cluster is up for everyone else; the next up retries.
+        const text = new TextDecoder().decode(out.stderr).trim().split("\n").slice(-3).join(" ");
+        say(
+          `  could not add the Kafka user ${user} (${text}); it is refused until the next ` +
+            "`deno task cluster up` adds it",
+        );
+        continue;
+      }
+      listed.push(user);
+      await Deno.writeTextFile(file, listed.join("\n") + "\n");
+      say(`  added the Kafka user ${user} (new since this cluster was formatted)`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 }
 
 /** Options for {@link clusterUp}. */
@@ -597,6 +703,13 @@ export async function clusterUp(options: UpOptions = {}): Promise<Topology> {
   }
 
   await waitHealthy(topo, options.timeoutMs ?? 180_000, say);
+  await ensureScramUsers(
+    topo,
+    cp,
+    secrets.passwords,
+    formatted.filter((f) => f).length === topo.nodes.length,
+    say,
+  );
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   say(
     `cluster up (${topo.mode}, Kafka ${KAFKA_VERSION}) in ${secs}s; bootstrap ${

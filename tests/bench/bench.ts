@@ -44,7 +44,7 @@ import {
 } from "../../stacks/topology.ts";
 import { caPemFile } from "../../stacks/local/tls.ts";
 import { aclEntries } from "../../jobs/lib/acl.ts";
-import { scratchAcls } from "../../stacks/security.ts";
+import { jobAcls, scratchAcls } from "../../stacks/security.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
@@ -761,10 +761,14 @@ function transports(): Transport[] {
 /**
  * User:ANONYMOUS's grants while the bench measures PLAINTEXT: the jobs'
  * scratch grants on the suite's and the bench's names (`test…`, `bench…`),
- * nothing else.
+ * and detect's read of the rules' control topic (it follows it), nothing
+ * else.
  */
 function anonymousAcls() {
-  const entries = aclEntries([...scratchAcls("test"), ...scratchAcls("bench")])
+  const controlRead = jobAcls().filter((r) =>
+    r.principal === "detect" && r.resource === "topic" && r.name === TOPICS.detectRules
+  );
+  const entries = aclEntries([...scratchAcls("test"), ...scratchAcls("bench"), ...controlRead])
     .map((e) => ({ ...e, principal: "User:ANONYMOUS" }));
   const seen = new Set<string>();
   return entries.filter((e) => {
