@@ -12,17 +12,28 @@
  * {@link encodeUserState}). The string is base64 (URL alphabet, no padding)
  * of this byte layout, so it needs no escaping in the changelog's JSON:
  *
- * - a version byte (1);
+ * - a version byte (2);
  * - flags: 1 velocity firing, 2 card testing firing, 4 a travel position,
  *   8 a `returnTo`, 16 the position's time and id are the newest velocity
- *   event's;
+ *   event's, 32 a pace;
  * - the velocity window, then the card-testing window: a count, then per
- *   event its time and id;
- * - the amount baselines, in their order: a count, then per currency its code,
- *   `count`, `mean` and `m2` (float64, exact) and `since`;
+ *   event its time, id, and merchant key × 2 + 1 if unusual;
+ * - the amount baselines, in their order: a count, then per currency its
+ *   code, `since`, a count and the recent amounts (integer minor units);
+ * - the pace when flagged: `last`, `gaps` and `logGap` (float64, exact);
+ * - the profile: `transactions`, the `methods` bits, a count and the
+ *   countries (length and code units each);
  * - the travel position when flagged: location, time and id (not written
  *   when flag 16 says they are those of the newest velocity event, as they
  *   mostly are: the user's last transaction), then `returnTo` when flagged.
+ *
+ * Version 1 (before per-user baselines: no merchants in the windows, Welford
+ * amount statistics, no pace, no profile) is still read: see
+ * {@link upgradeUserState} for what its states become. Measured over 7 days
+ * of the default traffic (seed 1, 20 000 users, the users' final states), a
+ * version-2 string is 114 characters at the median (85 bytes), 156 at the
+ * 90th percentile, 211 at the 99th, 844 at most, 119 on average (version 1:
+ * 70, 130, 188, 458 and 86).
  *
  * Integers are unsigned LEB128 varints. Each time is the zigzag difference to
  * the time written before it (the first to 0): a window's times are close, so
