@@ -18,7 +18,10 @@
  */
 import type { FraudPattern, GeneratorOptions } from "../../jobs/lib/generator.ts";
 
-/** The patterns the default rules cover (account_takeover has no rule yet). */
+/**
+ * The patterns the envelope injects (account_takeover has a rule, but no
+ * recall target: it is reported, not asserted).
+ */
 export const RULE_PATTERNS: readonly FraudPattern[] = [
   "velocity_burst",
   "amount_spike",
