@@ -16,6 +16,8 @@ import {
 } from "../jobs/lib/rules.ts";
 import { toMinorUnits } from "../jobs/lib/currency.ts";
 import { scoreSeeds } from "../jobs/tune.ts";
+import { detectProcessor } from "../jobs/detect.ts";
+import { runDetection } from "../jobs/lib/tuning.ts";
 import type { Transaction } from "../jobs/lib/transaction.ts";
 
 /** The patterns a rule is written for (account takeover has none yet: reported, not asserted). */
@@ -596,4 +598,30 @@ Deno.test("rules: held-out regression: 2 days of held-out seeds 4 and 5 (realist
   assert.ok(e.precision! >= 0.9, report);
   assert.ok(e.falsePositivesPer10kUserDays! <= 5, report);
   for (const h of e.hardNegatives) assert.ok(h.falsePositiveRate! <= 0.01, `${h.kind}\n${report}`);
+});
+
+Deno.test("rules: the cluster tests' dataset, replayed in process through the detect processor, holds tests/detect_test.ts's recall ≥ 0.99 and precision ≥ 0.95", () => {
+  // tests/helpers/jobs.ts's sharedInput: generate(80_000, "stream-tests", 0.03)
+  const generator = new TransactionGenerator({
+    ...RULE_ENVELOPE,
+    seed: "stream-tests",
+    fraudRate: 0.03,
+  });
+  const records = generator.take(80_000).concat(generator.flush());
+  const processor = detectProcessor({
+    appId: "txpipe-detect",
+    input: "financial_transactions",
+    output: "transaction_anomalies",
+    config: DEFAULT_DETECT_CONFIG,
+  });
+  const run = runDetection(records, processor);
+  const e = evaluate(run.truth, run.anomalies);
+  const report = formatEvaluation(e);
+  for (const p of e.patterns.filter((p) => RULE_PATTERN_NAMES.includes(p.pattern))) {
+    assert.ok(p.instances >= 20, `${p.pattern}: ${p.instances} instances\n${report}`);
+    assert.ok(p.recall! >= 0.99, `${p.pattern} recall ${p.recall}\n${report}`);
+  }
+  assert.ok(e.precision! >= 0.95, `precision ${e.precision}\n${report}`);
+  const ids = run.anomalies.map((a) => a.anomalyId);
+  assert.equal(new Set(ids).size, ids.length, "no anomaly twice");
 });
