@@ -4,7 +4,8 @@
  *   financial_transactions (key userId)
  *     → parse + validate (invalid → dead letters)
  *     → per-user state (changelogged) → rules: velocity, amount_spike,
- *       impossible_travel, card_testing (jobs/lib/rules.ts)
+ *       impossible_travel, card_testing, account_takeover, each against
+ *       the user's own baseline (jobs/lib/rules.ts)
  *     → transaction_anomalies (key userId)
  *
  * The input is already keyed by user, so per-user state needs no
@@ -44,7 +45,8 @@ import { nextRules, type PublishedRules, rulesConfig } from "./lib/detect_rules.
 /** The detection job's flags. */
 export const DETECT_COMMAND = defineCommand({
   name: "deno task detect",
-  summary: "detect anomalies (velocity, amount spike, impossible travel, card testing)",
+  summary:
+    "detect anomalies (velocity, amount spike, impossible travel, card testing, account takeover)",
   flags: {
     ...streamFlags("detect"),
     output: { kind: "string", default: TOPICS.anomalies, help: "topic of anomalies" },

@@ -6,6 +6,7 @@ import {
   fromMinorUnits,
   minorFromUsd,
   toMinorUnits,
+  usdScale,
 } from "../jobs/lib/currency.ts";
 
 function minor(amount: unknown, currency: string): number {
@@ -102,4 +103,13 @@ Deno.test("currency: minorFromUsd scales by the reference rate (2 USD = 200 cent
   assert.equal(minorFromUsd(2, "KRW"), 2700);
   assert.equal(minorFromUsd(2, "EUR"), 184);
   assert.throws(() => minorFromUsd(2, "XYZ"), /given "XYZ"/);
+});
+
+Deno.test("currency: usdScale is minorFromUsd's inverse, on the reference scale (300 JPY = 200 cents = 2)", () => {
+  assert.equal(usdScale(200, "USD"), 2);
+  assert.equal(usdScale(300, "JPY"), 2);
+  for (const code of CURRENCY_CODES) {
+    assert.ok(Math.abs(usdScale(minorFromUsd(40, code), code) - 40) < 0.01, code);
+  }
+  assert.throws(() => usdScale(1, "XTS"), /expected a currency in USD,/);
 });

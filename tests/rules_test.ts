@@ -5,13 +5,19 @@ import { RULE_ENVELOPE } from "./helpers/traffic.ts";
 import { evaluate, formatEvaluation, GroundTruth, RULE_PATTERNS } from "../jobs/lib/evaluation.ts";
 import {
   type Anomaly,
+  burstWindow,
   DEFAULT_DETECT_CONFIG,
   detect,
   type DetectConfig,
+  nextRate,
   parseDetectConfig,
+  spikeScore,
   type UserState,
 } from "../jobs/lib/rules.ts";
 import { toMinorUnits } from "../jobs/lib/currency.ts";
+import { scoreSeeds } from "../jobs/tune.ts";
+import { detectProcessor } from "../jobs/detect.ts";
+import { runDetection } from "../jobs/lib/tuning.ts";
 import type { Transaction } from "../jobs/lib/transaction.ts";
 
 /** The patterns a rule is written for (account takeover has none yet: reported, not asserted). */
@@ -20,6 +26,7 @@ const RULE_PATTERN_NAMES = Object.values(RULE_PATTERNS);
 const T0 = 1_700_000_000_000;
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
 
 let counter = 0;
 /** A valid transaction with a fresh, readable UUID v4; `at` is ms after T0. */
@@ -77,18 +84,35 @@ function baseline(n: number, start = 0): Transaction[] {
 Deno.test("rules: default thresholds come from jobs/config/detect_defaults.json", () => {
   assert.deepEqual(DEFAULT_DETECT_CONFIG, defaults);
   assert.deepEqual(DEFAULT_DETECT_CONFIG, {
-    velocity: { minCount: 8, windowMs: 60_000 },
-    amountSpike: { warmup: 8, multiplier: 10, minZScore: 4 },
-    impossibleTravel: { maxSpeedKmh: 1000, minDistanceKm: 1000 },
-    cardTesting: { maxAmountUsd: 2, minCount: 6, windowMs: 300_000 },
+    velocity: {
+      minCount: 5,
+      windowMs: 600_000,
+      minWindowMs: 60_000,
+      gapFactor: 0.5,
+      minMerchants: 3,
+      minCountAnyMerchants: 11,
+    },
+    amountSpike: { warmup: 8, multiplier: 30, minZScore: 3, history: 16 },
+    impossibleTravel: { maxSpeedKmh: 1000, minDistanceKm: 500 },
+    cardTesting: {
+      maxAmountUsd: 5,
+      minCount: 3,
+      windowMs: 900_000,
+      minMerchants: 2,
+      minCountUsual: 13,
+      minWindowMs: 30_000,
+      gapFactor: 0.5,
+      maxShareOfTypical: 0.5,
+    },
+    accountTakeover: { minHistory: 3, maxCountries: 8, minMultiple: 2.5 },
     maxEvents: 64,
   });
 });
 
 Deno.test("rules: parseDetectConfig fills gaps from the defaults and names the bad key, expected and given", () => {
-  const c = parseDetectConfig({ velocity: { minCount: 5 } });
-  assert.equal(c.velocity.minCount, 5);
-  assert.equal(c.velocity.windowMs, 60_000);
+  const c = parseDetectConfig({ velocity: { minCount: 6 } });
+  assert.equal(c.velocity.minCount, 6);
+  assert.equal(c.velocity.windowMs, 600_000);
   assert.throws(
     () => parseDetectConfig({ velocity: { minCount: 0 } }),
     /^RangeError: detect config velocity.minCount: expected an integer from 2 to 64, given 0$/,
@@ -106,121 +130,312 @@ Deno.test("rules: parseDetectConfig fills gaps from the defaults and names the b
     /detect config velocity.minCnt: expected one of velocity.minCount, velocity.windowMs/,
   );
   assert.throws(() => parseDetectConfig({ speed: 1 }), /detect config speed: expected one of/);
+  assert.throws(
+    () => parseDetectConfig({ velocity: { minWindowMs: 700_000 } }),
+    /velocity.minWindowMs: expected at most velocity.windowMs \(600000\), given 700000/,
+  );
+  assert.throws(
+    () => parseDetectConfig({ amountSpike: { warmup: 20 } }),
+    /amountSpike.warmup: expected at most amountSpike.history \(16\), given 20/,
+  );
+  assert.throws(
+    () => parseDetectConfig({ accountTakeover: { minMultiple: 0 } }),
+    /accountTakeover.minMultiple: expected a finite number > 0, given 0/,
+  );
 });
 
-Deno.test("rules: velocity fires once when the 8th transaction lands within 60 s, with the 8 as evidence", () => {
-  const txs = Array.from({ length: 8 }, (_, i) => tx(i * 5 * SECOND));
+Deno.test("rules: a config written before per-user baselines (no new keys) still parses, new keys from the defaults", () => {
+  const before = {
+    velocity: { minCount: 8, windowMs: 60000 },
+    amountSpike: { warmup: 8, multiplier: 10, minZScore: 4 },
+    impossibleTravel: { maxSpeedKmh: 1000, minDistanceKm: 1000 },
+    cardTesting: { maxAmountUsd: 2, minCount: 6, windowMs: 300000 },
+    maxEvents: 64,
+  };
+  const c = parseDetectConfig(before);
+  assert.deepEqual(c.velocity, { ...DEFAULT_DETECT_CONFIG.velocity, ...before.velocity });
+  assert.deepEqual(c.cardTesting, { ...DEFAULT_DETECT_CONFIG.cardTesting, ...before.cardTesting });
+  assert.deepEqual(c.amountSpike, { ...DEFAULT_DETECT_CONFIG.amountSpike, ...before.amountSpike });
+  assert.deepEqual(c.accountTakeover, DEFAULT_DETECT_CONFIG.accountTakeover);
+});
+
+/** `n` purchases at merchants m-0, m-1, … (or all at `merchant`), `gap` apart from `start`. */
+function burst(n: number, start: number, gap: number, patch: Partial<Transaction> = {}) {
+  return Array.from(
+    { length: n },
+    (_, i) => tx(start + i * gap, { merchantId: `m-${i}`, ...patch }),
+  );
+}
+
+/** A user seen every `gap` for `n` transactions before `start` (at one merchant, 50 USD). */
+function history(n: number, start: number, gap: number): Transaction[] {
+  return Array.from({ length: n }, (_, i) => tx(start - (n - i) * gap));
+}
+
+Deno.test("rules: velocity fires once when the 5th transaction at 3+ merchants lands within 10 minutes, with the 5 as evidence", () => {
+  const txs = [...history(3, 0, 6 * HOUR), ...burst(5, 0, 2 * MINUTE)]; // 5 in 8 minutes
   const { anomalies, at } = run(txs);
-  const [a] = only(anomalies, "velocity");
-  assert.equal(anomalies.length, 1);
-  assert.equal(at[0], 7);
-  assert.deepEqual(a.transactionIds, txs.map((t) => t.transactionId));
-  assert.equal(a.userId, "user-1");
-  assert.equal(a.observed, 8);
-  assert.equal(a.threshold, 8);
+  const found = only(anomalies, "velocity");
+  assert.equal(found.length, 1);
+  assert.equal(at[anomalies.indexOf(found[0])], 7);
+  const [a] = found;
+  assert.deepEqual(a.transactionIds, txs.slice(3).map((t) => t.transactionId));
+  assert.equal(a.observed, 5);
+  assert.equal(a.threshold, 5);
   assert.equal(a.severity, "medium");
   assert.equal(a.windowStart, T0);
-  assert.equal(a.windowEnd, T0 + 35 * SECOND);
+  assert.equal(a.windowEnd, T0 + 8 * MINUTE);
   assert.equal(a.detectedAt, txs[7].transactionTime);
   assert.match(a.anomalyId, /^[0-9a-f]{32}$/);
 });
 
-Deno.test("rules: velocity does not fire for 7 within 60 s, nor for 8 spanning exactly 60 s", () => {
-  assert.equal(run(Array.from({ length: 7 }, (_, i) => tx(i * SECOND))).anomalies.length, 0);
-  const spanning = Array.from({ length: 8 }, (_, i) => tx((i * 60 * SECOND) / 7));
-  assert.equal(run(spanning).anomalies.length, 0); // the 1st is exactly 60 s before the 8th
+Deno.test("rules: velocity does not fire for 4 within 10 minutes, 5 spanning exactly 10 minutes, or 5 at 2 merchants", () => {
+  const h = history(3, 0, 6 * HOUR);
+  assert.equal(only(run([...h, ...burst(4, 0, MINUTE)]).anomalies, "velocity").length, 0);
+  assert.equal(only(run([...h, ...burst(5, 0, 150 * SECOND)]).anomalies, "velocity").length, 0);
+  const two = burst(5, 0, MINUTE).map((t, i) => ({ ...t, merchantId: `m-${i % 2}` }));
+  assert.equal(only(run([...h, ...two]).anomalies, "velocity").length, 0);
+});
+
+Deno.test("rules: velocity at one merchant (a basket paid in parts) needs 11 transactions", () => {
+  const h = history(3, 0, 6 * HOUR);
+  const basket = (n: number) => burst(n, 0, 10 * SECOND, { merchantId: "m-bar" });
+  assert.equal(only(run([...h, ...basket(10)]).anomalies, "velocity").length, 0);
+  const { anomalies } = run([...h, ...basket(11)]);
+  assert.deepEqual(only(anomalies, "velocity").map((a) => a.observed), [11]);
+});
+
+Deno.test("rules: velocity adapts to the user's pace: a busy user's window shrinks to half their usual gap, at least 1 minute", () => {
+  // a user who pays every 3 minutes: their window is 90 s (shrinking a little as the burst goes)
+  const busy = history(20, 0, 3 * MINUTE);
+  assert.equal(only(run([...busy, ...burst(5, 0, 2 * MINUTE)]).anomalies, "velocity").length, 0);
+  assert.equal(only(run([...busy, ...burst(5, 0, 20 * SECOND)]).anomalies, "velocity").length, 0);
+  assert.equal(only(run([...busy, ...burst(5, 0, 10 * SECOND)]).anomalies, "velocity").length, 1);
+  // a user who pays every 6 hours: 10 minutes (the cap)
+  const idle = history(20, 0, 6 * HOUR);
+  assert.equal(only(run([...idle, ...burst(5, 0, 2 * MINUTE)]).anomalies, "velocity").length, 1);
+});
+
+Deno.test("rules: velocity's cold start: 10 minutes until the first gap; then the first gap sets the pace", () => {
+  // no history: the burst's own first gap (1 min) sets the pace, the window is 60 s
+  assert.equal(only(run(burst(5, 0, MINUTE)).anomalies, "velocity").length, 0);
+  assert.equal(only(run(burst(5, 0, 10 * SECOND)).anomalies, "velocity").length, 1);
+  // one transaction before, hours ago: the first gap is long, the window 10 minutes
+  const one = [tx(-5 * HOUR), ...burst(5, 0, MINUTE)];
+  assert.equal(only(run(one).anomalies, "velocity").length, 1);
+});
+
+Deno.test("rules: the pace moves by a tenth of the way per gap, so a burst barely shortens its own window", () => {
+  let rate = nextRate(null, T0);
+  assert.deepEqual(rate, { last: T0, gaps: 0, logGap: 0 });
+  rate = nextRate(rate, T0 + 6 * HOUR);
+  assert.equal(rate.gaps, 1);
+  assert.equal(Math.round(Math.exp(rate.logGap)), 6 * HOUR);
+  const before = rate.logGap;
+  rate = nextRate(rate, rate.last + 10 * SECOND); // clamped to 1 minute
+  assert.ok(Math.abs(rate.logGap - (before + (Math.log(MINUTE) - before) / 10)) < 1e-12);
+  assert.equal(nextRate(rate, rate.last - 1), rate); // out of order: unchanged
+  const window = burstWindow(rate, DEFAULT_DETECT_CONFIG.velocity);
+  assert.equal(window, 10 * MINUTE);
+  assert.equal(burstWindow(null, DEFAULT_DETECT_CONFIG.velocity), 10 * MINUTE);
 });
 
 Deno.test("rules: a continuing velocity burst is one incident; a later burst is a new one", () => {
-  const first = Array.from({ length: 30 }, (_, i) => tx(i * 2 * SECOND));
-  const second = Array.from({ length: 10 }, (_, i) => tx(10 * MINUTE + i * 2 * SECOND));
-  const { anomalies } = run([...first, ...second]);
-  assert.equal(only(anomalies, "velocity").length, 2);
+  const h = history(3, 0, 6 * HOUR);
+  const first = burst(30, 0, 2 * SECOND);
+  // the first burst has shortened the pace: the window is now 1 minute
+  const second = burst(10, 30 * MINUTE, 5 * SECOND);
+  const { anomalies } = run([...h, ...first, ...second]);
   assert.deepEqual(only(anomalies, "velocity").map((a) => a.detectedAt), [
-    first[7].transactionTime,
-    second[7].transactionTime,
+    first[4].transactionTime,
+    second[4].transactionTime,
   ]);
 });
 
-Deno.test("rules: card_testing fires once for 6 purchases ≤ 2.00 USD within 5 minutes", () => {
-  const txs = Array.from(
-    { length: 9 },
-    (_, i) => tx(i * 30 * SECOND, { amount: 1.5, merchantId: `m-${i}` }),
-  );
+/** `n` small purchases (1.50 USD) `gap` apart from `start`, at merchants m-0, m-1, … */
+function smallCharges(n: number, start: number, gap: number, patch: Partial<Transaction> = {}) {
+  return burst(n, start, gap, { amount: 1.5, ...patch });
+}
+
+Deno.test("rules: card_testing fires once for 3 purchases ≤ 5.00 USD at 2+ merchants within 15 minutes", () => {
+  const h = history(3, 0, 6 * HOUR);
+  const txs = [...h, ...smallCharges(6, 0, 2 * MINUTE)];
   const { anomalies, at } = run(txs);
   const found = only(anomalies, "card_testing");
   assert.equal(found.length, 1);
   assert.equal(at[anomalies.indexOf(found[0])], 5);
   assert.equal(found[0].severity, "high");
-  assert.equal(found[0].observed, 6);
-  assert.deepEqual(found[0].transactionIds, txs.slice(0, 6).map((t) => t.transactionId));
-  assert.equal(only(anomalies, "velocity").length, 0); // 9 in 4 min is not 8 in 60 s
+  assert.equal(found[0].observed, 3);
+  assert.equal(found[0].threshold, 3);
+  assert.deepEqual(found[0].transactionIds, txs.slice(3, 6).map((t) => t.transactionId));
+  assert.equal(only(anomalies, "velocity").length, 1); // 6 in 10 minutes at 6 merchants
+  assert.equal(
+    only(run([...h, ...smallCharges(2, 0, MINUTE)]).anomalies, "card_testing").length,
+    0,
+  );
 });
 
-Deno.test("rules: card_testing ignores 5 small purchases, amounts above 2.00 and refunds", () => {
-  const five = Array.from({ length: 5 }, (_, i) => tx(i * 30 * SECOND, { amount: 2 }));
-  assert.equal(run(five).anomalies.length, 0);
-  const above = Array.from({ length: 8 }, (_, i) => tx(i * 30 * SECOND, { amount: 2.01 }));
-  assert.equal(run(above).anomalies.length, 0);
-  const refunds = Array.from(
-    { length: 8 },
-    (_, i) => tx(i * 30 * SECOND, { amount: 1, transactionType: "refund" }),
+Deno.test("rules: card_testing at one merchant needs foreign charges (2 within 15 minutes, whatever the pace); else 13 charges (in-app purchases look the same)", () => {
+  const h = history(3, 0, 6 * HOUR);
+  const one = (n: number, gap: number, patch: Partial<Transaction> = {}) =>
+    smallCharges(n, 0, gap, { merchantId: "m-app", ...patch });
+  assert.equal(only(run([...h, ...one(12, 10 * SECOND)]).anomalies, "card_testing").length, 0);
+  assert.deepEqual(
+    only(run([...h, ...one(13, 10 * SECOND)]).anomalies, "card_testing").map((a) => a.threshold),
+    [13],
   );
-  assert.equal(run(refunds).anomalies.length, 0);
+  // 3 foreign charges 6 minutes apart: 12 minutes, beyond velocity's reach
+  const foreign = one(3, 6 * MINUTE, { isInternational: true });
+  assert.equal(only(run([...h, ...foreign]).anomalies, "card_testing").length, 1);
+  const oneForeign = one(3, 6 * MINUTE).map((t, i) => ({ ...t, isInternational: i === 0 }));
+  assert.equal(only(run([...h, ...oneForeign]).anomalies, "card_testing").length, 0);
 });
 
-Deno.test("rules: card_testing's small amount is USD-equivalent per currency (300 JPY is small, 301 is not)", () => {
-  const small = Array.from(
-    { length: 6 },
-    (_, i) => tx(i * 10 * SECOND, { amount: 300, currency: "JPY", location: "Tokyo, JP" }),
-  );
-  assert.equal(only(run(small).anomalies, "card_testing").length, 1);
-  const notSmall = Array.from(
-    { length: 6 },
-    (_, i) => tx(i * 10 * SECOND, { amount: 301, currency: "JPY", location: "Tokyo, JP" }),
-  );
-  assert.equal(run(notSmall).anomalies.length, 0);
+Deno.test("rules: card_testing counts credit-card charges only (card numbers are what is tested)", () => {
+  const h = history(3, 0, 6 * HOUR);
+  for (const paymentMethod of ["debit_card", "paypal", "bank_transfer"] as const) {
+    const charges = smallCharges(6, 0, MINUTE, { paymentMethod });
+    assert.equal(only(run([...h, ...charges]).anomalies, "card_testing").length, 0, paymentMethod);
+  }
 });
 
-Deno.test("rules: amount_spike fires for a purchase ≥ 10× the mean after 8 baseline purchases", () => {
-  const history = baseline(8);
-  const spike = tx(60 * MINUTE, { amount: 600 });
-  const { anomalies, state } = run([...history, spike]);
-  assert.equal(anomalies.length, 1);
-  const [a] = anomalies;
-  assert.equal(a.rule, "amount_spike");
+Deno.test("rules: card_testing ignores amounts above 5.00 USD-equivalent and refunds; 750 JPY is small, 751 is not", () => {
+  const h = history(3, 0, 6 * HOUR);
+  assert.equal(
+    only(run([...h, ...smallCharges(5, 0, MINUTE, { amount: 5.01 })]).anomalies, "card_testing")
+      .length,
+    0,
+  );
+  const refunds = smallCharges(5, 0, MINUTE, { transactionType: "refund" });
+  assert.equal(only(run([...h, ...refunds]).anomalies, "card_testing").length, 0);
+  const jpy = (amount: number) =>
+    smallCharges(3, 0, MINUTE, { amount, currency: "JPY", location: "Tokyo, JP" });
+  assert.equal(only(run([...h, ...jpy(750)]).anomalies, "card_testing").length, 1);
+  assert.equal(only(run([...h, ...jpy(751)]).anomalies, "card_testing").length, 0);
+});
+
+Deno.test("rules: card_testing adapts to the user's amounts: small charges are not small for a user who usually pays little", () => {
+  // a user whose usual purchase is 6 USD (not small, but 1.50 is a quarter of it) …
+  const cheap = Array.from({ length: 8 }, (_, i) => tx(-(8 - i) * 6 * HOUR, { amount: 6 }));
+  assert.equal(
+    only(run([...cheap, ...smallCharges(3, 0, MINUTE)]).anomalies, "card_testing").length,
+    1,
+  );
+  // … and one whose usual purchase is 5.50: 3.00 is more than half of it
+  const cheaper = cheap.map((t) => ({ ...t, amount: 5.5 }));
+  const three = smallCharges(3, 0, MINUTE, { amount: 3 });
+  assert.equal(only(run([...cheaper, ...three]).anomalies, "card_testing").length, 0);
+});
+
+Deno.test("rules: card_testing adapts to the user's pace like velocity (a busy user's window is shorter)", () => {
+  const busy = history(20, 0, 3 * MINUTE);
+  assert.equal(
+    only(run([...busy, ...smallCharges(3, 0, 2 * MINUTE)]).anomalies, "card_testing").length,
+    0,
+  );
+  assert.equal(
+    only(run([...busy, ...smallCharges(3, 0, 20 * SECOND)]).anomalies, "card_testing").length,
+    1,
+  );
+});
+
+Deno.test("rules: amount_spike fires for a purchase ≥ 30× the median of the last purchases after 8 of them", () => {
+  const base = baseline(8);
+  const spike = tx(60 * MINUTE, { amount: 1600 });
+  const { anomalies, state } = run([...base, ...spike ? [spike] : []]);
+  const found = only(anomalies, "amount_spike");
+  assert.equal(found.length, 1);
+  const [a] = found;
   assert.deepEqual(a.transactionIds, [spike.transactionId]);
-  assert.equal(a.observed, 12); // 600 / 50
-  assert.equal(a.threshold, 10);
+  assert.equal(a.observed, 32); // 1600 / 50 (the median of 45…55)
+  assert.equal(a.threshold, 30);
   assert.equal(a.severity, "medium");
   assert.equal(a.windowStart, T0);
   assert.equal(a.windowEnd, spike.transactionTime);
-  assert.equal(state!.amounts.USD.count, 8); // the spike stays out of the baseline
+  assert.equal(state!.amounts.USD.recent.length, 8); // the spike stays out of the baseline
 });
 
-Deno.test("rules: amount_spike does not fire just under 10× the mean, nor before warm-up", () => {
-  assert.equal(run([...baseline(8), tx(60 * MINUTE, { amount: 499 })]).anomalies.length, 0);
-  assert.equal(run([...baseline(7), tx(60 * MINUTE, { amount: 5000 })]).anomalies.length, 0);
+Deno.test("rules: amount_spike does not fire just under 30× the median, nor before warm-up", () => {
+  assert.equal(
+    only(run([...baseline(8), tx(60 * MINUTE, { amount: 1490 })]).anomalies, "amount_spike").length,
+    0,
+  );
+  assert.equal(
+    only(run([...baseline(7), tx(60 * MINUTE, { amount: 5000 })]).anomalies, "amount_spike").length,
+    0,
+  );
 });
 
-Deno.test("rules: amount_spike compares within one currency and ignores refunds", () => {
+Deno.test("rules: amount_spike's baseline is robust: one big purchase in it moves neither the median nor the spread", () => {
+  const withOutlier = [...baseline(7), tx(40 * MINUTE, { amount: 1400 })]; // 28×: no spike
+  const { anomalies, state } = run([...withOutlier, tx(60 * MINUTE, { amount: 1600 })]);
+  // the median moved from 50 to 51 (the mean would have moved from 50 to 219)
+  assert.deepEqual(only(anomalies, "amount_spike").map((a) => a.observed), [31.37]);
+  assert.equal(state!.amounts.USD.recent.length, 8);
+  const flat = spikeScore([100, 100, 100, 100], 400); // no spread: the floor, 0.1
+  assert.equal(flat.ratio, 4);
+  assert.ok(Math.abs(flat.z - Math.log(4) / 0.1) < 1e-9);
+});
+
+Deno.test("rules: amount_spike adapts to the user's spread: a user whose amounts vary widely needs more standard deviations", () => {
+  const wide = [5, 10, 20, 50, 100, 200, 5, 10, 20, 50, 100, 200, 50, 20, 10, 5].map((amount, i) =>
+    tx(i * 5 * MINUTE, { amount })
+  );
+  // median 20, spread 1.4826 × MAD of ln amounts ≈ 1.7: 30× is only 2 deviations above
+  const z = spikeScore(wide.map((t) => t.amount * 100), 600 * 100).z;
+  assert.ok(z > 1.5 && z < 3, String(z));
+  assert.equal(
+    only(run([...wide, tx(2 * HOUR, { amount: 600 })]).anomalies, "amount_spike").length,
+    0,
+  );
+});
+
+Deno.test("rules: amount_spike compares within one currency, keeps the last 16 purchases per currency, and ignores refunds", () => {
   const eur = tx(60 * MINUTE, { amount: 5000, currency: "EUR" });
   assert.equal(run([...baseline(10), eur]).anomalies.length, 0);
   const refund = tx(60 * MINUTE, { amount: 5000, transactionType: "refund" });
   assert.equal(run([...baseline(10), refund]).anomalies.length, 0);
-});
-
-Deno.test("rules: amount_spike needs many standard deviations too (a wide baseline hides 10×)", () => {
-  const wide = [5, 5, 5, 5, 5, 5, 5, 200].map((amount, i) => tx(i * 5 * MINUTE, { amount }));
-  // mean 29.38, std 68.94: 300 is 10.2× the mean but only 3.9 standard deviations above it
-  assert.equal(run([...wide, tx(60 * MINUTE, { amount: 300 })]).anomalies.length, 0);
+  assert.equal(run(baseline(40)).state!.amounts.USD.recent.length, 16);
+  const currencies = ["USD", "EUR", "GBP", "CAD", "AUD"].map((currency, i) =>
+    tx(i * MINUTE, { currency })
+  );
+  assert.deepEqual(Object.keys(run(currencies).state!.amounts), ["EUR", "GBP", "CAD", "AUD"]);
 });
 
 Deno.test("rules: small card-testing amounts stay out of the amount baseline", () => {
   const tiny = Array.from({ length: 8 }, (_, i) => tx(40 * MINUTE + i * 5 * MINUTE, { amount: 1 }));
   const { state } = run([...baseline(8), ...tiny]);
-  assert.equal(state!.amounts.USD.count, 8);
-  assert.equal(state!.amounts.USD.mean, 50 * 100);
+  assert.equal(state!.amounts.USD.recent.length, 8);
+});
+
+Deno.test("rules: account_takeover fires once for a high purchase from a new country with a new method", () => {
+  const home = baseline(8); // New York, credit card, about 50 USD
+  const away = (at: number, amount: number) =>
+    tx(at, {
+      location: "Paris, FR",
+      currency: "EUR",
+      amount,
+      paymentMethod: "paypal",
+      isInternational: true,
+    });
+  const takeover = [away(5 * HOUR, 400), away(5 * HOUR + 10 * MINUTE, 500)];
+  const { anomalies } = run([...home, ...takeover]);
+  const found = only(anomalies, "account_takeover");
+  assert.equal(found.length, 1); // the country is known after the first
+  assert.deepEqual(found[0].transactionIds, [takeover[0].transactionId]);
+  assert.equal(found[0].severity, "high");
+  assert.equal(found[0].threshold, 2.5);
+  assert.ok(found[0].observed > 8 && found[0].observed < 9, String(found[0].observed)); // 400 EUR ≈ 435 USD
+  // an ordinary amount, a known method, a known country, or too short a history: nothing
+  assert.equal(only(run([...home, away(5 * HOUR, 60)]).anomalies, "account_takeover").length, 0);
+  const card = { ...away(5 * HOUR, 400), paymentMethod: "credit_card" as const };
+  assert.equal(only(run([...home, card]).anomalies, "account_takeover").length, 0);
+  const ny = { ...away(5 * HOUR, 400), location: "Boston, US", currency: "USD" };
+  assert.equal(only(run([...home, ny]).anomalies, "account_takeover").length, 0);
+  assert.equal(
+    only(run([...home.slice(0, 2), away(5 * HOUR, 400)]).anomalies, "account_takeover").length,
+    0,
+  );
 });
 
 Deno.test("rules: impossible_travel fires for New York → London within 1 hour (≈ 5570 km/h)", () => {
@@ -262,10 +477,7 @@ Deno.test("rules: the way back from an impossible jump is the same incident, not
 });
 
 Deno.test("rules: the same stream gives the same anomalies and ids; different evidence, different ids", () => {
-  const txs = [
-    ...Array.from({ length: 8 }, (_, i) => tx(i * SECOND)),
-    tx(MINUTE, { location: "Tokyo, JP" }),
-  ];
+  const txs = [...burst(8, 0, SECOND), tx(MINUTE, { location: "Tokyo, JP" })];
   const a = run(txs).anomalies;
   const b = run(txs).anomalies;
   assert.equal(a.length, 2);
@@ -290,10 +502,15 @@ Deno.test("rules: detect does not modify the state it is given", () => {
 Deno.test("rules: state survives a JSON round trip (changelog) with identical results", () => {
   const txs = [
     ...baseline(9),
-    ...Array.from({ length: 5 }, (_, i) => tx(50 * MINUTE + i * SECOND, { amount: 1 })),
-    ...Array.from({ length: 5 }, (_, i) => tx(50 * MINUTE + (20 + i) * SECOND, { amount: 1 })),
-    tx(52 * MINUTE, { amount: 900 }),
-    tx(53 * MINUTE, { location: "Dubai, AE" }),
+    ...smallCharges(5, 50 * MINUTE, SECOND, { amount: 1 }),
+    ...smallCharges(5, 50 * MINUTE + 20 * SECOND, SECOND, { amount: 1 }),
+    tx(52 * MINUTE, { amount: 1600 }),
+    tx(53 * MINUTE, {
+      location: "Dubai, AE",
+      currency: "AED",
+      amount: 1500,
+      paymentMethod: "bank_transfer",
+    }),
   ];
   const whole = run(txs);
   const head = run(txs.slice(0, 12));
@@ -303,7 +520,7 @@ Deno.test("rules: state survives a JSON round trip (changelog) with identical re
   assert.deepEqual(tail.state, whole.state);
   assert.deepEqual(
     whole.anomalies.map((a) => a.rule).sort(),
-    ["amount_spike", "card_testing", "impossible_travel", "velocity"],
+    ["account_takeover", "amount_spike", "card_testing", "impossible_travel", "velocity"],
   );
 });
 
@@ -316,7 +533,8 @@ Deno.test("rules: state stays bounded: 5000 transactions in 50 s keep at most 64
   assert.ok(state!.velocity.events.length <= 64);
   assert.ok(state!.cardTesting.events.length <= 64);
   assert.ok(JSON.stringify(state).length < 16_000, `${JSON.stringify(state).length} bytes`);
-  assert.deepEqual(anomalies.map((a) => a.rule), ["card_testing", "velocity"]); // one incident each
+  // one incident each: velocity at the 11th (one merchant), card testing at the 13th
+  assert.deepEqual(anomalies.map((a) => a.rule), ["velocity", "card_testing"]);
   assert.ok(anomalies.every((a) => a.transactionIds.length <= 64));
 });
 
@@ -356,4 +574,54 @@ Deno.test("rules: end to end, 200k generated records at fraudRate 0.01 (two seed
     }
     assert.ok(e.precision! >= 0.95, `precision ${e.precision}\n${report}`);
   }
+});
+
+Deno.test("rules: held-out regression: 2 days of held-out seeds 4 and 5 (realistic traffic, hard negatives, fraud 1 %) keep the figures reached", () => {
+  // Tuned on seed 1 only (docs/evaluation.md); these floors sit below what the
+  // defaults score here (velocity 88 %, card testing 95 %, impossible travel
+  // 100 %, precision 97 %, 0.4 false positives per 10 000 users per day), with
+  // room for two days' noise (about 40 instances per pattern and seed).
+  const { evaluation: e } = scoreSeeds(
+    ["4", "5"],
+    { days: 2, fraudRate: 0.01, hardNegatives: true },
+    DEFAULT_DETECT_CONFIG,
+  );
+  const report = formatEvaluation(e);
+  const recall = (pattern: string) => e.patterns.find((p) => p.pattern === pattern)!.recall!;
+  const precision = (rule: string) => e.rules.find((r) => r.rule === rule)!.precision!;
+  assert.ok(recall("impossible_travel") >= 0.95, report);
+  assert.ok(recall("card_testing") >= 0.9, report);
+  assert.ok(recall("velocity_burst") >= 0.8, report);
+  for (const rule of ["velocity", "impossible_travel", "card_testing"]) {
+    assert.ok(precision(rule) >= 0.9, `${rule}\n${report}`);
+  }
+  assert.ok(e.precision! >= 0.9, report);
+  assert.ok(e.falsePositivesPer10kUserDays! <= 5, report);
+  for (const h of e.hardNegatives) assert.ok(h.falsePositiveRate! <= 0.01, `${h.kind}\n${report}`);
+});
+
+Deno.test("rules: the cluster tests' dataset, replayed in process through the detect processor, holds tests/detect_test.ts's recall ≥ 0.99 and precision ≥ 0.95", () => {
+  // tests/helpers/jobs.ts's sharedInput: generate(80_000, "stream-tests", 0.03)
+  const generator = new TransactionGenerator({
+    ...RULE_ENVELOPE,
+    seed: "stream-tests",
+    fraudRate: 0.03,
+  });
+  const records = generator.take(80_000).concat(generator.flush());
+  const processor = detectProcessor({
+    appId: "txpipe-detect",
+    input: "financial_transactions",
+    output: "transaction_anomalies",
+    config: DEFAULT_DETECT_CONFIG,
+  });
+  const run = runDetection(records, processor);
+  const e = evaluate(run.truth, run.anomalies);
+  const report = formatEvaluation(e);
+  for (const p of e.patterns.filter((p) => RULE_PATTERN_NAMES.includes(p.pattern))) {
+    assert.ok(p.instances >= 20, `${p.pattern}: ${p.instances} instances\n${report}`);
+    assert.ok(p.recall! >= 0.99, `${p.pattern} recall ${p.recall}\n${report}`);
+  }
+  assert.ok(e.precision! >= 0.95, `precision ${e.precision}\n${report}`);
+  const ids = run.anomalies.map((a) => a.anomalyId);
+  assert.equal(new Set(ids).size, ids.length, "no anomaly twice");
 });

@@ -119,8 +119,9 @@ Deno.test("tune: raising velocity.minCount never flags more users for velocity a
 });
 
 Deno.test("tune: why the sweep bounds users, not anomalies: a higher velocity threshold can raise the count", () => {
-  // Counts in the 60 s window: 1 2 3 4 | 3 4. At 3 the incident never ends (one
-  // anomaly); at 4 it ends when the count drops to 3 and fires again (two).
+  // Counts in the 60 s window (the user's pace: the first gap, at least a
+  // minute; each at another merchant): 1 2 3 4 | 3 4. At 3 the incident never
+  // ends (one anomaly); at 4 it ends when the count drops to 3 and fires again (two).
   const at = [0, 10, 20, 30, 75, 76].map((s) => s * 1000);
   const txs: Transaction[] = at.map((ms, i) => ({
     transactionId: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
@@ -128,7 +129,7 @@ Deno.test("tune: why the sweep bounds users, not anomalies: a higher velocity th
     amount: 50,
     currency: "USD",
     transactionTime: 1_700_000_000_000 + ms,
-    merchantId: "merchant-1",
+    merchantId: `merchant-${i}`,
     transactionType: "purchase",
     location: "New York, US",
     paymentMethod: "credit_card",
@@ -206,8 +207,8 @@ Deno.test("tune: sweeps parse ranges, steps and lists, and refuse what the confi
   );
   assert.throws(() => parseSweep("velocity.minCount=a,b", d), /comma-separated numbers/);
   assert.throws(() => parseSweep("velocity.minCount=1..1000", d), /at most 100 values/);
-  assert.equal(withThreshold(d, "velocity.minCount", 5).velocity.minCount, 5);
-  assert.equal(d.velocity.minCount, 8, "the config given is not changed");
+  assert.equal(withThreshold(d, "velocity.minCount", 6).velocity.minCount, 6);
+  assert.equal(d.velocity.minCount, 5, "the config given is not changed");
 });
 
 Deno.test("tune: the chart is one self-contained SVG, a gap where a figure is n/a", () => {

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { detectProcessor } from "../jobs/detect.ts";
 import { TransactionGenerator } from "../jobs/lib/generator.ts";
-import { type Anomaly, DEFAULT_DETECT_CONFIG, detect, type UserState } from "../jobs/lib/rules.ts";
+import {
+  type Anomaly,
+  DEFAULT_DETECT_CONFIG,
+  detect,
+  merchantKey,
+  type UserState,
+} from "../jobs/lib/rules.ts";
 import { type OutputRecord, PartitionState } from "../jobs/lib/stream.ts";
 import { batchContext } from "../jobs/lib/batch.ts";
 import type { Transaction } from "../jobs/lib/transaction.ts";
@@ -54,11 +60,11 @@ Deno.test("user state: the compact string needs no escaping in the changelog's J
 /** A state with everything the layout has a special case for. */
 function unusualState(): UserState {
   const amounts: Record<string, UserState["amounts"][string]> = {
-    USD: { count: 12, mean: 5012.416666666667, m2: 1234567.0833333333, since: T0 - 86_400_000 },
-    XTS: { count: 1, mean: 7, m2: 0, since: T0 }, // not in the list: written out
+    USD: { recent: [5012, 4800, 1, 2 ** 40], since: T0 - 86_400_000 },
+    XTS: { recent: [7], since: T0 }, // not in the list: written out
   };
   Object.defineProperty(amounts, "__proto__", {
-    value: { count: 2, mean: 0.5, m2: -0, since: T0 + 5 },
+    value: { recent: [], since: T0 + 5 },
     enumerable: true,
     writable: true,
     configurable: true,
@@ -66,15 +72,28 @@ function unusualState(): UserState {
   return {
     velocity: {
       events: [
-        { time: T0 - 59_000, id: "00000000-0000-4000-8000-000000000001" },
-        { time: T0 - 60_000, id: "ABCDEF01-2345-4678-9ABC-DEF012345678" }, // upper case
-        { time: T0, id: "t-ü-€-😀" }, // not a UUID
-        { time: T0, id: "" },
+        {
+          time: T0 - 59_000,
+          id: "00000000-0000-4000-8000-000000000001",
+          merchant: 0x7fffffff,
+          unusual: false,
+        },
+        // upper case
+        {
+          time: T0 - 60_000,
+          id: "ABCDEF01-2345-4678-9ABC-DEF012345678",
+          merchant: 0,
+          unusual: true,
+        },
+        { time: T0, id: "t-ü-€-😀", merchant: 12345, unusual: false }, // not a UUID
+        { time: T0, id: "", merchant: 1, unusual: true },
       ],
       firing: true,
     },
     cardTesting: { events: [], firing: false },
     amounts,
+    rate: { last: T0 - 1, gaps: 10, logGap: Math.log(3_600_000) },
+    profile: { transactions: 1_000_000, countries: ["US", "XX", "ü😀"], methods: 15 },
     travel: {
       location: "Atlantis, XX",
       time: 946_684_800_000,
@@ -92,23 +111,28 @@ Deno.test("user state: ids that are no lower-case UUID, unknown names, __proto__
   assert.deepEqual(back, state);
   assert.ok(Object.hasOwn(back.amounts, "__proto__"));
   assert.equal(Object.getPrototypeOf(back.amounts), Object.prototype);
-  assert.ok(Object.is(back.amounts.__proto__.m2, -0));
+  assert.deepEqual(back.amounts.__proto__.recent, []);
   assert.deepEqual(Object.keys(back.amounts), Object.keys(state.amounts));
-  const empty = {
+  const empty: UserState = {
     velocity: { events: [], firing: false },
     cardTesting: { events: [], firing: true },
+    amounts: {},
+    rate: null,
+    profile: { transactions: 0, countries: [], methods: 0 },
+    travel: null,
   };
-  for (const s of [{ ...empty, amounts: {}, travel: null }]) {
-    assert.deepEqual(decodeUserState(encodeUserState(s)), s);
-  }
+  assert.deepEqual(decodeUserState(encodeUserState(empty)), empty);
 });
 
 Deno.test("user state: a state the layout cannot hold exactly stays an object, used as it is", () => {
   const base = unusualState();
+  const event = { time: 2 ** 53, id: "x", merchant: 1, unusual: false };
   const odd: UserState[] = [
     { ...base, travel: { ...base.travel!, time: 1.5 } },
-    { ...base, velocity: { events: [{ time: 2 ** 53, id: "x" }], firing: false } },
-    { ...base, amounts: { USD: { count: 0.5, mean: 1, m2: 0, since: T0 } } },
+    { ...base, velocity: { events: [event], firing: false } },
+    { ...base, velocity: { events: [{ ...event, time: T0, merchant: 2 ** 31 }], firing: false } },
+    { ...base, amounts: { USD: { recent: [0.5], since: T0 } } },
+    { ...base, rate: { last: T0, gaps: 1.5, logGap: 1 } },
   ];
   for (const s of odd) {
     assert.equal(encodeUserState(s), s);
@@ -118,44 +142,85 @@ Deno.test("user state: a state the layout cannot hold exactly stays an object, u
   assert.deepEqual(decodeUserState(encodeUserState(base)), base);
 });
 
-Deno.test("user state: version 1's layout is fixed (a string written today decodes the same later)", () => {
-  const velocity = {
-    events: [
-      { time: T0, id: "00000000-0000-4000-8000-000000000001" },
-      { time: T0 + 20_000, id: "00000000-0000-4000-8000-000000000002" },
-    ],
-    firing: false,
-  };
-  const common = {
-    velocity,
+const V1_EVENTS = [
+  { time: T0, id: "00000000-0000-4000-8000-000000000001" },
+  { time: T0 + 20_000, id: "00000000-0000-4000-8000-000000000002" },
+];
+
+/** What a version-1 state of {@link V1_EVENTS} becomes: see upgradeUserState. */
+function upgraded(travel: UserState["travel"]): UserState {
+  return {
+    velocity: {
+      events: V1_EVENTS.map((e) => ({ ...e, merchant: 0, unusual: false })),
+      firing: false,
+    },
     cardTesting: { events: [], firing: false },
-    amounts: { EUR: { count: 2, mean: 1500, m2: 500000, since: T0 } },
+    // Welford count 2, mean 1500: the mean as each of 2 recent purchases
+    amounts: { EUR: { recent: [1500, 1500], since: T0 } },
+    rate: null,
+    profile: { transactions: 0, countries: [], methods: 0 },
+    travel,
   };
-  const pinned: Array<[UserState, string]> = [
+}
+
+Deno.test("user state: version 1 strings and objects (before per-user baselines) still restore, upgraded", () => {
+  const paris = { location: "Paris, FR", ...V1_EVENTS[1], returnTo: null };
+  const pinned: Array<[UserState["travel"], string]> = [
     [
-      // the position is the newest velocity event: written once
-      { ...common, travel: { location: "Paris, FR", ...velocity.events[1], returnTo: null } },
+      paris,
       "ARQCgKCr_vliAAAAAAAAAEAAgAAAAAAAAAHAuAIAAAAAAAAAQACAAAAAAAAAAgABAgIAAAAAAHCXQAAAAACAhB5Bv7gCDQ",
     ],
     [
       {
-        ...common,
-        travel: {
-          location: "Paris, FR",
-          time: T0 + 10_000,
-          id: "00000000-0000-4000-8000-000000000003",
-          returnTo: "London, GB",
-        },
+        location: "Paris, FR",
+        time: T0 + 10_000,
+        id: "00000000-0000-4000-8000-000000000003",
+        returnTo: "London, GB",
       },
       "AQwCgKCr_vliAAAAAAAAAEAAgAAAAAAAAAHAuAIAAAAAAAAAQACAAAAAAAAAAgABAgIAAAAAAHCXQAAAAACAhB5Bv7gC" +
       "DaCcAQAAAAAAAABAAIAAAAAAAAADDA",
     ],
   ];
-  for (const [state, v1] of pinned) {
-    assert.equal(encodeUserState(state), v1);
-    assert.deepEqual(decodeUserState(v1), state);
-  }
+  for (const [travel, v1] of pinned) assert.deepEqual(decodeUserState(v1), upgraded(travel));
+  // the object form written before the compact encoding
+  const v1Object = {
+    velocity: { events: V1_EVENTS, firing: false },
+    cardTesting: { events: [], firing: false },
+    amounts: { EUR: { count: 2, mean: 1500, m2: 500000, since: T0 } },
+    travel: paris,
+  };
+  assert.deepEqual(decodeUserState(JSON.parse(JSON.stringify(v1Object))), upgraded(paris));
+  // and the rules take an upgraded state like any other
+  const next = detect(decodeUserState(pinned[0][1]), {
+    transactionId: "00000000-0000-4000-8000-000000000009",
+    userId: "user-1",
+    amount: 15,
+    currency: "EUR",
+    transactionTime: T0 + 60_000,
+    merchantId: "merchant-1",
+    transactionType: "purchase",
+    location: "Paris, FR",
+    paymentMethod: "debit_card",
+    isInternational: false,
+  }, 1500);
+  assert.deepEqual(next.state.amounts.EUR.recent, [1500, 1500, 1500]);
+  assert.equal(next.state.profile.transactions, 1);
 });
+
+Deno.test("user state: version 2's layout is fixed (a string written today decodes the same later)", () => {
+  const state = upgraded({ location: "Paris, FR", ...V1_EVENTS[1], returnTo: null });
+  state.velocity.events[0].merchant = merchantKey("merchant-0001");
+  state.cardTesting.events = [{ ...V1_EVENTS[0], merchant: 7, unusual: true }];
+  state.rate = { last: T0 + 20_000, gaps: 3, logGap: 10.5 };
+  state.profile = { transactions: 12, countries: ["FR", "GB"], methods: 5 };
+  const v2 = encodeUserState(state);
+  assert.equal(v2, PINNED_V2);
+  assert.deepEqual(decodeUserState(PINNED_V2), state);
+});
+
+/** {@link encodeUserState} of the state in the test above, as version 2 writes it. */
+const PINNED_V2 =
+  "AjQCgKCr_vliAAAAAAAAAEAAgAAAAAAAAAH6hN7kCcC4AgAAAAAAAABAAIAAAAAAAAACAAG_uAIAAAAAAAAAQACAAAAAAAAAAQ8BAgAC3AvcC8C4AgMAAAAAAAAlQAwFAgJGUgJHQg0";
 
 Deno.test("user state: a string that is not a compact state is refused", () => {
   const good = encodeUserState(unusualState()) as string;

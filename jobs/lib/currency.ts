@@ -150,6 +150,22 @@ export function minorFromUsd(usd: number, currency: string): number {
   return Math.round(usd * info.perUsd * (info.exponent === 0 ? 1 : 100));
 }
 
+/**
+ * Minor units of `currency` on the US-dollar reference scale of
+ * {@link CurrencyInfo.perUsd} (the inverse of {@link minorFromUsd}): for
+ * comparing an amount with a currency-neutral threshold or with a user's
+ * typical amount in another currency, never for money arithmetic.
+ */
+export function usdScale(minor: number, currency: string): number {
+  const info = currencyInfo(currency);
+  if (info === undefined) {
+    throw new RangeError(
+      `expected a currency in ${CURRENCY_CODES.join(",")}, given ${show(currency)}`,
+    );
+  }
+  return minor / (info.perUsd * (info.exponent === 0 ? 1 : 100));
+}
+
 function show(value: unknown): string {
   if (typeof value === "number") return String(value);
   const text = JSON.stringify(value) ?? String(value);

@@ -3,8 +3,9 @@
  * "rule envelope", traffic inside what jobs/config/detect_defaults.json was
  * written for. No hard negatives; the four patterns those rules cover, each
  * drawn per instance from ranges inside their thresholds (a velocity burst of
- * at least 8 within 60 s, card testing of at least 6 charges of at most 2.00
- * USD-equivalent within 5 minutes, a spike far above 10× the mean, a jump of
+ * at least 8 within 60 s, card testing of at least 7 charges of at most 2.00
+ * USD-equivalent within 4 minutes at several merchants, a spike far above
+ * 30× the median, a jump of
  * at least 1 000 km far faster than 1 000 km/h); background amounts with the
  * narrow spread (σ 0.5, no tail) the spike rule's baseline assumes.
  *
@@ -17,7 +18,10 @@
  */
 import type { FraudPattern, GeneratorOptions } from "../../jobs/lib/generator.ts";
 
-/** The patterns the default rules cover (account_takeover has no rule yet). */
+/**
+ * The patterns the envelope injects (account_takeover has a rule, but no
+ * recall target: it is reported, not asserted).
+ */
 export const RULE_PATTERNS: readonly FraudPattern[] = [
   "velocity_burst",
   "amount_spike",
@@ -30,14 +34,14 @@ export const RULE_ENVELOPE: Readonly<GeneratorOptions> = Object.freeze({
   hardNegativeRate: 0,
   fraudPatterns: RULE_PATTERNS,
   fraudRanges: {
-    velocityBurst: { transactions: { min: 10, max: 15 }, spanMs: { min: 20_000, max: 45_000 } },
+    velocityBurst: { transactions: { min: 11, max: 15 }, spanMs: { min: 20_000, max: 45_000 } },
     cardTesting: {
       transactions: { min: 7, max: 12 },
       amountUsd: { min: 0.5, max: 2 },
-      spanMs: { min: 60_000, max: 240_000 },
+      spanMs: { min: 20_000, max: 60_000 },
       singleMerchantShare: 0,
     },
-    amountSpike: { multiple: { min: 30, max: 50 } },
+    amountSpike: { multiple: { min: 50, max: 80 }, minHistory: 16 },
     impossibleTravel: { minDistanceKm: 3_000, speedKmh: { min: 90_000, max: 1_000_000 } },
   },
   spending: { sigma: 0.5, tailShare: 0 },
