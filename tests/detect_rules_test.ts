@@ -15,6 +15,7 @@ import { RULES_PREFIX } from "../stacks/security.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
 import { encodeTransaction } from "../jobs/lib/generator.ts";
 import type { DetectedAnomaly } from "../jobs/detect.ts";
+import { DEFAULT_DETECT_CONFIG } from "../jobs/lib/rules.ts";
 import { BROKERS, freshTopic, readTopic, runScript } from "./helpers/cluster.ts";
 import {
   diagnosis,
@@ -30,8 +31,11 @@ import {
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
-/** What the test publishes: velocity fires from 4 transactions in a minute (8 by default). */
-const NEW_RULES = { velocity: { minCount: 4 } };
+/**
+ * What the test publishes: velocity fires from 4 transactions at any one merchant (by
+ * default: 5 at 3 merchants or more, or 11 at any).
+ */
+const NEW_RULES = { velocity: { minCount: 4, minMerchants: 1 } };
 const BURST = 5;
 
 /** Waits until `file` holds a line matching `pattern`, or throws after `timeoutMs`. */
@@ -92,8 +96,9 @@ Deno.test(
       assert.match(published.stderr, /published the rules of .*: version 0 → 1 \(.*@\d+\)/);
       await waitForLine(instance.logFile, /"event\.action":"control-updated"/, 10_000);
 
-      // Phase 2: bursts of 5 purchases in 10 s by users of phase 1, ten minutes after it:
-      // velocity at 4 (the new rules), never at 8 (the defaults).
+      // Phase 2: bursts of 5 purchases in 10 s at one merchant by users of phase 1, ten
+      // minutes after it: velocity at 4 (the new rules), never with the defaults (which ask
+      // for 3 merchants, or 11 purchases).
       const last = Math.max(...before.map((r) => r.tx.transactionTime));
       const unlabelled = before.filter((r) => !r.label);
       const users = [...new Map(unlabelled.map((r) => [r.tx.userId, r])).values()].slice(0, 12);
@@ -148,7 +153,12 @@ Deno.test(
       assert.equal(rules.publishedBy, "test");
       assert.deepEqual(rules.config, NEW_RULES);
       assert.equal(rules.thresholds.velocity.minCount, 4);
-      assert.equal(rules.thresholds.cardTesting.minCount, 6, "the rest are the defaults");
+      assert.equal(rules.thresholds.velocity.minMerchants, 1);
+      assert.deepEqual(
+        rules.thresholds.cardTesting,
+        DEFAULT_DETECT_CONFIG.cardTesting,
+        "the rest are the defaults",
+      );
 
       // The publisher's principal reads the control topic only: not the transactions.
       const refused = await readRefused(TOPICS.transactions);
