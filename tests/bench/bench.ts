@@ -26,7 +26,6 @@
  * @module
  */
 import { join } from "node:path";
-import type { Admin } from "kafkajs";
 import {
   benchPlaintextPort,
   clusterDown,
@@ -49,7 +48,7 @@ import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
-import { BROKERS, grantScratch, TOPO } from "../helpers/cluster.ts";
+import { BROKERS, grantScratch, TOPO, withAdmin } from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
 import { ProcessWatch } from "./proc.ts";
 import { startReader } from "./reader.ts";
@@ -777,17 +776,6 @@ function anonymousAcls() {
   });
 }
 
-async function withBenchAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
-  const admin = createKafka({ principal: "admin", clientId: "txpipe-bench", brokers: BROKERS })
-    .admin();
-  await admin.connect();
-  try {
-    return await fn(admin);
-  } finally {
-    await admin.disconnect();
-  }
-}
-
 /**
  * The cost of authentication and TLS: the producer writing `records`
  * records, and detect catching up on a backlog of as many, over each
@@ -802,11 +790,11 @@ async function securityBenchmark(records: number, runs: number): Promise<Securit
     await clusterUp({ mode: "cluster", say, benchPlaintext: true });
     await grantScratch();
     const anonymous = anonymousAcls();
-    await withBenchAdmin((admin) => admin.createAcls({ acl: anonymous }));
+    await withAdmin((admin) => admin.createAcls({ acl: anonymous }));
     try {
       return await measureTransports(records, runs);
     } finally {
-      await withBenchAdmin((admin) => admin.deleteAcls({ filters: anonymous }));
+      await withAdmin((admin) => admin.deleteAcls({ filters: anonymous }));
       say("revoked User:ANONYMOUS's grants");
     }
   } finally {
