@@ -3,10 +3,6 @@
  * is already running), runs the whole suite against it with `deno test`, and
  * stops the cluster again if this run started it.
  *
- * The test files that need no Kafka (none of them imports the cluster
- * helpers) run at the same time in a second `deno test`, whose output is
- * printed after the cluster's; each prints its own `ok | N passed` line.
- *
  * Like `deno task start` it holds TXPIPE_HOME's start.lock for its whole run
  * and cluster.lock while it brings the cluster up or down
  * (stacks/local/lock.ts); the tests' own in-process `clusterUp` calls take no
@@ -43,43 +39,17 @@ const running = await Promise.all(topo.nodes.map((n) => runningPid("cluster", n)
 const startedHere = running.every((pid) => pid === undefined);
 
 const t0 = performance.now();
-
-// The files that need no Kafka run in a second `deno test` beside the cluster's, from the start:
-// most of the cluster tests' time is spent waiting (outages, restarts, jobs catching up).
-const NEEDS_CLUSTER =
-  /helpers\/cluster\.ts|helpers\/jobs\.ts|stacks\/local\/cluster\.ts|ensureCluster|clusterUp|freshTopic|bench\/(bench|kafka_streams|spark|latency)\.ts/;
-const files = [...Deno.readDirSync("tests")]
-  .filter((e) => e.isFile && e.name.endsWith("_test.ts"))
-  .map((e) => `tests/${e.name}`)
-  .sort();
-const pureFiles = files.filter((f) => !NEEDS_CLUSTER.test(Deno.readTextFileSync(f)));
-const clusterFiles = files.filter((f) => !pureFiles.includes(f));
-const pure = new Deno.Command(Deno.execPath(), {
-  args: ["test", "-A", ...Deno.args, ...pureFiles],
-  stdin: "null",
-  stdout: "piped",
-  stderr: "piped",
-}).output();
-console.log(
-  `==> ${pureFiles.length} test files that need no Kafka, in the background (their output at the end)`,
-);
 console.log("==> shared test cluster (3 controllers + 3 brokers)");
 await clusterUp({ mode: "cluster" });
 await clusterLock.release();
 console.log(`    ready in ${((performance.now() - t0) / 1000).toFixed(1)}s\n`);
 
-console.log(`==> the ${clusterFiles.length} test files that use the cluster`);
 const test = new Deno.Command(Deno.execPath(), {
-  args: ["test", "-A", ...Deno.args, ...clusterFiles],
+  args: ["test", "-A", ...Deno.args, "tests/"],
   stdin: "null",
   env: { TXPIPE_TEST_CLUSTER: "up" },
 }).spawn();
-const clusterCode = (await test.status).code;
-const pureRun = await pure;
-console.log(`\n==> the ${pureFiles.length} test files that need no Kafka`);
-await Deno.stdout.write(pureRun.stdout);
-await Deno.stderr.write(pureRun.stderr);
-const code = clusterCode !== 0 ? clusterCode : pureRun.code;
+const { code } = await test.status;
 
 // The suite's topics are all named test_…/test-…: remove them.
 try {
