@@ -1,8 +1,8 @@
 /**
  * The paced producer through Kafka outages on the real 3+3 cluster: every
- * broker stopped for 40 s, and one broker frozen with SIGSTOP (its
+ * broker stopped for 35 s, and one broker frozen with SIGSTOP (its
  * connections hang without a reset, as in a network cut) until the producer
- * has produced without it for 10 s (at most 150 s). The producer must
+ * has produced without it for 5 s (at most 150 s). The producer must
  * keep running, resume by itself, report the outage, and every record it
  * acknowledged must be in the topic exactly once.
  *
@@ -24,7 +24,7 @@ const LOG_DIR = join(homeDir(), "test-logs");
 const decoder = new TextDecoder();
 const quiet = { mode: "cluster" as const, say: () => {} };
 /** How long every broker stays down. */
-const OUTAGE_MS = 40_000;
+const OUTAGE_MS = 35_000;
 
 /** A producer process writing its ECS log to a file. */
 interface Run {
@@ -222,7 +222,7 @@ function sleep(ms: number): Promise<void> {
 const t = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)}s`;
 
 Deno.test(
-  "produce: every broker stopped for 40 s: the paced producer keeps running, resumes by itself and reports the outage; every acknowledged record is in the topic exactly once",
+  "produce: every broker stopped for 35 s: the paced producer keeps running, resumes by itself and reports the outage; every acknowledged record is in the topic exactly once",
   kafkaTest,
   async () => {
     const topic = await freshTopic(TOPICS.transactions, "outage_all");
@@ -294,7 +294,7 @@ Deno.test(
 );
 
 Deno.test(
-  "produce: one broker frozen (SIGSTOP) until the producer has produced 10 s without it: the producer moves to the new leaders and keeps producing; every acknowledged record is in the topic exactly once",
+  "produce: one broker frozen (SIGSTOP) until the producer has produced 5 s without it: the producer moves to the new leaders and keeps producing; every acknowledged record is in the topic exactly once",
   kafkaTest,
   async () => {
     const topic = await freshTopic(TOPICS.transactions, "outage_one");
@@ -318,9 +318,9 @@ Deno.test(
         Deno.kill(pid, "SIGSTOP");
         const atCut = (await figures(url)).acknowledged;
         console.log(`  ${node.name} (pid ${pid}) frozen; ${atCut} acknowledged`);
-        // Frozen until it has produced 10 s without the broker (resumed 40-70 s
+        // Frozen until it has produced 5 s without the broker (resumed 40-70 s
         // after the cut in past runs), 150 s at most.
-        for (let i = 0; i < 75 && !(resumedAt && Date.now() - resumedAt >= 10_000); i++) {
+        for (let i = 0; i < 75 && !(resumedAt && Date.now() - resumedAt >= 5_000); i++) {
           await sleep(t0 + (i + 1) * 2_000 - Date.now());
           const f = await figures(url);
           if (!resumedAt && f.acknowledged > atCut + 200 && f.connected === 1) {

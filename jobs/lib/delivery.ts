@@ -54,7 +54,7 @@
  * {@link DeliveryStatus.resent}). Measured: a new producer taking over while a
  * request waited in a leader for its frozen follower wrote those 2 records
  * twice (with an attempt timeout of 8 s, for the experiment); in the outages
- * of tests/produce_outage_test.ts (every broker stopped for 40 s, one broker
+ * of tests/produce_outage_test.ts (every broker stopped for 35 s, one broker
  * frozen for 150 s) no new producer was needed.
  *
  * Errors no retry can fix (a record too large, no authorization, an invalid
