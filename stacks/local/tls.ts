@@ -174,14 +174,12 @@ function storeArgs(keystore: string): string[] {
   ];
 }
 
-/** The CA: a self-signed key pair (ca.p12) and its certificate in PEM (ca.pem). */
-async function generateCa(keytool: Keytool, dir: string, home: string): Promise<void> {
-  const tmp = join(dir, "ca.p12.tmp");
-  const pemTmp = join(dir, "ca.pem.tmp");
-  await keytool([
+/** keytool's arguments for a new RSA 2048 key pair `alias` named `dname`, valid VALIDITY_DAYS. */
+function keyPairArgs(alias: string, dname: string): string[] {
+  return [
     "-genkeypair",
     "-alias",
-    "ca",
+    alias,
     "-keyalg",
     "RSA",
     "-keysize",
@@ -189,7 +187,16 @@ async function generateCa(keytool: Keytool, dir: string, home: string): Promise<
     "-validity",
     String(VALIDITY_DAYS),
     "-dname",
-    "CN=txpipe local CA",
+    dname,
+  ];
+}
+
+/** The CA: a self-signed key pair (ca.p12) and its certificate in PEM (ca.pem). */
+async function generateCa(keytool: Keytool, dir: string, home: string): Promise<void> {
+  const tmp = join(dir, "ca.p12.tmp");
+  const pemTmp = join(dir, "ca.pem.tmp");
+  await keytool([
+    ...keyPairArgs("ca", "CN=txpipe local CA"),
     "-ext",
     "bc:c=ca:true",
     "-ext",
@@ -220,17 +227,7 @@ async function generateBrokerKeystore(
   const crt = join(dir, `${name}.crt.tmp`);
   try {
     await keytool([
-      "-genkeypair",
-      "-alias",
-      name,
-      "-keyalg",
-      "RSA",
-      "-keysize",
-      "2048",
-      "-validity",
-      String(VALIDITY_DAYS),
-      "-dname",
-      `CN=${name}`,
+      ...keyPairArgs(name, `CN=${name}`),
       "-ext",
       `SAN=${BROKER_SANS}`,
       ...storeArgs(tmp),
