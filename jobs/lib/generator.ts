@@ -826,9 +826,7 @@ export class TransactionGenerator {
   #multiItem(u: number, t: number, label: HardNegativeLabel): Planned[] {
     const r = HARD_NEGATIVE_RANGES.multiItem;
     const rng = this.#rng;
-    const at = this.#pop.userAt[u];
-    const country = this.#pop.locationCountry[at];
-    const currency = this.#pop.countryCurrency[country];
+    const { at, country, currency } = this.#whereIs(u);
     const merchant = this.#merchantIn(country);
     const method = this.#pop.userMethod[u];
     const times = this.#spread(t, rng.logUniform(r.spanMs), rng.intRange(r.transactions));
@@ -851,9 +849,7 @@ export class TransactionGenerator {
   #smallCharges(u: number, t: number, label: HardNegativeLabel, variant: Variant): Planned[] {
     const r = variant === "transit" ? HARD_NEGATIVE_RANGES.transit : HARD_NEGATIVE_RANGES.inApp;
     const rng = this.#rng;
-    const at = this.#pop.userAt[u];
-    const country = this.#pop.locationCountry[at];
-    const currency = this.#pop.countryCurrency[country];
+    const { at, country, currency } = this.#whereIs(u);
     const merchant = this.#merchantIn(country);
     const method = this.#pop.userMethod[u];
     const low = Math.max(1, minorFromUsd(r.amountUsd.min, currency));
