@@ -27,33 +27,29 @@
  *
  * @module
  */
-import { FRAUD_INSTANCE_HEADER, FRAUD_PATTERN_HEADER } from "./generator.ts";
+import {
+  FRAUD_INSTANCE_HEADER,
+  FRAUD_PATTERN_HEADER,
+  FRAUD_PATTERNS,
+  HARD_NEGATIVE_HEADER,
+  HARD_NEGATIVE_INSTANCE_HEADER,
+  HARD_NEGATIVE_KINDS,
+} from "./generator.ts";
 import type { Anomaly } from "./rules.ts";
 
-/** Kafka header carrying the hard-negative kind of a legitimate record that looks like fraud. */
-export const HARD_NEGATIVE_HEADER = "txpipe-hard-negative";
-/** Kafka header carrying the id of the hard-negative instance a record belongs to. */
-export const HARD_NEGATIVE_INSTANCE_HEADER = "txpipe-hard-negative-instance";
+/** The generator's label headers, which only the evaluator reads. */
+export { HARD_NEGATIVE_HEADER, HARD_NEGATIVE_INSTANCE_HEADER };
 
 /** The fraud patterns in report order; a label with another pattern is reported after them. */
-export const REPORTED_FRAUD_PATTERNS: readonly string[] = [
-  "velocity_burst",
-  "amount_spike",
-  "impossible_travel",
-  "card_testing",
-  "account_takeover",
-];
+export const REPORTED_FRAUD_PATTERNS: readonly string[] = FRAUD_PATTERNS;
 
 /** The hard-negative kinds in report order; another kind is reported after them. */
-export const REPORTED_HARD_NEGATIVE_KINDS: readonly string[] = [
-  "multi_item",
-  "micro_payments",
-  "flight",
-  "land_travel",
-  "relocation",
-];
+export const REPORTED_HARD_NEGATIVE_KINDS: readonly string[] = HARD_NEGATIVE_KINDS;
 
-/** The rules in report order (jobs/lib/rules.ts); another rule is reported after them. */
+/**
+ * The rules always reported, in order (jobs/lib/rules.ts); another rule, such
+ * as account_takeover, is reported after them once it raised an anomaly.
+ */
 const REPORTED_RULES: readonly string[] = [
   "velocity",
   "amount_spike",
