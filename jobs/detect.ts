@@ -57,6 +57,14 @@ export const DETECT_COMMAND = defineCommand({
         "rules published with `deno task rules` for this --app-id take precedence",
       placeholder: "FILE",
     },
+    "prior-gap": {
+      kind: "duration",
+      min: 1000,
+      help: "a new user's assumed gap between transactions until their own gaps tell " +
+        "(priorGapMs; default from the config: 12h, about two payments a day); over --config " +
+        "and published rules. Traffic compressed in event time has a shorter one: " +
+        "`deno task start` gives simulated users ÷ --rate",
+    },
     "rules-topic": {
       kind: "string",
       default: TOPICS.detectRules,
@@ -64,7 +72,11 @@ export const DETECT_COMMAND = defineCommand({
         "running",
     },
   },
-  examples: ["deno task detect", "deno task detect --config my_thresholds.json"],
+  examples: [
+    "deno task detect",
+    "deno task detect --config my_thresholds.json",
+    "deno task detect --prior-gap 100s",
+  ],
 });
 
 /** An anomaly as detect writes it: the rules' with the version of the rules that raised it. */
@@ -126,6 +138,8 @@ export function detectProcessor(o: {
   config: DetectConfig;
   /** The control topic of published rules; none: `config` only. */
   rulesTopic?: string;
+  /** --prior-gap: the prior pace over `config` and published rules (their own when absent). */
+  priorGapMs?: number;
 }): StreamProcessor<{ tx: Transaction; amountMinor: number }, DetectStores, PublishedRules> {
   const processor = o.appId;
   rulesChanges.inc({ processor }, 0); // the series exists (at 0) from the start
@@ -135,9 +149,10 @@ export function detectProcessor(o: {
     let rules = batchRules.get(ctx);
     if (rules === undefined) {
       const inForce = ctx.store("rules").get(RULES_KEY);
-      rules = inForce === undefined
-        ? { version: 0, config: o.config }
-        : { version: inForce.version, config: rulesConfig(inForce, o.config) };
+      rules = inForce === undefined ? { version: 0, config: withPrior(o.config, o.priorGapMs) } : {
+        version: inForce.version,
+        config: withPrior(rulesConfig(inForce, o.config), o.priorGapMs),
+      };
       batchRules.set(ctx, rules);
     }
     return rules;
@@ -230,6 +245,11 @@ function switchRules(ctx: ProcessContext<DetectStores, PublishedRules>, processo
   });
 }
 
+/** `config` with `priorGapMs` when one is given (--prior-gap). */
+function withPrior(config: DetectConfig, priorGapMs: number | undefined): DetectConfig {
+  return priorGapMs === undefined ? config : { ...config, priorGapMs };
+}
+
 /**
  * The thresholds of `--config FILE` over the defaults (the defaults without
  * one); a file that cannot be read or checked is a {@link UsageError}.
@@ -265,6 +285,7 @@ async function main(): Promise<number> {
       output: v.output,
       config,
       rulesTopic: v.rulesTopic,
+      priorGapMs: v.priorGap,
     }),
   ]);
 }

@@ -38,6 +38,7 @@ import {
   TOPICS,
   topology,
 } from "../stacks/topology.ts";
+import { usersForRate } from "./lib/generator.ts";
 import { formatElapsed } from "./lib/progress.ts";
 import { scrape } from "./lib/scrape.ts";
 import {
@@ -312,7 +313,7 @@ async function run(v: Parsed<typeof COMMAND.flags>["values"]): Promise<number> {
     const jobArgs: Array<[JobSpec["name"], string[]]> = [
       ["produce", [...common("produce"), "--rate", `${v.rate}`, "--fraud-rate", `${v.fraudRate}`]],
       ["aggregate", [...common("aggregate"), "--window", `${v.window}ms`]],
-      ["detect", common("detect")],
+      ["detect", [...common("detect"), ...priorGap(v.rate)]],
       ["evaluate", [
         ...common("evaluate"),
         "--follow",
@@ -439,6 +440,16 @@ async function stopAll(jobs: Running[]): Promise<boolean> {
   if (producer) await stopOne(producer);
   await Promise.all(rest.map(stopOne));
   return failed;
+}
+
+/**
+ * Detect's `--prior-gap` for the producer at `rate`: its simulated users pay
+ * every users ÷ rate seconds (compressed event time), not twice a day as the
+ * default assumes; none for an unthrottled producer (rate 0).
+ */
+export function priorGap(rate: number): string[] {
+  if (!(rate > 0)) return [];
+  return ["--prior-gap", `${Math.round((usersForRate(rate) / rate) * 1000)}ms`];
 }
 
 if (import.meta.main) {

@@ -360,3 +360,18 @@ Deno.test("job: streamTopics names the spec's topics for a topic that stands for
     /unknown topic "elsewhere-changelog"; expected one of .*financial_transactions/,
   );
 });
+
+Deno.test("cli: detect's --prior-gap is a duration of at least a second; start gives detect its producer's pace", async () => {
+  assert.equal(parseArgs(DETECT_COMMAND, ["--prior-gap", "100s"], noEnv).values.priorGap, 100_000);
+  assert.equal(parseArgs(DETECT_COMMAND, [], noEnv).values.priorGap, undefined);
+  assert.throws(
+    () => parseArgs(DETECT_COMMAND, ["--prior-gap", "10ms"], noEnv),
+    (err: Error) => err instanceof UsageError && /--prior-gap/.test(err.message),
+  );
+  const { priorGap } = await import("../jobs/start.ts");
+  // 200 records/s: 20 000 users (the default population), each paying every 100 s
+  assert.deepEqual(priorGap(200), ["--prior-gap", "100000ms"]);
+  // 5 000 records/s: 40 users per record/s, each paying every 40 s
+  assert.deepEqual(priorGap(5_000), ["--prior-gap", "40000ms"]);
+  assert.deepEqual(priorGap(0), [], "unthrottled: the pace is not known");
+});

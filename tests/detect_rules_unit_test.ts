@@ -56,7 +56,7 @@ function seeded(seed: number): () => number {
 }
 
 /** A detect processor of `appId` on a driver, following the driver's `rules` topic. */
-function rulesDriver(appId: string, lines?: string[]): TestDriver {
+function rulesDriver(appId: string, lines?: string[], priorGapMs?: number): TestDriver {
   const logger = lines === undefined ? undefined : createLogger("detect", {
     format: "ecs",
     destination: new Writable({
@@ -75,6 +75,7 @@ function rulesDriver(appId: string, lines?: string[]): TestDriver {
         output: "anomalies",
         config: DEFAULT_DETECT_CONFIG,
         rulesTopic: RULES_TOPIC,
+        priorGapMs,
       }) as StreamProcessor<unknown, unknown>,
     ],
     logger,
@@ -117,14 +118,18 @@ interface Switch {
  * partition in offset order through rules.ts's detect, with the config of
  * the last switch at or before each record's offset.
  */
-function reference(driver: TestDriver, switches: ReadonlyArray<ReadonlyArray<Switch>>): string[] {
+function reference(
+  driver: TestDriver,
+  switches: ReadonlyArray<ReadonlyArray<Switch>>,
+  own: DetectConfig = DEFAULT_DETECT_CONFIG,
+): string[] {
   const out: string[] = [];
   for (let p = 0; p < 5; p++) {
     const users = new Map<string, UserState>();
     for (const r of driver.read("input").filter((r) => r.partition === p)) {
       const parsed = parseTransaction(r.value);
       if (!parsed.ok) continue;
-      let rules: Switch = { from: 0, version: 0, config: DEFAULT_DETECT_CONFIG };
+      let rules: Switch = { from: 0, version: 0, config: own };
       for (const s of switches[p]) if (s.from <= r.offset) rules = s;
       const result = detect(
         users.get(parsed.tx.userId),
@@ -200,6 +205,35 @@ Deno.test("detect rules: a published change takes effect on each partition exact
   unchanged.run({ batchSize: 400 });
   assert.notDeepEqual(outputs(unchanged), expected);
   assert.deepEqual(outputs(unchanged), reference(unchanged, [[], [], [], [], []]));
+});
+
+Deno.test("detect rules: --prior-gap (priorGapMs) holds over the job's own config and over published rules", () => {
+  const app = "rules-prior";
+  const prior = 100_000; // the input's compressed pace (tests/helpers/traffic.ts)
+  const driver = rulesDriver(app, undefined, prior);
+  driver.pipe("input", input.map(toInput));
+  assert.equal(driver.run({ batchSize: 1000, maxBatches: 8 }), 8);
+  publish(driver, app, 1, STRICT); // no priorGapMs: the defaults' 12 hours, but --prior-gap wins
+  driver.run({ batchSize: 1000 });
+  const froms = [2000, 2000, 2000, 1000, 1000];
+  const strict = { ...parseDetectConfig(STRICT), priorGapMs: prior };
+  const own = { ...DEFAULT_DETECT_CONFIG, priorGapMs: prior };
+  const expected = reference(
+    driver,
+    froms.map((from) => [{ from, version: 1, config: strict }]),
+    own,
+  );
+  assert.deepEqual(outputs(driver), expected);
+  // And it changed something: the defaults' prior gives other anomalies.
+  const withDefault = reference(
+    driver,
+    froms.map((from) => [{
+      from,
+      version: 1,
+      config: parseDetectConfig(STRICT),
+    }]),
+  );
+  assert.notDeepEqual(expected, withDefault);
 });
 
 /**

@@ -2,6 +2,9 @@
  * The detection job on the real 3+3 cluster: precision and recall against
  * the injected patterns, blindness to the label headers, poison records,
  * kill -9 recovery and scale-out, all through read_committed outputs.
+ * Every instance runs the default thresholds with the pace of the tests'
+ * compressed traffic (`--config tests/helpers/detect_envelope.json`, which
+ * tests/helpers/jobs.ts's startInstance passes: `priorGapMs` only).
  */
 import assert from "node:assert/strict";
 import {

@@ -119,9 +119,10 @@ Deno.test("tune: raising velocity.minCount never flags more users for velocity a
 });
 
 Deno.test("tune: why the sweep bounds users, not anomalies: a higher velocity threshold can raise the count", () => {
-  // Counts in the 60 s window (the user's pace: the first gap, at least a
-  // minute; each at another merchant): 1 2 3 4 | 3 4. At 3 the incident never
-  // ends (one anomaly); at 4 it ends when the count drops to 3 and fires again (two).
+  // Counts in the 60 s window (a prior pace of a minute and gaps of seconds,
+  // clamped to a minute; each at another merchant): 1 2 3 4 | 3 4. At 3 the
+  // incident never ends (one anomaly); at 4 it ends when the count drops to 3
+  // and fires again (two).
   const at = [0, 10, 20, 30, 75, 76].map((s) => s * 1000);
   const txs: Transaction[] = at.map((ms, i) => ({
     transactionId: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
@@ -136,7 +137,10 @@ Deno.test("tune: why the sweep bounds users, not anomalies: a higher velocity th
     isInternational: false,
   }));
   const count = (minCount: number) => {
-    const config = withThreshold(DEFAULT_DETECT_CONFIG, "velocity.minCount", minCount);
+    const config = {
+      ...withThreshold(DEFAULT_DETECT_CONFIG, "velocity.minCount", minCount),
+      priorGapMs: 60_000,
+    };
     let state: UserState | undefined;
     let n = 0;
     for (const tx of txs) {

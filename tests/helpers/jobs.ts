@@ -19,7 +19,7 @@ import {
   labelHeaders,
   TransactionGenerator,
 } from "../../jobs/lib/generator.ts";
-import { RULE_ENVELOPE } from "./traffic.ts";
+import { ENVELOPE_CONFIG_FILE, RULE_ENVELOPE } from "./traffic.ts";
 import { BROKERS, freshTopic, type ReadRecord, readTopic, withAdmin } from "./cluster.ts";
 
 const ROOT = new URL("../../", import.meta.url);
@@ -141,6 +141,10 @@ export function startInstance(
       "0",
       "--session-timeout",
       "8s",
+      // Detect assumes the envelope's compressed pace (tests/helpers/traffic.ts).
+      ...(job === "detect" && !extra.includes("--config")
+        ? ["--config", ENVELOPE_CONFIG_FILE]
+        : []),
       ...extra,
     ],
     cwd: ROOT,

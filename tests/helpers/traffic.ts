@@ -16,7 +16,12 @@
  *
  * @module
  */
-import type { FraudPattern, GeneratorOptions } from "../../jobs/lib/generator.ts";
+import {
+  type FraudPattern,
+  GENERATOR_DEFAULTS,
+  type GeneratorOptions,
+} from "../../jobs/lib/generator.ts";
+import { type DetectConfig, parseDetectConfig } from "../../jobs/lib/rules.ts";
 
 /**
  * The patterns the envelope injects (account_takeover has a rule, but no
@@ -46,3 +51,24 @@ export const RULE_ENVELOPE: Readonly<GeneratorOptions> = Object.freeze({
   },
   spending: { sigma: 0.5, tailShare: 0 },
 });
+
+/**
+ * The envelope's traffic is compressed in event time (the generator's
+ * default: 20 000 users at 200 records/s): a user pays every 100 s, not about
+ * every 12 hours as the default prior pace assumes. The rules are given that
+ * pace (`priorGapMs`), as `deno task start` gives it to detect for its producer.
+ */
+export const ENVELOPE_PRIOR_GAP_MS =
+  (GENERATOR_DEFAULTS.users / GENERATOR_DEFAULTS.eventsPerSecond) *
+  1_000;
+
+/** The detect thresholds for envelope traffic: the defaults with its pace. */
+export const ENVELOPE_DETECT_CONFIG: DetectConfig = parseDetectConfig({
+  priorGapMs: ENVELOPE_PRIOR_GAP_MS,
+});
+
+/**
+ * The same as a `--config` file: tests/helpers/jobs.ts's startInstance gives
+ * it to every detect instance it starts (unless the test passes its own).
+ */
+export const ENVELOPE_CONFIG_FILE = new URL("./detect_envelope.json", import.meta.url).pathname;
