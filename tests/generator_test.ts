@@ -878,7 +878,7 @@ Deno.test("generator: the old default population (20 000 users) cannot sustain 5
   assert.ok(perSecond > 900 && perSecond < 1_200, `${perSecond.toFixed(0)} records/s`);
 });
 
-Deno.test("generator: paced at 5 000 records/s inside the rules' envelope, background rests ≥ 20 s, fraud keeps its ranges and the default rules find it with precision ≥ 0.95", () => {
+Deno.test("generator: paced at 5 000 records/s inside the rules' envelope, background rests ≥ 20 s, fraud keeps its ranges and the default rules (with the traffic's pace) find it with precision ≥ 0.95", () => {
   const { batches } = pacedRun({ rate: 5_000, seconds: 90, fraudRate: 0.02, extra: RULE_ENVELOPE });
   const records = batches.flatMap((b) => b.records);
   const last = new Map<string, number>();
@@ -896,11 +896,15 @@ Deno.test("generator: paced at 5 000 records/s inside the rules' envelope, backg
     if (pattern === "velocity_burst") assert.ok(span(rs) <= ranges.velocityBurst!.spanMs!.max);
     if (pattern === "card_testing") assert.ok(span(rs) <= ranges.cardTesting!.spanMs!.max);
   }
+  // The default thresholds with the traffic's pace: each of usersForRate(5 000)
+  // users pays every 40 s (as `deno task start` tells detect with --prior-gap).
+  const config = { ...DEFAULT_DETECT_CONFIG, priorGapMs: (usersForRate(5_000) / 5_000) * 1_000 };
+  assert.equal(config.priorGapMs, 40_000);
   const states = new Map<string, UserState>();
   const labelled = new Set(records.filter((r) => r.label).map((r) => r.tx.transactionId));
   const anomalies: Anomaly[] = [];
   for (const r of records) {
-    const d = detect(states.get(r.key), r.tx, r.amountMinor, DEFAULT_DETECT_CONFIG);
+    const d = detect(states.get(r.key), r.tx, r.amountMinor, config);
     states.set(r.key, d.state);
     anomalies.push(...d.anomalies);
   }
