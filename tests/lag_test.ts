@@ -7,7 +7,7 @@
  *
  * The two cannot be sampled at the same instant (the tool is a JVM that
  * takes seconds), so each comparison brackets a scrape between two runs of
- * the tool: committed offsets and log end offsets only grow, and the scrape
+ * the tool (one run describes every stage's group): committed offsets and log end offsets only grow, and the scrape
  * serves values computed after the first run returned (see LAG_FRESH_MS),
  * so the exported lag must lie between `end₁ − committed₂` and
  * `end₂ − committed₁`: the tool's LAG widened by exactly the records
@@ -30,7 +30,13 @@ import {
   stopAll,
   toMessage,
 } from "./helpers/jobs.ts";
-import { describeGroup, type GroupRow, parseDescribe, parseLag, scrapeLag } from "./helpers/lag.ts";
+import {
+  describeGroups,
+  type GroupRow,
+  parseDescribe,
+  parseLag,
+  scrapeLag,
+} from "./helpers/lag.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 /** Records written before the jobs start. */
@@ -56,11 +62,15 @@ Deno.test("lag: ConsumerGroupCommand's table and a /metrics text are read by par
     "GROUP TOPIC PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  CONSUMER-ID HOST CLIENT-ID",
     "g     t     1          -               40              -    -           -    -",
     "g     t     0          90              100             10   c-1         /127.0.0.1 txpipe",
+    "",
+    "GROUP     TOPIC PARTITION  CURRENT-OFFSET  LOG-END-OFFSET  LAG  CONSUMER-ID HOST CLIENT-ID",
+    "a-rekey   t     0          100             100             0    c-2         /127.0.0.1 txpipe",
   ].join("\n");
   assert.deepEqual(parseDescribe(describe), {
     rows: [
-      { topic: "t", partition: 0, committed: 90, end: 100, lag: 10 },
-      { topic: "t", partition: 1, committed: null, end: 40, lag: null },
+      { group: "a-rekey", topic: "t", partition: 0, committed: 100, end: 100, lag: 0 },
+      { group: "g", topic: "t", partition: 0, committed: 90, end: 100, lag: 10 },
+      { group: "g", topic: "t", partition: 1, committed: null, end: 40, lag: null },
     ],
     notes: ["Consumer group 'g' has no active members."],
   });
@@ -109,39 +119,56 @@ function problem(c: Compared, idle: boolean): string | undefined {
 }
 
 /**
- * Runs the tool, lets a fresh lag computation start, scrapes every
- * instance, runs the tool again; retried (a rebalance may be settling) until
- * every partition compares cleanly or the attempts run out.
+ * Runs the tool on every stage's group, lets a fresh lag computation start,
+ * scrapes every instance, runs the tool again; retried (a rebalance may be
+ * settling) until every partition of every stage compares cleanly or the
+ * attempts run out.
  */
-async function compareStage(stage: Stage, ports: number[], idle: boolean): Promise<Compared[]> {
-  let rows: Compared[] = [];
+async function compareStages(
+  stages: ReadonlyArray<{ stage: Stage; ports: number[] }>,
+  idle: boolean,
+): Promise<Compared[][]> {
+  let all: Compared[][] = [];
+  const groups = stages.map(({ stage }) => stage.group);
   for (let attempt = 1; attempt <= 6; attempt++) {
-    const before = await describeGroup(stage.group);
+    const before = await describeGroups(groups);
     await sleep(LAG_FRESH_MS + 500);
-    const scraped = await Promise.all(ports.map((p) => scrapeLag(p, stage.group)));
-    const after = await describeGroup(stage.group);
-    rows = [...Array(stage.partitions).keys()].map((partition) => {
-      const b = before.rows.find((r) => r.partition === partition && r.topic === stage.topic);
-      const a = after.rows.find((r) => r.partition === partition && r.topic === stage.topic);
-      return {
-        partition,
-        ours: scraped.flatMap((m) => m.has(partition) ? [m.get(partition)!] : []),
-        by: scraped.flatMap((m, i) => m.has(partition) ? [i + 1] : []),
-        before: b,
-        after: a,
-        low: Math.max(0, (b?.end ?? 0) - (a?.committed ?? 0)),
-        high: Math.max(0, (a?.end ?? 0) - (b?.committed ?? 0)),
-      };
-    });
-    if (rows.every((c) => problem(c, idle) === undefined)) break;
-    const notes = [...new Set([...before.notes, ...after.notes])].join(" ");
-    console.log(
-      `    ${stage.name}: attempt ${attempt}: ${describeProblems(rows, idle)}` +
-        (notes ? ` (the tool said: ${notes})` : ""),
+    const scraped = await Promise.all(
+      stages.map(({ stage, ports }) => Promise.all(ports.map((p) => scrapeLag(p, stage.group)))),
     );
+    const after = await describeGroups(groups);
+    all = stages.map(({ stage }, s) => {
+      const row = (d: typeof before, partition: number) =>
+        d.rows.find((r) =>
+          r.group === stage.group && r.partition === partition && r.topic === stage.topic
+        );
+      return [...Array(stage.partitions).keys()].map((partition) => {
+        const b = row(before, partition);
+        const a = row(after, partition);
+        return {
+          partition,
+          ours: scraped[s].flatMap((m) => m.has(partition) ? [m.get(partition)!] : []),
+          by: scraped[s].flatMap((m, i) => m.has(partition) ? [i + 1] : []),
+          before: b,
+          after: a,
+          low: Math.max(0, (b?.end ?? 0) - (a?.committed ?? 0)),
+          high: Math.max(0, (a?.end ?? 0) - (b?.committed ?? 0)),
+        };
+      });
+    });
+    if (all.every((rows) => rows.every((c) => problem(c, idle) === undefined))) break;
+    const notes = [...new Set([...before.notes, ...after.notes])].join(" ");
+    for (const [s, rows] of all.entries()) {
+      const wrong = describeProblems(rows, idle);
+      if (wrong === "") continue;
+      console.log(
+        `    ${stages[s].stage.name}: attempt ${attempt}: ${wrong}` +
+          (notes ? ` (the tool said: ${notes})` : ""),
+      );
+    }
     await sleep(2000);
   }
-  return rows;
+  return all;
 }
 
 function describeProblems(rows: Compared[], idle: boolean): string {
@@ -179,10 +206,10 @@ async function compareAll(
   idle: boolean,
 ): Promise<Map<string, Compared[]>> {
   const out = new Map<string, Compared[]>();
-  for (const { stage, ports } of stages) {
-    const rows = await compareStage(stage, ports, idle);
-    console.log(table(stage, phase, rows));
-    out.set(stage.name, rows);
+  const compared = await compareStages(stages, idle);
+  for (const [s, { stage }] of stages.entries()) {
+    console.log(table(stage, phase, compared[s]));
+    out.set(stage.name, compared[s]);
   }
   for (const [name, rows] of out) {
     const wrong = describeProblems(rows, idle);

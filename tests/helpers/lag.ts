@@ -13,6 +13,7 @@ import { BROKERS } from "./cluster.ts";
 
 /** One partition row of `--describe --group`. */
 export interface GroupRow {
+  group: string;
   topic: string;
   partition: number;
   /** CURRENT-OFFSET: the group's committed offset; null when none ("-"). */
@@ -32,11 +33,13 @@ export interface Described {
 
 /**
  * The partition rows of ConsumerGroupCommand's `--describe` output (its
- * table's header names the columns) and the lines outside the table.
+ * table's header names the columns; with several `--group`s, one table per
+ * group, each with its header) and the lines outside the tables.
  */
 export function parseDescribe(text: string): Described {
   const lines = text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
-  const headerAt = lines.findIndex((l) => /^GROUP\s/.test(l) && /\sLAG\s/.test(` ${l} `));
+  const isHeader = (l: string) => /^GROUP\s/.test(l) && /\sLAG\s/.test(` ${l} `);
+  const headerAt = lines.findIndex(isHeader);
   if (headerAt === -1) return { rows: [], notes: lines };
   const header = lines[headerAt].split(/\s+/);
   const col = (name: string) => {
@@ -44,7 +47,8 @@ export function parseDescribe(text: string): Described {
     if (i === -1) throw new Error(`ConsumerGroupCommand: expected a ${name} column in ${header}`);
     return i;
   };
-  const [topic, partition, committed, end, lag] = [
+  const [group, topic, partition, committed, end, lag] = [
+    "GROUP",
     "TOPIC",
     "PARTITION",
     "CURRENT-OFFSET",
@@ -55,12 +59,14 @@ export function parseDescribe(text: string): Described {
   const rows: GroupRow[] = [];
   const notes = lines.slice(0, headerAt);
   for (const line of lines.slice(headerAt + 1)) {
+    if (isHeader(line)) continue; // the next group's table (same columns)
     const f = line.split(/\s+/);
     if (f.length < header.length - 3 || !/^\d+$/.test(f[partition] ?? "")) {
       notes.push(line);
       continue;
     }
     rows.push({
+      group: f[group],
       topic: f[topic],
       partition: Number(f[partition]),
       committed: num(f[committed]),
@@ -68,16 +74,23 @@ export function parseDescribe(text: string): Described {
       lag: num(f[lag]),
     });
   }
-  return { rows: rows.sort((a, b) => a.partition - b.partition), notes };
+  return {
+    rows: rows.sort((a, b) => a.group.localeCompare(b.group) || a.partition - b.partition),
+    notes,
+  };
 }
 
-/** Runs Kafka's ConsumerGroupCommand `--describe --group group` and returns what it printed. */
-export async function describeGroup(group: string): Promise<Described> {
-  const out = await withClientConfig((config) => describeWith(config, group));
+/**
+ * Runs Kafka's ConsumerGroupCommand `--describe --group G` for each of
+ * `groups` in one run (one JVM: the tool's start-up is most of its time)
+ * and returns what it printed.
+ */
+export async function describeGroups(groups: readonly string[]): Promise<Described> {
+  const out = await withClientConfig((config) => describeWith(config, groups));
   const text = new TextDecoder().decode(out.stdout);
   if (out.code !== 0) {
     throw new Error(
-      `ConsumerGroupCommand --describe --group ${group} exited ${out.code}: ` +
+      `ConsumerGroupCommand --describe --group ${groups.join(" --group ")} exited ${out.code}: ` +
         new TextDecoder().decode(out.stderr).slice(-1000),
     );
   }
@@ -85,7 +98,10 @@ export async function describeGroup(group: string): Promise<Described> {
 }
 
 /** Runs ConsumerGroupCommand --describe as the admin (its client config). */
-function describeWith(config: ClientConfig, group: string): Promise<Deno.CommandOutput> {
+function describeWith(
+  config: ClientConfig,
+  groups: readonly string[],
+): Promise<Deno.CommandOutput> {
   return new Deno.Command("java", {
     args: [
       // A short-lived tool: a small heap and no optimizing compiler start it faster.
@@ -98,8 +114,7 @@ function describeWith(config: ClientConfig, group: string): Promise<Deno.Command
       "--bootstrap-server",
       BROKERS.join(","),
       "--describe",
-      "--group",
-      group,
+      ...groups.flatMap((g) => ["--group", g]),
       ...config.args("--command-config"),
     ],
     stdin: "null",
