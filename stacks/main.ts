@@ -29,6 +29,8 @@
 import { Construct } from "constructs";
 import { App, Fn, LocalBackend, TerraformOutput, TerraformStack, TerraformVariable } from "cdktf";
 import { provider as dockerProvider } from "@cdktf/provider-docker";
+import { GENERATOR_DEFAULTS, NORMAL_TRAFFIC } from "../jobs/lib/generator.ts";
+import { DEFAULT_DETECT_CONFIG } from "../jobs/lib/rules.ts";
 import { password, provider as randomProvider } from "@cdktf/provider-random";
 import { jobAlias, Jobs } from "./jobs.ts";
 import { KafkaCluster } from "./kafka_cluster.ts";
@@ -167,6 +169,8 @@ export class TxpipeStack extends TerraformStack {
       replicas,
       extraEnv: {
         produce: [`TXPIPE_RATE=${produceRate.stringValue}`],
+        // The producer's compressed pace, not the 12 h real card holders keep (docs/configuration.md).
+        detect: [`TXPIPE_PRIOR_GAP=${dockerPriorGap()}`],
         // One-shot by default; --follow keeps it running and serving /metrics for Prometheus.
         evaluate: ["TXPIPE_FOLLOW=true"],
       },
@@ -226,4 +230,18 @@ if (import.meta.main) {
   const app = new App({ stackTraces: false });
   new TxpipeStack(app, STACK_NAME);
   app.synth();
+}
+
+/**
+ * Detect's `--prior-gap` in the Docker stack, as a Terraform expression:
+ * what `deno task start` gives it (jobs/start.ts's priorGap), for
+ * `var.produce_rate` per producer replica. Every replica simulates the same
+ * population (usersForRate of its rate), so each user pays `replicas` times
+ * as often. At rate 0 (unthrottled) the pace is unknown: the default.
+ */
+export function dockerPriorGap(): string {
+  const users = `max(${GENERATOR_DEFAULTS.users}, ${NORMAL_TRAFFIC.usersPerRecordPerSecond} * ` +
+    "var.produce_rate)";
+  const gap = `floor(1000 * ${users} / (var.produce_rate * max(1, var.produce_replicas)))`;
+  return `\${var.produce_rate > 0 ? ${gap} : ${DEFAULT_DETECT_CONFIG.priorGapMs}}ms`;
 }

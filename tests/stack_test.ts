@@ -9,7 +9,8 @@ import { Testing } from "cdktf";
 import { container, image, network, volume } from "@cdktf/provider-docker";
 import { password } from "@cdktf/provider-random";
 import { parse as parseYaml } from "yaml";
-import { TxpipeStack } from "../stacks/main.ts";
+import { dockerPriorGap, TxpipeStack } from "../stacks/main.ts";
+import { priorGap } from "../jobs/start.ts";
 import { PROMETHEUS_DATASOURCE_UID } from "../stacks/render/grafana.ts";
 import { renderAlertRules } from "../stacks/render/prometheus.ts";
 import { kafkaEnvName, nodeProperties } from "../stacks/kafka_cluster.ts";
@@ -607,6 +608,21 @@ Deno.test("stack: the four jobs run the spec's scripts in the Deno image, replic
     envOf(containerNamed("txpipe-produce-${count.index}")).get("TXPIPE_RATE"),
     "${var.produce_rate}",
   );
+  // detect assumes the producer's pace: the Terraform expression, worked out here as
+  // Terraform would, gives what `deno task start` gives detect for the same rate
+  const prior = envOf(containerNamed("txpipe-detect-${count.index}")).get("TXPIPE_PRIOR_GAP");
+  assert.equal(prior, dockerPriorGap());
+  const evaluated = (rate: number, replicas: number) => {
+    const js = prior!.slice(2, prior!.lastIndexOf("}"))
+      .replaceAll("var.produce_rate", String(rate))
+      .replaceAll("var.produce_replicas", String(replicas))
+      .replaceAll("max(", "Math.max(")
+      .replaceAll("floor(", "Math.floor(");
+    return `${new Function(`return ${js}`)()}ms`;
+  };
+  for (const rate of [50, 200, 5_000]) assert.equal(evaluated(rate, 1), priorGap(rate)[1]);
+  assert.equal(evaluated(200, 2), "50000ms", "two producers: each user pays twice as often");
+  assert.equal(evaluated(0, 1), "43200000ms", "unthrottled: the default");
   // the evaluator is one-shot unless it follows; Prometheus scrapes it, so it must keep running
   assert.equal(
     envOf(containerNamed("txpipe-evaluate-${count.index}")).get("TXPIPE_FOLLOW"),
@@ -918,6 +934,8 @@ Deno.test("stack: every ${ in the synthesized JSON is a Terraform reference; the
   walk(tf.output);
   const reference =
     /^\$\{(random_password\.[a-z_]+\.result|docker_[a-z_]+\.[A-Za-z0-9_-]+\.[a-z_]+|var\.[a-z_]+|count\.index|self\.exit_code == 0|coalesce\(var\.[a-z_]+, random_password\.[a-z_]+\.result\)|path\.module)\}|^\$\{(abspath|filesha256|file)\("/;
+  // and detect's prior gap, the one expression (dockerPriorGap, evaluated in the jobs test above)
+  const priorGap = dockerPriorGap().replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   let escaped = 0;
   for (const s of strings) {
     for (const m of s.matchAll(/\$+\{/g)) {
@@ -927,6 +945,7 @@ Deno.test("stack: every ${ in the synthesized JSON is a Terraform reference; the
         continue;
       }
       const rest = s.slice(m.index! + dollars - 1);
+      if (new RegExp(`^${priorGap}`).test(rest)) continue;
       assert.match(rest, reference, `unescaped template in: ${s.slice(0, 200)}`);
     }
     assert.doesNotMatch(s.replaceAll("%%{", ""), /%\{/, "no Terraform directive");
