@@ -52,6 +52,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import type {
   AmountBaseline,
   EventRef,
@@ -77,7 +78,6 @@ const V1_BASELINE_AMOUNTS = 16;
 const MAX_ABS_TIME = 2 ** 50;
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-const B64_CODES = Uint8Array.from(ALPHABET, (c) => c.charCodeAt(0));
 const B64_VALUES = new Int8Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) B64_VALUES[ALPHABET.charCodeAt(i)] = i;
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
@@ -260,59 +260,32 @@ export function encodeUserState(state: UserState): StoredUserState {
   return toBase64(at);
 }
 
-/** Base64 (URL alphabet, no padding) of the first `n` bytes of the buffer. */
+/**
+ * Base64 (URL alphabet, no padding) of the first `n` bytes of the buffer:
+ * node:buffer's native encoder, 4× faster than a loop here (docs/benchmarks.md).
+ */
 function toBase64(n: number): string {
-  const out = new Uint8Array(Math.ceil(n * 4 / 3));
-  let o = 0;
-  let i = 0;
-  for (; i + 3 <= n; i += 3) {
-    const v = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
-    out[o++] = B64_CODES[v >> 18];
-    out[o++] = B64_CODES[(v >> 12) & 63];
-    out[o++] = B64_CODES[(v >> 6) & 63];
-    out[o++] = B64_CODES[v & 63];
-  }
-  if (i < n) {
-    const v = (bytes[i] << 16) | (i + 1 < n ? bytes[i + 1] << 8 : 0);
-    out[o++] = B64_CODES[v >> 18];
-    out[o++] = B64_CODES[(v >> 12) & 63];
-    if (i + 1 < n) out[o++] = B64_CODES[(v >> 6) & 63];
-  }
-  if (o <= 8192) return String.fromCharCode.apply(null, out as unknown as number[]);
-  let text = "";
-  for (let i = 0; i < o; i += 8192) {
-    text += String.fromCharCode.apply(null, out.subarray(i, i + 8192) as unknown as number[]);
-  }
-  return text;
+  return Buffer.from(bytes.buffer, bytes.byteOffset, n).toString("base64url");
 }
 
-/** Decodes base64 `s` into the buffer; returns the byte count. */
+/**
+ * Decodes base64 `s` (URL alphabet, no padding) into the buffer; returns the
+ * byte count. Every character is checked first: node:buffer's decoder skips
+ * what is not base64 (and takes the standard alphabet and padding too),
+ * where a corrupt state must be an error.
+ */
 function fromBase64(s: string): number {
-  const n = Math.floor(s.length * 3 / 4);
   if (s.length % 4 === 1) corrupt("a base64 length");
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 128 || B64_VALUES[c] < 0) corrupt("base64");
+  }
+  const n = Math.floor(s.length * 3 / 4);
   at = 0;
   room(n + 3);
-  let o = 0;
-  const digit = (i: number) => {
-    const c = s.charCodeAt(i);
-    const v = c < 128 ? B64_VALUES[c] : -1;
-    if (v < 0) corrupt("base64");
-    return v;
-  };
-  let i = 0;
-  for (; i + 4 <= s.length; i += 4) {
-    const v = (digit(i) << 18) | (digit(i + 1) << 12) | (digit(i + 2) << 6) | digit(i + 3);
-    bytes[o++] = v >> 16;
-    bytes[o++] = (v >> 8) & 255;
-    bytes[o++] = v & 255;
-  }
-  const rest = s.length - i;
-  if (rest >= 2) {
-    const v = (digit(i) << 18) | (digit(i + 1) << 12) | (rest === 3 ? digit(i + 2) << 6 : 0);
-    bytes[o++] = v >> 16;
-    if (rest === 3) bytes[o++] = (v >> 8) & 255;
-  }
-  return o;
+  const written = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(s, "base64url");
+  if (written !== n) corrupt("base64");
+  return n;
 }
 
 function corrupt(what: string): never {
