@@ -38,7 +38,7 @@ import {
   TOPICS,
   topology,
 } from "../stacks/topology.ts";
-import { usersForRate } from "./lib/generator.ts";
+import { meanUserGapMs } from "./lib/generator.ts";
 import { formatElapsed } from "./lib/progress.ts";
 import { scrape } from "./lib/scrape.ts";
 import {
@@ -449,7 +449,7 @@ async function stopAll(jobs: Running[]): Promise<boolean> {
  */
 export function priorGap(rate: number): string[] {
   if (!(rate > 0)) return [];
-  return ["--prior-gap", `${Math.round((usersForRate(rate) / rate) * 1000)}ms`];
+  return ["--prior-gap", `${Math.round(meanUserGapMs(rate))}ms`];
 }
 
 if (import.meta.main) {

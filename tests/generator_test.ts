@@ -14,6 +14,7 @@ import {
   HARD_NEGATIVE_KINDS,
   HARD_NEGATIVE_RANGES,
   labelHeaders,
+  meanUserGapMs,
   minUsersForRate,
   naturalEventsPerSecond,
   NORMAL_TRAFFIC,
@@ -898,7 +899,7 @@ Deno.test("generator: paced at 5 000 records/s inside the rules' envelope, backg
   }
   // The default thresholds with the traffic's pace: each of usersForRate(5 000)
   // users pays every 40 s (as `deno task start` tells detect with --prior-gap).
-  const config = { ...DEFAULT_DETECT_CONFIG, priorGapMs: (usersForRate(5_000) / 5_000) * 1_000 };
+  const config = { ...DEFAULT_DETECT_CONFIG, priorGapMs: meanUserGapMs(5_000) };
   assert.equal(config.priorGapMs, 40_000);
   const states = new Map<string, UserState>();
   const labelled = new Set(records.filter((r) => r.label).map((r) => r.tx.transactionId));

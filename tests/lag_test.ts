@@ -7,8 +7,9 @@
  *
  * The two cannot be sampled at the same instant (the tool is a JVM that
  * takes seconds), so each comparison brackets a scrape between two runs of
- * the tool (one run describes every stage's group): committed offsets and log end offsets only grow, and the scrape
- * serves values computed after the first run returned (see LAG_FRESH_MS),
+ * the tool (one run describes every stage's group): committed offsets and
+ * log end offsets only grow, and the scrape serves values computed after the
+ * first run returned (see LAG_FRESH_MS),
  * so the exported lag must lie between `end₁ − committed₂` and
  * `end₂ − committed₁`: the tool's LAG widened by exactly the records
  * produced and processed between the two runs, as measured by the tool.

@@ -435,6 +435,19 @@ export function usersForRate(recordsPerSecond: number): number {
 }
 
 /**
+ * How often, in ms of event time, one of `users` simulated users pays when
+ * they make `recordsPerSecond` together (compressed traffic): the pace the
+ * detection rules are told with `--prior-gap` (jobs/start.ts). `users`
+ * defaults to the producer's population for the rate, {@link usersForRate}.
+ */
+export function meanUserGapMs(
+  recordsPerSecond: number,
+  users: number = usersForRate(recordsPerSecond),
+): number {
+  return (users / recordsPerSecond) * 1000;
+}
+
+/**
  * Fewest users that can sustain `recordsPerSecond` records per second of
  * compressed event time ({@link NORMAL_TRAFFIC}.minUsersPerRecordPerSecond per record/s).
  */
@@ -543,7 +556,7 @@ export class TransactionGenerator {
     this.#timeScale = this.#eventsPerSecond / natural;
     this.#ratePerMs = this.#eventsPerSecond / 1000;
     this.#restMs = this.#timeScale > 1 ? NORMAL_TRAFFIC.minUserGapMs : 0;
-    this.#meanUserGapMs = (o.users / this.#eventsPerSecond) * 1000;
+    this.#meanUserGapMs = meanUserGapMs(this.#eventsPerSecond, o.users);
     this.#sigma = o.spending.sigma;
     this.#tailShare = o.spending.tailShare;
     this.#clock = o.startTime;

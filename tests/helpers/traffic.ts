@@ -20,6 +20,7 @@ import {
   type FraudPattern,
   GENERATOR_DEFAULTS,
   type GeneratorOptions,
+  meanUserGapMs,
 } from "../../jobs/lib/generator.ts";
 import { type DetectConfig, parseDetectConfig } from "../../jobs/lib/rules.ts";
 
@@ -58,9 +59,10 @@ export const RULE_ENVELOPE: Readonly<GeneratorOptions> = Object.freeze({
  * every 12 hours as the default prior pace assumes. The rules are given that
  * pace (`priorGapMs`), as `deno task start` gives it to detect for its producer.
  */
-export const ENVELOPE_PRIOR_GAP_MS =
-  (GENERATOR_DEFAULTS.users / GENERATOR_DEFAULTS.eventsPerSecond) *
-  1_000;
+export const ENVELOPE_PRIOR_GAP_MS = meanUserGapMs(
+  GENERATOR_DEFAULTS.eventsPerSecond,
+  GENERATOR_DEFAULTS.users,
+);
 
 /** The detect thresholds for envelope traffic: the defaults with its pace. */
 export const ENVELOPE_DETECT_CONFIG: DetectConfig = parseDetectConfig({
