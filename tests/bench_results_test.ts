@@ -5,9 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { crossCheck, spread, summariseRuns, windowTotals } from "./bench/results.ts";
-import type { BenchResult } from "./bench/results.ts";
+import type { BenchResult, LatencyRow } from "./bench/results.ts";
 import { logScale, renderChart, shortNumber } from "./bench/chart.ts";
 import { markdown } from "./bench/report.ts";
+import { runScript } from "./helpers/cluster.ts";
+import { taskArgs } from "./helpers/jobs.ts";
+import { denoRunArgs, jobSpec } from "../stacks/topology.ts";
+import { ROOT } from "../stacks/local/cluster.ts";
+import { join } from "node:path";
 import type { CatchUpRun, WindowTotals } from "./bench/types.ts";
 
 Deno.test("bench: spread is the median with min and max (mean of the middle two when even)", () => {
@@ -77,6 +82,29 @@ Deno.test("bench: aggregate records (txpipe's, and the peers' of the same fields
   });
 });
 
+const MACHINE: BenchResult["machine"] = {
+  cpus: 2,
+  cpuModel: "Test CPU",
+  memoryGiB: 24,
+  kernel: "6.1",
+  deno: "2.9.6",
+  java: "openjdk 17",
+  kafka: "4.4.0",
+};
+
+function point(job: string, rate: number, sustained: boolean): LatencyRow {
+  return {
+    job,
+    rate,
+    achievedRate: rate,
+    p50Ms: 100,
+    p99Ms: 300,
+    maxMs: 900,
+    sustained,
+    ...(sustained ? {} : { why: "lag grew" }),
+  };
+}
+
 function run(contender: string, rps: number): CatchUpRun {
   return {
     contender,
@@ -96,15 +124,7 @@ Deno.test("bench: the chart is an SVG drawn from the result alone, every contend
   const result: BenchResult = {
     date: "2026-12-06T07:00:00.000Z",
     command: "deno task bench --quick",
-    machine: {
-      cpus: 2,
-      cpuModel: "Test CPU",
-      memoryGiB: 24,
-      kernel: "6.1",
-      deno: "2.9.6",
-      java: "openjdk 17",
-      kafka: "4.4.0",
-    },
+    machine: MACHINE,
     runs: 3,
     seconds: 100,
     catchUp: {
@@ -182,4 +202,96 @@ Deno.test("bench: log scale and short numbers", () => {
   assert.equal(shortNumber(1_234), "1.2k");
   assert.equal(shortNumber(2_500_000), "2.5M");
   assert.equal(shortNumber(1_000), "1k");
+});
+
+Deno.test("bench reference: today's job is divided by the same job at the earlier commit; its windows are cross-checked", () => {
+  const result: BenchResult = {
+    date: "2026-12-06T21:00:00.000Z",
+    command: "deno task bench reference --rev a93141b",
+    machine: MACHINE,
+    runs: 3,
+    seconds: 600,
+    reference: {
+      rev: "a93141b",
+      records: 1_000_000,
+      contenders: [
+        summariseRuns("ConsumerPerformance", "c", [run("c", 400_000)]),
+        summariseRuns("txpipe aggregate", "today", [run("a", 60_000), run("a", 80_000)]),
+        summariseRuns("txpipe aggregate at a93141b", "then", [run("r", 14_000)]),
+        summariseRuns("txpipe detect", "today", [run("d", 70_000)]),
+        summariseRuns("txpipe detect at a93141b", "then", [run("s", 35_000)]),
+      ],
+      crossChecks: [
+        crossCheck(
+          { reference: "txpipe aggregate run 1", contender: "txpipe aggregate at a93141b run 1" },
+          [w("m1", 0, 3, 300)],
+          [w("m1", 0, 3, 300)],
+        ),
+      ],
+      latency: {
+        seconds: 60,
+        maxSustainableRate: { detect: 20_000, "detect at a93141b": 5_000 },
+        rows: [
+          { ...point("detect", 5_000, true), p99Ms: 180 },
+          { ...point("detect at a93141b", 5_000, true), p99Ms: 6_200 },
+          point("detect at a93141b", 10_000, false),
+          point("detect", 10_000, true),
+        ],
+      },
+    },
+  };
+  const md = markdown(result);
+  assert.match(md, /same jobs at a93141b, over a backlog of 1 000 000 records/);
+  assert.match(
+    md,
+    /\| txpipe aggregate \| 70 000 \(60 000–80 000\) \|.*5\.00× txpipe aggregate at a93141b; 1\.00× txpipe detect; 0\.17× ConsumerPerformance \|/,
+  );
+  assert.match(md, /\| txpipe detect \| 70 000 .*2\.00× txpipe detect at a93141b/);
+  assert.match(
+    md,
+    /windows of txpipe aggregate at a93141b run 1 against txpipe aggregate run 1: 1 both closed, 0 differ/,
+  );
+  assert.match(md, /Latency under paced load, today's jobs against a93141b/);
+  assert.match(md, /\| detect at a93141b \| 5 000 \| 5 000 \| 100 \| 6 200 \|/);
+  assert.match(md, /\| detect at a93141b \| 10 000 \| .* \| no: lag grew \|/);
+  assert.match(md, /maximum sustainable rate, detect at a93141b: 5 000 records\/s/);
+  assert.match(md, /maximum sustainable rate, detect: 20 000 records\/s/);
+});
+
+Deno.test("bench reference: --rev is required by the reference mode, refused by the others, and must name a commit", async () => {
+  const cases: [string[], RegExp][] = [
+    [["reference"], /--rev: expected the commit to compare with, got nothing/],
+    [
+      ["catchup", "--rev", "HEAD"],
+      /--rev: only the reference mode takes it, got it with "catchup"/,
+    ],
+    [
+      ["reference", "--rev", "no-such-commit"],
+      /--rev: expected a commit of this repository, got "no-such-commit"/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runScript("tests/bench/bench.ts", args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+});
+
+Deno.test("bench reference: an earlier commit's job runs as its own deno task ran it", async () => {
+  // Today's checkout: the task is the job spec's command (V8 flags included).
+  for (const job of ["aggregate", "detect"] as const) {
+    assert.deepEqual(taskArgs(ROOT, job), denoRunArgs(jobSpec(job)));
+  }
+  const dir = await Deno.makeTempDir({ prefix: "txpipe-ref-" });
+  try {
+    await Deno.writeTextFile(
+      join(dir, "deno.json"),
+      JSON.stringify({ tasks: { detect: "deno run -A jobs/detect.ts", aggregate: "make it" } }),
+    );
+    assert.deepEqual(taskArgs(dir, "detect"), ["run", "-A", "jobs/detect.ts"]);
+    assert.throws(() => taskArgs(dir, "aggregate"), /expected a "deno run …" task "aggregate"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -11,7 +11,10 @@
  *   (tests/bench/streams/), and Spark Structured Streaming with `--spark`.
  *   The aggregations' windows are cross-checked against txpipe's, exactly;
  * - latency: each stream job under a paced producer at rising rates, read
- *   by an independent read_committed reader (tests/bench/latency.ts).
+ *   by an independent read_committed reader (tests/bench/latency.ts);
+ * - security: the producer and detect over SASL, TLS and PLAINTEXT;
+ * - reference: today's aggregate and detect against the same jobs at an
+ *   earlier commit (`--rev`), on one backlog, their windows cross-checked.
  *
  * Contenders run interleaved (run 1 of each, then run 2 of each, ...) and
  * every figure is the median of `--runs` with its min and max: two shared
@@ -43,7 +46,7 @@ import {
 } from "../../stacks/topology.ts";
 import { caPemFile } from "../../stacks/local/tls.ts";
 import { aclEntries } from "../../jobs/lib/acl.ts";
-import { jobAcls, scratchAcls } from "../../stacks/security.ts";
+import { type AclRule, jobAcls, scratchAcls } from "../../stacks/security.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
@@ -61,9 +64,11 @@ import {
   type CrossCheck,
   crossCheck,
   type LatencyResult,
+  type LatencyRow,
   type Machine,
   type ProducerResult,
   ratio,
+  type ReferenceResult,
   type SecurityResult,
   summariseRuns,
   windowTotals,
@@ -71,13 +76,13 @@ import {
 import { renderChart } from "./chart.ts";
 import { buildKafkaStreams, runKafkaStreams } from "./kafka_streams.ts";
 import { ensureSpark, runSpark } from "./spark.ts";
-import { sweep } from "./latency.ts";
+import { type LatencyPoint, maxSustainable, measureRate, sweep } from "./latency.ts";
 
 const COMMAND = defineCommand({
   name: "deno task bench",
   summary: "benchmark txpipe against Kafka Streams, Spark and Kafka's own tools on the local " +
     "cluster",
-  usage: "deno task bench [all|producer|catchup|latency|security] [flags]",
+  usage: "deno task bench [all|producer|catchup|latency|security|reference] [flags]",
   flags: {
     records: {
       kind: "int",
@@ -132,6 +137,18 @@ const COMMAND = defineCommand({
         "ConsumerPerformance always runs as the reference)",
       placeholder: "NAME,NAME",
     },
+    "with-latency": {
+      kind: "boolean",
+      default: false,
+      help: "reference mode: also the latency sweep at --rates, today's jobs and the " +
+        "earlier commit's interleaved",
+    },
+    rev: {
+      kind: "string",
+      help: "reference mode: the earlier commit whose aggregate and detect run against " +
+        "today's on the same backlog",
+      placeholder: "COMMIT",
+    },
     "job-flags": {
       kind: "string",
       default: "",
@@ -147,11 +164,16 @@ const COMMAND = defineCommand({
     "deno task bench latency --rates 1000,5000,20000 --latency-seconds 60",
     'deno task bench catchup --only "txpipe aggregate" --job-flags "--max-batch-bytes 1MiB"',
     "deno task bench security --runs 5",
+    "deno task bench reference --rev a93141b",
+    "deno task bench reference --rev a93141b --with-latency --rates 5000,10000,20000",
   ],
 });
 
-/** `all` runs the first three; `security` restarts the cluster twice, so it runs alone. */
-const MODES = ["all", "producer", "catchup", "latency", "security"] as const;
+/**
+ * `all` runs the first three; `security` and `reference` restart the
+ * cluster twice, so they run alone.
+ */
+const MODES = ["all", "producer", "catchup", "latency", "security", "reference"] as const;
 /** Topics this benchmark creates (its own, and the contenders' outputs and internal topics). */
 const BENCH_PREFIXES = ["bench_", "bench-", "test_bench_", "test-bench_"];
 /** A catch-up round's outputs and internal topics (the backlog, bench_backlog_*, stays). */
@@ -480,6 +502,7 @@ async function runTxpipe(
   instances: 1 | 2 = 1,
   jobFlags: readonly string[] = [],
   via?: Transport,
+  reference?: Reference,
 ): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
   const t = runTopics(backlog, `bench_${job}`);
   await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
@@ -496,7 +519,11 @@ async function runTxpipe(
   flags.push(...jobFlags);
   const started = Array.from(
     { length: instances },
-    () => startInstance(job, t, flags, via ? { brokers: via.brokers, env: via.env } : {}),
+    () =>
+      startInstance(job, t, flags, {
+        ...(via ? { brokers: via.brokers, env: via.env } : {}),
+        root: reference?.dir,
+      }),
   );
   const watches = started.map((i) => new ProcessWatch(i.child.pid));
   let doneAt: number;
@@ -524,7 +551,7 @@ async function runTxpipe(
   const usages = watches.map((w) => w.stop());
   const run: CatchUpRun = {
     contender: (instances === 1 ? `txpipe ${job}` : `txpipe ${job}, ${instances} instances`) +
-      (via ? ` over ${via.name}` : ""),
+      (reference ? ` at ${reference.rev}` : via ? ` over ${via.name}` : ""),
     records,
     startedAt,
     firstOutputAt: reader.firstAt,
@@ -632,21 +659,10 @@ async function catchUpBenchmark(
   console.log(`==> catch-up: a backlog of ${formatCount(records)} transactions in ${backlog}`);
   const produced = await runOurProducer(backlog, records, "bench-backlog");
   say(`backlog written: ${line(produced)}`);
-  const byName = new Map<string, CatchUpRun[]>();
-  const windows = new Map<string, WindowTotals[][]>();
-  for (let i = 0; i < runs; i++) {
-    for (const c of rotate(contenders, i)) {
-      const r = await c.run(backlog, records);
-      (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r.run);
-      if (r.windows) (windows.get(c.name) ?? windows.set(c.name, []).get(c.name)!).push(r.windows);
-      console.log(`    run ${i + 1}: ${line(r.run)}`);
-    }
-    // Outputs and internal topics of this round; the backlog stays.
-    await deleteTopics(...ROUND_PREFIXES);
-  }
-  await deleteTopics(...BENCH_PREFIXES);
-  const checks = crossCheckAll(windows);
-  for (const c of checks) console.log(`    cross-check: ${describeCheck(c)}`);
+  const { byName, checks } = await interleave(
+    contenders.map((c) => ({ name: c.name, run: () => c.run(backlog, records) })),
+    runs,
+  );
   return {
     records,
     ...AGGREGATE,
@@ -655,6 +671,36 @@ async function catchUpBenchmark(
     ),
     crossChecks: checks,
   };
+}
+
+/**
+ * Runs each contender `runs` times, interleaved (each round starting one
+ * further along), removing a round's outputs and internal topics after it
+ * (the backlog stays, until the end); the runs by contender, and every
+ * aggregation's windows cross-checked against txpipe aggregate's first run.
+ */
+async function interleave(
+  contenders: readonly {
+    name: string;
+    run: () => Promise<{ run: CatchUpRun; windows?: WindowTotals[] }>;
+  }[],
+  runs: number,
+): Promise<{ byName: Map<string, CatchUpRun[]>; checks: CrossCheck[] }> {
+  const byName = new Map<string, CatchUpRun[]>();
+  const windows = new Map<string, WindowTotals[][]>();
+  for (let i = 0; i < runs; i++) {
+    for (const c of rotate(contenders, i)) {
+      const r = await c.run();
+      (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r.run);
+      if (r.windows) (windows.get(c.name) ?? windows.set(c.name, []).get(c.name)!).push(r.windows);
+      console.log(`    run ${i + 1}: ${line(r.run)}`);
+    }
+    await deleteTopics(...ROUND_PREFIXES);
+  }
+  await deleteTopics(...BENCH_PREFIXES);
+  const checks = crossCheckAll(windows);
+  for (const c of checks) console.log(`    cross-check: ${describeCheck(c)}`);
+  return { byName, checks };
 }
 
 /** Every aggregation run against txpipe's first run: the reference. */
@@ -694,32 +740,35 @@ async function latencyBenchmark(rates: number[], seconds: number): Promise<Laten
   for (const job of ["detect", "aggregate"] as const) {
     const s = await sweep({ job, rates, seconds, say });
     result.maxSustainableRate[job] = s.maxSustainableRate;
-    for (const p of s.points) {
-      result.rows.push({
-        job: p.job,
-        rate: p.rate,
-        achievedRate: p.achievedRate,
-        p50Ms: p.p50Ms,
-        p99Ms: p.p99Ms,
-        maxMs: p.maxMs,
-        sustained: p.sustained,
-        ...(p.why ? { why: p.why } : {}),
-        jobP50Ms: p.jobHistogram.p50Ms,
-        jobP99Ms: p.jobHistogram.p99Ms,
-        peakRssBytes: p.peakRssBytes,
-      });
-      console.log(
-        `    ${job} at ${formatCount(p.rate)}/s: p50 ${p.p50Ms.toFixed(0)} ms, p99 ${
-          p.p99Ms.toFixed(0)
-        } ms, max ${p.maxMs.toFixed(0)} ms (the job's own histogram: p50 ${
-          p.jobHistogram.p50Ms.toFixed(0)
-        }, p99 ${p.jobHistogram.p99Ms.toFixed(0)} ms); peak RSS ${mib(p.peakRssBytes)}; ${
-          p.sustained ? "sustained" : `NOT sustained (${p.why})`
-        }`,
-      );
-    }
+    for (const p of s.points) result.rows.push(latencyRow(job, p));
   }
   return result;
+}
+
+/** A measured point as a row of the result, printed as it comes. */
+function latencyRow(name: string, p: LatencyPoint): LatencyRow {
+  console.log(
+    `    ${name} at ${formatCount(p.rate)}/s: p50 ${p.p50Ms.toFixed(0)} ms, p99 ${
+      p.p99Ms.toFixed(0)
+    } ms, max ${p.maxMs.toFixed(0)} ms (the job's own histogram: p50 ${
+      p.jobHistogram.p50Ms.toFixed(0)
+    }, p99 ${p.jobHistogram.p99Ms.toFixed(0)} ms); peak RSS ${mib(p.peakRssBytes)}; ${
+      p.sustained ? "sustained" : `NOT sustained (${p.why})`
+    }`,
+  );
+  return {
+    job: name,
+    rate: p.rate,
+    achievedRate: p.achievedRate,
+    p50Ms: p.p50Ms,
+    p99Ms: p.p99Ms,
+    maxMs: p.maxMs,
+    sustained: p.sustained,
+    ...(p.why ? { why: p.why } : {}),
+    jobP50Ms: p.jobHistogram.p50Ms,
+    jobP99Ms: p.jobHistogram.p99Ms,
+    peakRssBytes: p.peakRssBytes,
+  };
 }
 
 // ---------------------------------------------------------------- security
@@ -763,11 +812,16 @@ function transports(): Transport[] {
  * and detect's read of the rules' control topic (it follows it), nothing
  * else.
  */
-function anonymousAcls() {
+function anonymousAcls(extra: readonly AclRule[] = []) {
   const controlRead = jobAcls().filter((r) =>
     r.principal === "detect" && r.resource === "topic" && r.name === TOPICS.detectRules
   );
-  const entries = aclEntries([...scratchAcls("test"), ...scratchAcls("bench"), ...controlRead])
+  const entries = aclEntries([
+    ...scratchAcls("test"),
+    ...scratchAcls("bench"),
+    ...controlRead,
+    ...extra,
+  ])
     .map((e) => ({ ...e, principal: "User:ANONYMOUS" }));
   const seen = new Set<string>();
   return entries.filter((e) => {
@@ -784,21 +838,35 @@ function anonymousAcls() {
  * User:ANONYMOUS's grants are revoked before that.
  */
 async function securityBenchmark(records: number, runs: number): Promise<SecurityResult> {
-  console.log("==> security: restarting the cluster with the bench's PLAINTEXT listener");
+  return await withPlaintextListener("security", () => measureTransports(records, runs));
+}
+
+/**
+ * Runs `measure` on the cluster restarted with the bench's PLAINTEXT
+ * listener and User:ANONYMOUS's scratch grants ({@link anonymousAcls}); the
+ * grants are revoked and the cluster restarted without the listener after,
+ * also on failure.
+ */
+async function withPlaintextListener<T>(
+  mode: string,
+  measure: () => Promise<T>,
+  extra: readonly AclRule[] = [],
+): Promise<T> {
+  console.log(`==> ${mode}: restarting the cluster with the bench's PLAINTEXT listener`);
   await clusterDown({ mode: "cluster", say });
   try {
     await clusterUp({ mode: "cluster", say, benchPlaintext: true });
     await grantScratch();
-    const anonymous = anonymousAcls();
+    const anonymous = anonymousAcls(extra);
     await withAdmin((admin) => admin.createAcls({ acl: anonymous }));
     try {
-      return await measureTransports(records, runs);
+      return await measure();
     } finally {
       await withAdmin((admin) => admin.deleteAcls({ filters: anonymous }));
       say("revoked User:ANONYMOUS's grants");
     }
   } finally {
-    console.log("==> security: restarting the cluster without the PLAINTEXT listener");
+    console.log(`==> ${mode}: restarting the cluster without the PLAINTEXT listener`);
     await clusterDown({ mode: "cluster", say });
     await clusterUp({ mode: "cluster", say });
   }
@@ -847,6 +915,152 @@ async function measureTransports(records: number, runs: number): Promise<Securit
     ),
   };
 }
+
+// ---------------------------------------------------------------- reference
+
+/** An earlier commit of txpipe, extracted to run its jobs as they were. */
+interface Reference {
+  /** The commit, abbreviated. */
+  rev: string;
+  /** Where its files are (`git archive` of the commit). */
+  dir: string;
+}
+
+/**
+ * Resolves `rev` in this repository and extracts its files under
+ * TXPIPE_HOME/bench/ref-<rev> (once; later runs reuse them). Undefined when
+ * `rev` names no commit here.
+ */
+async function extractReference(rev: string): Promise<Reference | undefined> {
+  const parsed = await new Deno.Command("git", {
+    args: ["-C", ROOT, "rev-parse", "--verify", "--quiet", "--short", `${rev}^{commit}`],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const short = decoder.decode(parsed.stdout).trim();
+  if (!parsed.success || !short) return undefined;
+  const dir = join(homeDir(), "bench", `ref-${short}`);
+  const done = join(dir, ".extracted");
+  if (await Deno.stat(done).then(() => true, () => false)) return { rev: short, dir };
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.mkdir(dir, { recursive: true });
+  const archive = new Deno.Command("sh", {
+    args: ["-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", ROOT, short, dir],
+    stderr: "piped",
+  });
+  const out = await archive.output();
+  if (!out.success) {
+    throw new Error(`could not extract ${short}: ${decoder.decode(out.stderr).trim()}`);
+  }
+  await Deno.writeTextFile(done, `${short}\n`);
+  say(`extracted ${short} to ${dir}`);
+  return { rev: short, dir };
+}
+
+/**
+ * Today's aggregate and detect against the same jobs at an earlier commit,
+ * interleaved on one backlog, with ConsumerPerformance as the machine's
+ * reference. Every txpipe job connects over the bench's PLAINTEXT listener,
+ * today's as well, since an earlier commit may not speak SASL; the
+ * aggregations' windows are cross-checked against today's first run.
+ */
+async function referenceBenchmark(
+  reference: Reference,
+  records: number,
+  runs: number,
+  latency?: { rates: readonly number[]; seconds: number },
+): Promise<ReferenceResult> {
+  return await withPlaintextListener("reference", async () => {
+    const plaintext = transports().find((t) => t.name === "PLAINTEXT")!;
+    const backlog = await freshBenchTopic("reference_backlog");
+    const produced = await runOurProducer(backlog, records, "bench-backlog");
+    say(`backlog of ${formatCount(records)} in ${backlog}: ${line(produced)}`);
+    type Run = { run: CatchUpRun; windows?: WindowTotals[] };
+    const contenders: { name: string; what: string; run: () => Promise<Run> }[] = [
+      {
+        name: "ConsumerPerformance",
+        what: "Kafka's plain consumer: no processing, no writes",
+        run: async () => ({ run: await runConsumerPerformance(backlog, records) }),
+      },
+      ...(["aggregate", "detect"] as const).flatMap((job) => [
+        {
+          name: `txpipe ${job}`,
+          what: "today's job, over PLAINTEXT",
+          run: async (): Promise<Run> => {
+            const r = await runTxpipe(job, backlog, records, 1, [], plaintext);
+            return { ...r, run: { ...r.run, contender: `txpipe ${job}` } };
+          },
+        },
+        {
+          name: `txpipe ${job} at ${reference.rev}`,
+          what: `the job as it was at ${reference.rev}, over PLAINTEXT`,
+          run: () => runTxpipe(job, backlog, records, 1, [], plaintext, reference),
+        },
+      ]),
+    ];
+    const { byName, checks } = await interleave(contenders, runs);
+    return {
+      rev: reference.rev,
+      records,
+      contenders: contenders.map((c) => summariseRuns(c.name, c.what, byName.get(c.name)!)),
+      crossChecks: checks,
+      ...(latency
+        ? { latency: await referenceLatency(reference, plaintext, latency.rates, latency.seconds) }
+        : {}),
+    };
+  }, REFERENCE_ACLS);
+}
+
+/**
+ * The latency sweep of today's jobs and the earlier commit's, interleaved
+ * rate by rate (each rate starting with the other one), each over
+ * `plaintext`; a contender stops at its first rate not sustained.
+ */
+async function referenceLatency(
+  reference: Reference,
+  plaintext: Transport,
+  rates: readonly number[],
+  seconds: number,
+): Promise<LatencyResult> {
+  console.log(
+    `==> reference latency: paced rates ${
+      rates.join(", ")
+    } records/s, ${seconds} s measured at each`,
+  );
+  const result: LatencyResult = { seconds, rows: [], maxSustainableRate: {} };
+  const via = { brokers: plaintext.brokers, env: plaintext.env };
+  for (const job of ["detect", "aggregate"] as const) {
+    const contenders = [
+      { name: job, instance: via },
+      { name: `${job} at ${reference.rev}`, instance: { ...via, root: reference.dir } },
+    ];
+    const points = new Map(contenders.map((c) => [c.name, [] as LatencyPoint[]]));
+    for (const [i, rate] of rates.entries()) {
+      for (const c of rotate(contenders, i)) {
+        const mine = points.get(c.name)!;
+        if (mine.some((p) => !p.sustained)) continue;
+        const p = await measureRate({ job, rate, seconds, say, ...c });
+        mine.push(p);
+        result.rows.push(latencyRow(c.name, p));
+      }
+    }
+    for (const [name, mine] of points) result.maxSustainableRate[name] = maxSustainable(mine);
+  }
+  return result;
+}
+
+/**
+ * What earlier commits need beyond the scratch grants: before 4572ca6 a
+ * restore read the changelog in a consumer group of its own,
+ * txpipe-restore-<uuid>.
+ */
+const REFERENCE_ACLS: AclRule[] = (["aggregate", "detect"] as const).map((job) => ({
+  principal: job,
+  resource: "group",
+  pattern: "prefixed",
+  name: "txpipe-restore-",
+  operations: ["read", "describe"],
+}));
 
 // ---------------------------------------------------------------- report
 
@@ -939,6 +1153,27 @@ async function main(): Promise<void> {
     Deno.exit(2);
   }
   const seconds = quick ? 20 : values.latencySeconds;
+  if (values.withLatency && mode !== "reference") {
+    console.error(
+      `deno task bench: --with-latency: only the reference mode takes it, got it with "${mode}"`,
+    );
+    Deno.exit(2);
+  }
+  if ((mode === "reference") !== (values.rev !== undefined)) {
+    console.error(
+      mode === "reference"
+        ? "deno task bench: --rev: expected the commit to compare with, got nothing"
+        : `deno task bench: --rev: only the reference mode takes it, got it with "${mode}"`,
+    );
+    Deno.exit(2);
+  }
+  const reference = values.rev === undefined ? undefined : await extractReference(values.rev);
+  if (values.rev !== undefined && !reference) {
+    console.error(
+      `deno task bench: --rev: expected a commit of this repository, got "${values.rev}"`,
+    );
+    Deno.exit(2);
+  }
   const started = Date.now();
   const result: BenchResult = {
     date: new Date(started).toISOString(),
@@ -960,6 +1195,14 @@ async function main(): Promise<void> {
   }
   if (mode === "all" || mode === "latency") result.latency = await latencyBenchmark(rates, seconds);
   if (mode === "security") result.security = await securityBenchmark(records, runs);
+  if (reference) {
+    result.reference = await referenceBenchmark(
+      reference,
+      records,
+      runs,
+      values.withLatency ? { rates, seconds } : undefined,
+    );
+  }
   result.seconds = (Date.now() - started) / 1000;
 
   console.log("");
@@ -998,8 +1241,23 @@ async function main(): Promise<void> {
       { ...against("produce"), ...against("detect") },
     ));
   }
-  if (result.latency) {
-    for (const [job, rate] of Object.entries(result.latency.maxSustainableRate)) {
+  if (result.reference) {
+    const then = (job: string) => `txpipe ${job} at ${result.reference!.rev}`;
+    console.log(table(
+      `today against ${result.reference.rev}, ${formatCount(records)} records`,
+      result.reference.contenders,
+      {
+        "txpipe aggregate": [then("aggregate"), "txpipe detect", "ConsumerPerformance"],
+        "txpipe detect": [then("detect"), "ConsumerPerformance"],
+      },
+    ));
+  }
+  const sustainable = {
+    ...result.latency?.maxSustainableRate,
+    ...result.reference?.latency?.maxSustainableRate,
+  };
+  if (Object.keys(sustainable).length) {
+    for (const [job, rate] of Object.entries(sustainable)) {
       console.log(
         `maximum sustainable rate, ${job}: ${
           rate === null ? "none of the rates" : `${formatCount(rate)} records/s`

@@ -76,6 +76,7 @@ import {
   groupProgress,
   groupsOf,
   type Instance,
+  type InstanceOptions,
   type JobTopics,
   runTopics,
   startInstance,
@@ -204,6 +205,13 @@ export interface MeasureOptions {
   bounds?: LagBounds;
   /** Progress lines (default: stderr). */
   say?: (line: string) => void;
+  /**
+   * How the job instance runs: other brokers and settings (a transport), or
+   * another checkout's job (`deno task bench reference`).
+   */
+  instance?: InstanceOptions;
+  /** The contender's name in progress lines (default: the job's). */
+  name?: string;
 }
 
 /** Options of {@link sweep}: those of {@link MeasureOptions} with rates instead of one rate. */
@@ -587,7 +595,7 @@ export async function measureRate(o: MeasureOptions): Promise<LatencyPoint> {
   const latenessMs = o.allowedLatenessMs ?? LATENCY_DEFAULTS.allowedLatenessMs;
   const bounds = o.bounds ?? LATENCY_DEFAULTS.bounds;
   const job = o.job;
-  const label = `${job} @ ${formatCount(o.rate)} rec/s`;
+  const label = `${o.name ?? job} @ ${formatCount(o.rate)} rec/s`;
 
   const input = await freshBenchTopic(`latency_${job}_${o.rate}`);
   const t = runTopics(input, `bench_latency_${job}`);
@@ -610,6 +618,7 @@ export async function measureRate(o: MeasureOptions): Promise<LatencyPoint> {
     job === "aggregate"
       ? ["--window", `${windowMs}ms`, "--allowed-lateness", `${latenessMs}ms`]
       : [],
+    o.instance,
   );
   let exited: string | undefined;
   let measuring = true;

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { BenchResult, ContenderSummary, Spread } from "./results.ts";
+import type { BenchResult, ContenderSummary, LatencyResult, Spread } from "./results.ts";
 import { ratio } from "./results.ts";
 
 /** 12 345 → "12 345" (thin grouping, as the docs write numbers). */
@@ -48,6 +48,33 @@ const HEADER = [
   "| contender | records/s from start, median (min–max) | without start-up | peak RSS | CPU s | txpipe ÷ |",
   "| --- | --- | --- | --- | --- | --- |",
 ];
+
+/** A latency section's table and its maximum sustainable rates. */
+function latencyTable(l: LatencyResult): string[] {
+  const out = [
+    "| job | paced rate | reached | p50 ms | p99 ms | max ms | job's own p50 / p99 ms | peak RSS | lag bounded |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const r of l.rows) {
+    out.push(
+      `| ${r.job} | ${n(r.rate)} | ${n(r.achievedRate)} | ${n(r.p50Ms)} | ${n(r.p99Ms)} | ${
+        n(r.maxMs)
+      } | ${r.jobP50Ms !== undefined ? `${n(r.jobP50Ms)} / ${n(r.jobP99Ms ?? 0)}` : ""} | ${
+        mib(r.peakRssBytes)
+      } | ${r.sustained ? "yes" : `no: ${r.why ?? ""}`} |`,
+    );
+  }
+  out.push("");
+  for (const [job, rate] of Object.entries(l.maxSustainableRate)) {
+    out.push(
+      `- maximum sustainable rate, ${job}: ${
+        rate === null ? "none of the rates tried" : `${n(rate)} records/s`
+      }`,
+    );
+  }
+  out.push("");
+  return out;
+}
 
 /** The result's tables, as Markdown. */
 export function markdown(result: BenchResult): string {
@@ -101,32 +128,45 @@ export function markdown(result: BenchResult): string {
     }));
     out.push("");
   }
-  if (result.latency) {
-    const l = result.latency;
+  if (result.reference) {
+    const r = result.reference;
+    const then = (job: string) => `txpipe ${job} at ${r.rev}`;
     out.push(
-      `**Latency under paced load** (${l.seconds} s measured per rate)`,
+      `**Today's jobs against the same jobs at ${r.rev}, over a backlog of ${
+        n(r.records)
+      } records** (every txpipe job over PLAINTEXT)`,
       "",
-      "| job | paced rate | reached | p50 ms | p99 ms | max ms | job's own p50 / p99 ms | peak RSS | lag bounded |",
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      ...HEADER,
     );
-    for (const r of l.rows) {
+    out.push(...rows(r.contenders, {
+      "txpipe aggregate": [then("aggregate"), "txpipe detect", "ConsumerPerformance"],
+      "txpipe detect": [then("detect"), "ConsumerPerformance"],
+    }));
+    out.push("");
+    for (const x of r.crossChecks) {
       out.push(
-        `| ${r.job} | ${n(r.rate)} | ${n(r.achievedRate)} | ${n(r.p50Ms)} | ${n(r.p99Ms)} | ${
-          n(r.maxMs)
-        } | ${r.jobP50Ms !== undefined ? `${n(r.jobP50Ms)} / ${n(r.jobP99Ms ?? 0)}` : ""} | ${
-          mib(r.peakRssBytes)
-        } | ${r.sustained ? "yes" : `no: ${r.why ?? ""}`} |`,
+        `- windows of ${x.contender} against ${x.reference}: ${n(x.compared)} both closed, ${
+          n(x.mismatched)
+        } differ, ${n(x.duplicates)} emitted twice, ${n(x.onlyReference)} only in the reference, ${
+          n(x.onlyContender)
+        } only in the contender`,
       );
     }
     out.push("");
-    for (const [job, rate] of Object.entries(l.maxSustainableRate)) {
+    if (r.latency) {
       out.push(
-        `- maximum sustainable rate, ${job}: ${
-          rate === null ? "none of the rates tried" : `${n(rate)} records/s`
-        }`,
+        `**Latency under paced load, today's jobs against ${r.rev}** (${r.latency.seconds} s measured per rate, every job over PLAINTEXT)`,
+        "",
+        ...latencyTable(r.latency),
       );
     }
-    out.push("");
+  }
+  if (result.latency) {
+    out.push(
+      `**Latency under paced load** (${result.latency.seconds} s measured per rate)`,
+      "",
+      ...latencyTable(result.latency),
+    );
   }
   return out.join("\n");
 }

@@ -186,6 +186,24 @@ export interface SecurityResult {
   contenders: ContenderSummary[];
 }
 
+/**
+ * Today's stream jobs against the same jobs at an earlier commit
+ * (`deno task bench reference --rev REV`): one backlog, interleaved, every
+ * job over the bench's PLAINTEXT listener (an earlier commit may not speak
+ * SASL).
+ */
+export interface ReferenceResult {
+  /** The earlier commit, abbreviated. */
+  rev: string;
+  records: number;
+  /** "txpipe aggregate", "txpipe aggregate at REV", "txpipe detect", ... */
+  contenders: ContenderSummary[];
+  /** Every aggregation run's windows against today's first run. */
+  crossChecks: CrossCheck[];
+  /** With `--with-latency`: rows of "detect", "detect at REV", "aggregate", ... */
+  latency?: LatencyResult;
+}
+
 /** The catch-up section of a result. */
 export interface CatchUpResult {
   records: number;
@@ -228,6 +246,7 @@ export interface BenchResult {
   catchUp?: CatchUpResult;
   latency?: LatencyResult;
   security?: SecurityResult;
+  reference?: ReferenceResult;
   /** Seconds the whole bench took. */
   seconds: number;
 }

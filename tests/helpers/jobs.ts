@@ -115,6 +115,27 @@ export interface InstanceOptions {
   brokers?: readonly string[];
   /** Added to the inherited environment, e.g. TXPIPE_KAFKA_SECURITY_PROTOCOL. */
   env?: Record<string, string>;
+  /**
+   * Another checkout of txpipe (an earlier commit, for `deno task bench
+   * reference`): its job runs as its own `deno task <job>` ran it (its
+   * deno.json, its V8 flags), without the envelope's detect config.
+   */
+  root?: string;
+}
+
+/**
+ * The arguments of `deno` in the `deno task <job>` of the checkout at
+ * `root`, e.g. `run -A --v8-flags=… jobs/detect.ts`, run from `root`.
+ */
+export function taskArgs(root: string, job: "aggregate" | "detect"): string[] {
+  const tasks = JSON.parse(Deno.readTextFileSync(join(root, "deno.json"))).tasks ?? {};
+  const words = String(tasks[job] ?? "").trim().split(/\s+/);
+  if (words[0] !== "deno" || words[1] !== "run") {
+    throw new Error(
+      `${root}/deno.json: expected a "deno run …" task "${job}", got "${tasks[job]}"`,
+    );
+  }
+  return words.slice(1);
 }
 
 /** Starts one instance of `job` ("aggregate" or "detect") on `topics`. */
@@ -124,9 +145,10 @@ export function startInstance(
   extra: string[] = [],
   options: InstanceOptions = {},
 ): Instance {
+  const root = options.root;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      ...denoRunArgs(jobSpec(job)),
+      ...(root ? taskArgs(root, job) : denoRunArgs(jobSpec(job))),
       "--brokers",
       (options.brokers ?? BROKERS).join(","),
       "--input",
@@ -142,12 +164,12 @@ export function startInstance(
       "--session-timeout",
       "8s",
       // Detect assumes the envelope's compressed pace (tests/helpers/traffic.ts).
-      ...(job === "detect" && !extra.includes("--config")
+      ...(job === "detect" && !root && !extra.includes("--config")
         ? ["--config", ENVELOPE_CONFIG_FILE]
         : []),
       ...extra,
     ],
-    cwd: ROOT,
+    cwd: root ?? ROOT,
     env: options.env,
     stdin: "null",
     stdout: "piped",
