@@ -568,6 +568,13 @@ async function runTxpipe(
   return { run, windows: windowTotals(reader.records.map((r) => r.value)) };
 }
 
+/** The machine's reference in every catch-up: Kafka's own consumer, reading the backlog. */
+const CONSUMER_PERFORMANCE: CatchUpContender = {
+  name: "ConsumerPerformance",
+  what: "Kafka's plain consumer: no processing, no writes",
+  run: async (topic, records) => ({ run: await runConsumerPerformance(topic, records) }),
+};
+
 /**
  * The catch-up's contenders: with `only`, ConsumerPerformance and those whose
  * names contain one of its words; `jobFlags` go to every txpipe instance.
@@ -578,11 +585,7 @@ function catchUpContenders(
   jobFlags: readonly string[] = [],
 ): CatchUpContender[] {
   const contenders: CatchUpContender[] = [
-    {
-      name: "ConsumerPerformance",
-      what: "Kafka's plain consumer: no processing, no writes",
-      run: async (topic, records) => ({ run: await runConsumerPerformance(topic, records) }),
-    },
+    CONSUMER_PERFORMANCE,
     {
       name: "txpipe aggregate",
       what: "validate, repartition, windows, changelog, exactly once",
@@ -675,8 +678,9 @@ async function catchUpBenchmark(
 
 /**
  * Runs each contender `runs` times, interleaved (each round starting one
- * further along), removing a round's outputs and internal topics after it
- * (the backlog stays, until the end); the runs by contender, and every
+ * further along), removing a round's outputs and internal topics after it,
+ * and the topics a contender added to `roundTopics` (the backlog stays,
+ * until the end); the runs by contender, and every
  * aggregation's windows cross-checked against txpipe aggregate's first run.
  */
 async function interleave(
@@ -685,6 +689,7 @@ async function interleave(
     run: () => Promise<{ run: CatchUpRun; windows?: WindowTotals[] }>;
   }[],
   runs: number,
+  roundTopics: string[] = [],
 ): Promise<{ byName: Map<string, CatchUpRun[]>; checks: CrossCheck[] }> {
   const byName = new Map<string, CatchUpRun[]>();
   const windows = new Map<string, WindowTotals[][]>();
@@ -695,7 +700,7 @@ async function interleave(
       if (r.windows) (windows.get(c.name) ?? windows.set(c.name, []).get(c.name)!).push(r.windows);
       console.log(`    run ${i + 1}: ${line(r.run)}`);
     }
-    await deleteTopics(...ROUND_PREFIXES);
+    await deleteTopics(...ROUND_PREFIXES, ...roundTopics.splice(0));
   }
   await deleteTopics(...BENCH_PREFIXES);
   const checks = crossCheckAll(windows);
@@ -886,24 +891,15 @@ async function measureTransports(records: number, runs: number): Promise<Securit
       run: async () => {
         const topic = await freshBenchTopic(`security_${t.name.toLowerCase()}`);
         written.push(topic);
-        return await runOurProducer(topic, records, "bench", t);
+        return { run: await runOurProducer(topic, records, "bench", t) };
       },
     },
     {
       name: `txpipe detect over ${t.name}`,
-      run: async () => (await runTxpipe("detect", backlog, records, 1, [], t)).run,
+      run: () => runTxpipe("detect", backlog, records, 1, [], t),
     },
   ]);
-  const byName = new Map<string, CatchUpRun[]>();
-  for (let i = 0; i < runs; i++) {
-    for (const c of rotate(contenders, i)) {
-      const r = await c.run();
-      (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r);
-      console.log(`    run ${i + 1}: ${line(r)}`);
-    }
-    await deleteTopics(...ROUND_PREFIXES, ...written.splice(0));
-  }
-  await deleteTopics(...BENCH_PREFIXES);
+  const { byName } = await interleave(contenders, runs, written);
   const what = new Map(via.flatMap((t) => [
     [`txpipe produce over ${t.name}`, t.what],
     [`txpipe detect over ${t.name}`, t.what],
@@ -977,11 +973,7 @@ async function referenceBenchmark(
     say(`backlog of ${formatCount(records)} in ${backlog}: ${line(produced)}`);
     type Run = { run: CatchUpRun; windows?: WindowTotals[] };
     const contenders: { name: string; what: string; run: () => Promise<Run> }[] = [
-      {
-        name: "ConsumerPerformance",
-        what: "Kafka's plain consumer: no processing, no writes",
-        run: async () => ({ run: await runConsumerPerformance(backlog, records) }),
-      },
+      { ...CONSUMER_PERFORMANCE, run: () => CONSUMER_PERFORMANCE.run(backlog, records) },
       ...(["aggregate", "detect"] as const).flatMap((job) => [
         {
           name: `txpipe ${job}`,
