@@ -577,8 +577,8 @@ export async function runStream<T, S, C>(
   };
 
   // The timer's commit of a batch no fetch came to close. A failure drops the
-  // partition's state and seeks back to its last commit, so kafkajs fetches
-  // the uncommitted records again for the next owner (maybe us).
+  // partition's state and rewinds it to its last commit (in guarded), so
+  // kafkajs fetches the uncommitted records again for the next owner (maybe us).
   const commitWhenDue = (partition: number) => {
     const task = tasks.get(partition);
     if (!task?.open || stopping) return;
@@ -592,24 +592,40 @@ export async function runStream<T, S, C>(
       );
       return;
     }
-    const committed = task.committed;
-    guarded(partition, (run) => commit(task, run)).catch(async (err) => {
+    guarded(partition, (run) => commit(task, run)).catch((err) => {
       if (!(err instanceof StuckBatchError)) {
         log.warn({ err, partition }, "batch commit failed; state dropped");
       }
-      await release(partition);
-      if (committed >= 0 && !stopping) {
-        try {
-          consumer.seek({ topic: processor.source, partition, offset: String(committed) });
-        } catch { /* the consumer is restarting: it fetches from the committed offsets */ }
-      }
     });
+  };
+
+  // Moves the consumer's position of `partition` back to its last commit
+  // after a failed or abandoned step. kafkajs's own position is already past
+  // the step's records (resolveOffset runs before the commit), and nothing
+  // else brings it back: not a later fetch when the step held the
+  // partition's last records, not the takeover when nothing was committed
+  // yet. Earlier than the commit is safe (a takeover skips what its state
+  // already holds); later never is. Never committed: the earliest offset.
+  const rewind = async (partition: number, committed: number) => {
+    if (stopping) return;
+    try {
+      let offset = committed >= 0 ? committed : await ctx.committedOffset(partition);
+      if (offset < 0) {
+        const offsets = await admin.fetchTopicOffsets(processor.source);
+        offset = Number(offsets.find((o) => o.partition === partition)?.low ?? 0);
+      }
+      consumer.seek({ topic: processor.source, partition, offset: String(offset) });
+    } catch (err) {
+      // The consumer restarts or rejoins then: it fetches from the group's offsets.
+      log.warn({ err, partition }, "could not move back to the last commit");
+    }
   };
 
   // Runs one step of `partition` (a fetch applied, a commit) under the
   // deadline: past it, the step is abandoned and StuckBatchError thrown.
   // A failed step's partition state may hold uncommitted changes: it is
-  // dropped, so the next owner (maybe us) restores from the changelog.
+  // dropped, so the next owner (maybe us) restores from the changelog, and
+  // the partition is rewound to its last commit.
   const guarded = async (partition: number, step: (run: BatchRun) => Promise<void>) => {
     const run: BatchRun = { abandoned: false, step: "starting", progressAt: Date.now() };
     let timer: ReturnType<typeof setInterval> | undefined;
@@ -629,7 +645,9 @@ export async function runStream<T, S, C>(
       }
       stuckInARow.delete(partition);
     } catch (err) {
+      const committed = tasks.get(partition)?.committed ?? -1;
       await release(partition);
+      await rewind(partition, committed);
       throw err;
     } finally {
       clearInterval(timer);
