@@ -37,7 +37,7 @@
  */
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { PartitionRouter, subscribeWhenKnown } from "./kafka.ts";
+import { PartitionRouter, subscribeWhenKnown, withTimeout } from "./kafka.ts";
 import { eventTimeAhead, eventTimeLead, stateEntries, stuckBatches } from "./metrics.ts";
 import { LagMonitor } from "./lag.ts";
 import { type BatchRun, PartitionTask, type TaskContext } from "./partition_task.ts";
@@ -606,20 +606,25 @@ export async function runStream<T, S, C>(
   // partition's last records, not the takeover when nothing was committed
   // yet. Earlier than the commit is safe (a takeover skips what its state
   // already holds); later never is. Never committed: the earliest offset.
-  const rewind = async (partition: number, committed: number) => {
-    if (stopping) return;
-    try {
-      let offset = committed >= 0 ? committed : await ctx.committedOffset(partition);
-      if (offset < 0) {
-        const offsets = await admin.fetchTopicOffsets(processor.source);
-        offset = Number(offsets.find((o) => o.partition === partition)?.low ?? 0);
-      }
-      consumer.seek({ topic: processor.source, partition, offset: String(offset) });
-    } catch (err) {
-      // The consumer restarts or rejoins then: it fetches from the group's offsets.
-      log.warn({ err, partition }, "could not move back to the last commit");
-    }
-  };
+  // (Asking Kafka, when nothing was committed, is waited for 10 s at most:
+  // the error path must not hang on an unreachable cluster.)
+  const rewind = (partition: number, committed: number) =>
+    withTimeout(
+      (async () => {
+        let offset = committed >= 0 ? committed : await ctx.committedOffset(partition);
+        if (offset < 0) {
+          const offsets = await admin.fetchTopicOffsets(processor.source);
+          offset = Number(offsets.find((o) => o.partition === partition)?.low ?? 0);
+        }
+        if (!stopping) {
+          consumer.seek({ topic: processor.source, partition, offset: String(offset) });
+        }
+      })().catch((err) =>
+        // The consumer restarts or rejoins then: it fetches from the group's offsets.
+        log.warn({ err, partition }, "could not move back to the last commit")
+      ),
+      10_000,
+    );
 
   // Runs one step of `partition` (a fetch applied, a commit) under the
   // deadline: past it, the step is abandoned and StuckBatchError thrown.
