@@ -74,6 +74,7 @@ import {
   windowTotals,
 } from "./results.ts";
 import { renderChart } from "./chart.ts";
+import { COMPARISONS } from "./report.ts";
 import { buildKafkaStreams, runKafkaStreams } from "./kafka_streams.ts";
 import { ensureSpark, runSpark } from "./spark.ts";
 import { type LatencyPoint, maxSustainable, measureRate, sweep } from "./latency.ts";
@@ -1202,23 +1203,14 @@ async function main(): Promise<void> {
     console.log(table(
       `catch-up over ${formatCount(records)} records`,
       result.catchUp.contenders,
-      {
-        "txpipe aggregate": [
-          ...STREAMS_GRACE.map((g) => g.name),
-          "Spark aggregate",
-          "ConsumerPerformance",
-        ],
-        "txpipe detect": ["ConsumerPerformance"],
-        "txpipe aggregate, 2 instances": ["txpipe aggregate"],
-        "txpipe detect, 2 instances": ["txpipe detect"],
-      },
+      COMPARISONS.catchUp(result.catchUp.contenders),
     ));
   }
   if (result.producer) {
     console.log(table(
       `produce ${formatCount(records)} records`,
       result.producer.contenders,
-      { "txpipe produce": JAVA_PRODUCERS.map((j) => j.name) },
+      COMPARISONS.producer(result.producer.contenders),
     ));
   }
   if (result.security) {
@@ -1234,14 +1226,10 @@ async function main(): Promise<void> {
     ));
   }
   if (result.reference) {
-    const then = (job: string) => `txpipe ${job} at ${result.reference!.rev}`;
     console.log(table(
       `today against ${result.reference.rev}, ${formatCount(records)} records`,
       result.reference.contenders,
-      {
-        "txpipe aggregate": [then("aggregate"), "txpipe detect", "ConsumerPerformance"],
-        "txpipe detect": [then("detect"), "ConsumerPerformance"],
-      },
+      COMPARISONS.reference(result.reference.rev),
     ));
   }
   const sustainable = {

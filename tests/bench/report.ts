@@ -76,6 +76,32 @@ function latencyTable(l: LatencyResult): string[] {
   return out;
 }
 
+/**
+ * Which contenders each txpipe contender is divided by, section by section:
+ * one definition for the console's tables (bench.ts) and the Markdown.
+ */
+export const COMPARISONS = {
+  catchUp: (contenders: readonly ContenderSummary[]): Record<string, string[]> => ({
+    "txpipe aggregate": [
+      ...contenders.map((x) => x.contender).filter((name) => name.startsWith("Kafka Streams")),
+      "Spark aggregate",
+      "ConsumerPerformance",
+    ],
+    "txpipe detect": ["ConsumerPerformance"],
+    "txpipe aggregate, 2 instances": ["txpipe aggregate"],
+    "txpipe detect, 2 instances": ["txpipe detect"],
+  }),
+  producer: (contenders: readonly ContenderSummary[]): Record<string, string[]> => ({
+    "txpipe produce": contenders.map((x) => x.contender).filter((name) =>
+      !name.startsWith("txpipe")
+    ),
+  }),
+  reference: (rev: string): Record<string, string[]> => ({
+    "txpipe aggregate": [`txpipe aggregate at ${rev}`, "txpipe detect", "ConsumerPerformance"],
+    "txpipe detect": [`txpipe detect at ${rev}`, "ConsumerPerformance"],
+  }),
+};
+
 /** The result's tables, as Markdown. */
 export function markdown(result: BenchResult): string {
   const out: string[] = [];
@@ -90,16 +116,8 @@ export function markdown(result: BenchResult): string {
   );
   if (result.catchUp) {
     const c = result.catchUp;
-    const streams = c.contenders.filter((x) => x.contender.startsWith("Kafka Streams")).map((x) =>
-      x.contender
-    );
     out.push(`**Catch-up over a backlog of ${n(c.records)} records**`, "", ...HEADER);
-    out.push(...rows(c.contenders, {
-      "txpipe aggregate": [...streams, "Spark aggregate", "ConsumerPerformance"],
-      "txpipe detect": ["ConsumerPerformance"],
-      "txpipe aggregate, 2 instances": ["txpipe aggregate"],
-      "txpipe detect, 2 instances": ["txpipe detect"],
-    }));
+    out.push(...rows(c.contenders, COMPARISONS.catchUp(c.contenders)));
     out.push("", "**Cross-check of the windows against txpipe aggregate's first run**", "");
     out.push(
       "| contender | windows both closed | differ | emitted twice | only txpipe closed | only the contender closed |",
@@ -121,16 +139,11 @@ export function markdown(result: BenchResult): string {
       "",
       ...HEADER,
     );
-    out.push(...rows(p.contenders, {
-      "txpipe produce": p.contenders.filter((x) => !x.contender.startsWith("txpipe")).map((x) =>
-        x.contender
-      ),
-    }));
+    out.push(...rows(p.contenders, COMPARISONS.producer(p.contenders)));
     out.push("");
   }
   if (result.reference) {
     const r = result.reference;
-    const then = (job: string) => `txpipe ${job} at ${r.rev}`;
     out.push(
       `**Today's jobs against the same jobs at ${r.rev}, over a backlog of ${
         n(r.records)
@@ -138,10 +151,7 @@ export function markdown(result: BenchResult): string {
       "",
       ...HEADER,
     );
-    out.push(...rows(r.contenders, {
-      "txpipe aggregate": [then("aggregate"), "txpipe detect", "ConsumerPerformance"],
-      "txpipe detect": [then("detect"), "ConsumerPerformance"],
-    }));
+    out.push(...rows(r.contenders, COMPARISONS.reference(r.rev)));
     out.push("");
     for (const x of r.crossChecks) {
       out.push(
