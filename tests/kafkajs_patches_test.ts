@@ -62,6 +62,7 @@ console.log(JSON.stringify({ before, imported, patched, again, report }));
   }
   assert.deepEqual(r.again, r.patched, "idempotent");
   assert.deepEqual(r.report, {
+    fetchDecoding: true,
     readCommitted: true,
     concurrentTransactions: true,
     recordBatch: true,

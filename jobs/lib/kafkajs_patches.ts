@@ -6,6 +6,9 @@
  *
  * The patches (each module documents its defect, how it was seen, and the
  * fix; docs/design.md lists them):
+ * - fetch_decode.ts: Fetch v11 responses decoded by txpipe (kafkajs's own
+ *   objects, without its BigInt arithmetic and allocations per record).
+ *   Installed before read_committed.ts, whose filter wraps it;
  * - read_committed.ts: aborted transactions skipped as the Java client
  *   skips them (kafkajs lets aborted records through when several
  *   transactions abort together);
@@ -25,6 +28,7 @@
  * @module
  */
 import { groupingPatched } from "./group_by_partition.ts";
+import { installFetchDecoding } from "./fetch_decode.ts";
 import { installReadCommitted } from "./read_committed.ts";
 import { installConcurrentTransactionRetries } from "./concurrent_transactions.ts";
 import { installRecordBatchEncoding } from "./record_batch.ts";
@@ -32,6 +36,7 @@ import { installProduceTimeouts } from "./produce_timeout.ts";
 
 /** What {@link patchKafkajs} installed. */
 export interface KafkajsPatches {
+  fetchDecoding: true;
   readCommitted: true;
   concurrentTransactions: true;
   recordBatch: true;
@@ -46,11 +51,13 @@ export interface KafkajsPatches {
  * patches were written for (a function they replace is missing).
  */
 export function patchKafkajs(): KafkajsPatches {
+  installFetchDecoding(); // before read_committed: its filter wraps this decoder
   installReadCommitted();
   installConcurrentTransactionRetries();
   installRecordBatchEncoding(); // before produce timeouts: that wrapper must see these requests
   installProduceTimeouts();
   return {
+    fetchDecoding: true,
     readCommitted: true,
     concurrentTransactions: true,
     recordBatch: true,
