@@ -22,7 +22,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { Partitioners } from "kafkajs";
+import { JavaCompatiblePartitioner } from "./partitioner.ts";
 import type { Message, PartitionMetadata } from "kafkajs";
 import {
   FRAUD_INSTANCE_HEADER,
@@ -71,7 +71,7 @@ export interface EncodedBatch {
  */
 export class KeyRouting {
   readonly #byUser: Array<{ key: Buffer; partition: number } | undefined> = [];
-  readonly #partitioner = Partitioners.DefaultPartitioner();
+  readonly #partitioner = JavaCompatiblePartitioner();
   readonly #topic: string;
   readonly #partitionMetadata: PartitionMetadata[];
   readonly #max: number;

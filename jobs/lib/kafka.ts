@@ -7,7 +7,8 @@
  */
 // First, before kafkajs loads (group_by_partition.ts must be in time): txpipe's patches to kafkajs.
 import { patchKafkajs } from "./kafkajs_patches.ts";
-import { ConfigResourceTypes, Kafka, logLevel, Partitioners } from "kafkajs";
+import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
+import { JavaCompatiblePartitioner } from "./partitioner.ts";
 import type {
   Admin,
   Consumer,
@@ -79,11 +80,13 @@ export const PRODUCER_RETRY = {
 } as const;
 
 /**
- * kafkajs 2's default, Java-compatible partitioner, named so that kafkajs does
- * not warn about its change of default on every producer. `sendByPartition`
- * sets each record's partition itself, with the same partitioner.
+ * Kafka's default partitioner: kafkajs 2's default, Java-compatible one
+ * computed without kafkajs's BigInt arithmetic (partitioner.ts), and named,
+ * so that kafkajs does not warn about its change of default on every
+ * producer. `sendByPartition` sets each record's partition itself, with the
+ * same partitioner.
  */
-export const PARTITIONER = Partitioners.DefaultPartitioner;
+export const PARTITIONER = JavaCompatiblePartitioner;
 
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
