@@ -32,9 +32,17 @@ function sampleMessages(n: number): Message[] {
   const out: Message[] = [];
   for (let i = 0; i < n; i++) {
     const m: Message = {
-      key: i % 7 === 0 ? null : i % 5 === 0 ? Buffer.from(`bytes-${i}`) : `user-${i}-é`,
+      key: i % 7 === 0
+        ? null
+        : i % 5 === 0
+        ? Buffer.from(`bytes-${i}`)
+        : i % 2 === 0
+        ? `user-${i}-é`
+        : `user-${i}`,
       value: i % 11 === 0
         ? `{"i":${i},"s":"ünïcode"}`
+        : i % 4 === 1
+        ? `{"i":${i}}`.repeat(1 + i % 90) // ASCII strings, short and long
         : Buffer.from(`{"i":${i}}`.repeat(1 + i % 90)),
     };
     if (i % 3 === 0) {

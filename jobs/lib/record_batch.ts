@@ -74,14 +74,25 @@ function writeVarInt(buf: Uint8Array, at: number, v: number): number {
   return at;
 }
 
-/** The bytes of a key, value or header value as kafkajs writes them (strings as UTF-8). */
-function bytesOf(v: unknown): Uint8Array | null {
+/**
+ * A key, value or header value as it is written: bytes, or a string of
+ * ASCII (copied into the request a character at a time, with no buffer of
+ * its own: the allocation, not the copy, was the cost), or null. Other
+ * strings as their UTF-8, as kafkajs writes them.
+ */
+type Part = Uint8Array | string | null;
+
+function partOf(v: unknown): Part {
   if (v === null || v === undefined) return null;
   if (v instanceof Uint8Array) return v;
-  return stringBytes(String(v));
+  const s = String(v);
+  for (let i = 0; i < s.length; i++) {
+    if (s.charCodeAt(i) > 0x7f) return utf8.encode(s);
+  }
+  return s;
 }
 
-/** UTF-8 of `s`; short ASCII strings (keys, ids) without a call into the runtime's encoder. */
+/** UTF-8 of `s`; short ASCII strings (header names) without a call into the runtime's encoder. */
 function stringBytes(s: string): Uint8Array {
   if (s.length > 64) return utf8.encode(s);
   const out = new Uint8Array(s.length);
@@ -111,8 +122,7 @@ function headerName(name: string): Uint8Array {
  * Throws for a message with a timestamp (the caller leaves those to kafkajs).
  */
 export function encodeRecords(messages: readonly RecordInput[]): EncodedRecords {
-  const parts: Array<{ key: Uint8Array | null; value: Uint8Array | null; headers: Uint8Array[] }> =
-    new Array(messages.length);
+  const parts: Array<{ key: Part; value: Part; headers: Part[] }> = new Array(messages.length);
   const bodies = new Array<number>(messages.length);
   let total = 0;
   for (let i = 0; i < messages.length; i++) {
@@ -120,9 +130,9 @@ export function encodeRecords(messages: readonly RecordInput[]): EncodedRecords 
     if (m.timestamp !== undefined && m.timestamp !== null) {
       throw new Error("encodeRecords: messages with a timestamp are left to kafkajs");
     }
-    const key = bytesOf(m.key);
-    const value = bytesOf(m.value);
-    const headers: Uint8Array[] = []; // key, value, key, value, … (a null value as an empty marker)
+    const key = partOf(m.key);
+    const value = partOf(m.value);
+    const headers: Part[] = []; // name, value, name, value, …
     let body = 1 + 1 + varIntSize(i); // attributes, timestamp delta 0, offset delta
     body += key ? varIntSize(key.length) + key.length : 1;
     body += value ? varIntSize(value.length) + value.length : 1;
@@ -131,8 +141,8 @@ export function encodeRecords(messages: readonly RecordInput[]): EncodedRecords 
       const given = m.headers![name];
       for (const v of Array.isArray(given) ? given : [given]) {
         const k = headerName(name);
-        const hv = bytesOf(v);
-        headers.push(k, hv ?? NULL_MARK);
+        const hv = partOf(v);
+        headers.push(k, hv);
         body += varIntSize(k.length) + k.length + (hv ? varIntSize(hv.length) + hv.length : 1);
         headerCount++;
       }
@@ -155,18 +165,18 @@ export function encodeRecords(messages: readonly RecordInput[]): EncodedRecords 
     at = writeVarInt(out, at, headers.length / 2);
     for (let h = 0; h < headers.length; h += 2) {
       at = writeBytes(out, at, headers[h]);
-      at = writeBytes(out, at, headers[h + 1] === NULL_MARK ? null : headers[h + 1]);
+      at = writeBytes(out, at, headers[h + 1]);
     }
   }
   return { bytes: out, count: messages.length };
 }
 
-const NULL_MARK = new Uint8Array(0);
-
-function writeBytes(buf: Uint8Array, at: number, b: Uint8Array | null): number {
+function writeBytes(buf: Uint8Array, at: number, b: Part): number {
   if (b === null) return writeVarInt(buf, at, -1);
   at = writeVarInt(buf, at, b.length);
-  buf.set(b, at);
+  if (typeof b === "string") {
+    for (let i = 0; i < b.length; i++) buf[at + i] = b.charCodeAt(i);
+  } else buf.set(b, at);
   return at + b.length;
 }
 
