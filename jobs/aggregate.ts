@@ -44,6 +44,7 @@ import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
   addToWindow,
   decodePartial,
+  encodePartial,
   mergeWindow,
   toAggregate,
   windowKey,
@@ -102,6 +103,7 @@ export function aggregateProcessors(o: {
     groupBy: ({ tx }) => `${tx.merchantId}|${tx.currency}`,
     add: (w, { tx, amountMinor }) => addToWindow(w, { ...tx, amountMinor }, o.windowMs),
     merge: mergeWindow,
+    encodePartial,
     decodePartial: (v) => decodePartial(v, o.windowMs),
     partialDescription: `a partial window of ${o.windowMs} ms, a window input`,
     windowKey: (w) => windowKey(w.merchantId, w.currency, w.windowStart),

@@ -32,6 +32,8 @@ import {
   addToWindow,
   type Aggregate,
   combinedWatermark,
+  decodePartial,
+  encodePartial,
   toAggregate,
   watermark,
   type WindowInput,
@@ -344,11 +346,12 @@ const inputCount = (partitions: readonly PartitionInput[]) =>
   partitions.reduce((n, p) => n + p.length, 0);
 
 /** The sum of the partials' transaction counts: each on-time record in exactly one. */
+/** A repartition record's partial, as stage 2 reads it. */
+const partialOf = (r: { value: Uint8Array | null }) =>
+  decodePartial(JSON.parse(new TextDecoder().decode(r.value!)), WINDOW_MS);
+
 const summed = (partials: ReturnType<typeof results>["partials"]) =>
-  partials.reduce(
-    (n, r) => n + JSON.parse(new TextDecoder().decode(r.value!)).transactionCount,
-    0,
-  );
+  partials.reduce((n, r) => n + partialOf(r)!.transactionCount, 0);
 
 Deno.test("aggregate (in memory): partials give the per-record output, late drops included", () => {
   const partitions = byUser(disorderedRecords(20_000, "partials-in-memory"), 5);
@@ -415,8 +418,15 @@ Deno.test("aggregate (in memory): stage 2 still reads the previous version's per
   // A per-record value is the partial of its one transaction.
   assert.deepEqual(parse(tx), { ok: true, value: { kind: "partial", window: partial } });
   assert.deepEqual(parse(partial), { ok: true, value: { kind: "partial", window: partial } });
+  // The compact array of today's stage 1.
+  const compact = JSON.parse(encodePartial(partial));
+  assert.deepEqual(parse(compact), { ok: true, value: { kind: "partial", window: partial } });
   for (
     const bad of [
+      compact.slice(0, 9),
+      [...compact.slice(0, 2), compact[2] + 1, ...compact.slice(3)],
+      [...compact.slice(0, 6), 0.5, ...compact.slice(7)],
+      [7, ...compact.slice(1)],
       { ...partial, windowEnd: partial.windowStart + 2 * WINDOW_MS },
       { ...partial, windowStart: partial.windowStart + 1, windowEnd: partial.windowEnd + 1 },
       { ...partial, purchaseMinor: 0.5 },
@@ -436,17 +446,55 @@ Deno.test("aggregate (in memory): stage 2 still reads the previous version's per
   }
 });
 
-Deno.test("aggregate (in memory): the topology writes byte for byte what the version before it wrote, repartition topic and output", () => {
+Deno.test("aggregate (in memory): stage 2 still reads the partials the version before wrote as objects, mixed with compact ones", () => {
+  const partitions = byUser(disorderedRecords(20_000, "partials-objects"), 5);
+  const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
+  const driver = driverOf(partitions, [stagesV1(5).rekey, stages(5).windows]);
+  const options = randomBatches("j");
+  driver.run({ ...options, maxBatches: 120 });
+  const objects = driver.read(topics.repartition).filter((r) => r.headers[MARKER_HEADER] !== "1");
+  assert.ok(objects.length > 500, `object partials written (${objects.length})`);
+  assert.ok(objects.every((r) => !new TextDecoder().decode(r.value!).startsWith("[")));
+  driver.upgrade(stages(5).rekey);
+  driver.run(options);
+  assert.deepEqual(canonical(results(driver).outputs), canonical(expected.aggregates));
+});
+
+Deno.test("aggregate (in memory): the topology writes byte for byte what the version before it wrote, output and dead letters; the same partials, now as compact arrays", () => {
   const partitions = byUser(disorderedRecords(20_000, "partials-bytes"), 5);
   const before = driverOf(partitions, Object.values(stagesV1(5)));
   before.run(randomBatches("g"));
   const now = driverOf(partitions, Object.values(stages(5)));
   now.run(randomBatches("g"));
-  for (const topic of [topics.repartition, "output", "dead_letters"]) {
+  for (const topic of ["output", "dead_letters"]) {
     const a = before.read(topic);
     assert.ok(a.length > 100, `${topic}: ${a.length} records`);
     assert.deepEqual(now.read(topic), a, topic);
   }
+  // The repartition topic: the same records (keys, partitions, markers byte for byte), each
+  // partial the same window totals, written as the compact array in under a third of the bytes.
+  const a = before.read(topics.repartition);
+  const b = now.read(topics.repartition);
+  assert.ok(a.length > 100, `repartition: ${a.length} records`);
+  assert.equal(b.length, a.length);
+  let bytesBefore = 0;
+  let bytesNow = 0;
+  for (let i = 0; i < a.length; i++) {
+    const { value: va, ...ra } = a[i];
+    const { value: vb, ...rb } = b[i];
+    assert.deepEqual(rb, ra, `record ${i}`);
+    if (a[i].headers[MARKER_HEADER] === "1") assert.deepEqual(vb, va, `marker ${i}`);
+    else {
+      assert.deepEqual(partialOf(b[i]), partialOf(a[i]), `partial ${i}`);
+      assert.ok(Array.isArray(JSON.parse(new TextDecoder().decode(vb!))));
+      bytesBefore += va!.length;
+      bytesNow += vb!.length;
+    }
+  }
+  assert.ok(
+    bytesNow * 3 < bytesBefore,
+    `${bytesNow} bytes of partials where there were ${bytesBefore}`,
+  );
   // The dead letters' messages too.
   assert.deepEqual(
     now.deadLetters().map((d) => [d.reason, d.message]),
@@ -548,10 +596,7 @@ Deno.test(
       settleMs: 1000,
     });
     const partials = repartition.filter((r) => r.headers["txpipe-watermark"] !== "1");
-    const summed = partials.reduce(
-      (n, r) => n + JSON.parse(new TextDecoder().decode(r.value!)).transactionCount,
-      0,
-    );
+    const summed = partials.reduce((n, r) => n + partialOf(r)!.transactionCount, 0);
     assert.equal(summed, records.length - expected.late, "every on-time record in one partial");
     assert.ok(partials.length < summed, `${partials.length} partials for ${summed} records`);
   },

@@ -84,6 +84,8 @@ export interface WindowedAggregationOptions<T, W extends Window> {
   readonly merge: (total: W | undefined, partial: W) => W;
   /** A partial from a repartition record's JSON value; undefined when it is none. */
   readonly decodePartial: (value: unknown) => W | undefined;
+  /** A partial's repartition value, which `decodePartial` reads back (default: its JSON). */
+  readonly encodePartial?: (window: W) => string;
   /** What `decodePartial` takes, for the dead letter of a record it refuses. */
   readonly partialDescription: string;
   /** A window's key in stage 2's `windows` store (unique per group and window). */
@@ -165,8 +167,9 @@ function rekeyStage<T, W extends Window>(
       }
     },
     endBatch: (ctx) => {
+      const encode = o.encodePartial ?? JSON.stringify;
       for (const { key, partial } of batchPartials(ctx.partition).values()) {
-        ctx.emit({ topic: o.topics.repartition, key, value: JSON.stringify(partial) });
+        ctx.emit({ topic: o.topics.repartition, key, value: encode(partial) });
       }
       partials.delete(ctx.partition);
       const progress = ctx.store("progress").get(PROGRESS);
