@@ -1114,9 +1114,13 @@ function table(
     rows.push(
       `  ${c.contender.padEnd(50)} ${
         `${formatCount(r.median)} (${formatCount(r.min)}–${formatCount(r.max)})`.padEnd(30)
-      } ${formatCount(c.recordsPerSecondFromFirstOutput?.median ?? 0).padEnd(12)} ${
-        mib(c.peakRssBytes?.median ?? 0).padEnd(9)
-      } ${(c.cpuSeconds?.median ?? 0).toFixed(1).padStart(5)}  ${ratios}${
+      } ${
+        // "—" when a run had no output before its end to time from (as in the Markdown).
+        (c.recordsPerSecondFromFirstOutput
+          ? formatCount(c.recordsPerSecondFromFirstOutput.median)
+          : "—").padEnd(12)} ${mib(c.peakRssBytes?.median ?? 0).padEnd(9)} ${
+        (c.cpuSeconds?.median ?? 0).toFixed(1).padStart(5)
+      }  ${ratios}${
         c.dropped ? `  (dropped as late: ${c.dropped.map(formatCount).join(", ")})` : ""
       }`,
     );
