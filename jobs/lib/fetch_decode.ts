@@ -144,10 +144,10 @@ class Reader {
     return (result >>> 1) ^ -(result & 1);
   }
   /**
-   * A zigzag varlong as a number, while it is a safe integer (a timestamp
-   * delta always is); undefined past 7 bytes, for BigInt to take over.
+   * A zigzag varlong (kafkajs's readVarLong): a number while it is a safe
+   * integer (a timestamp delta always is), else a BigInt.
    */
-  varLongNumber(): number | undefined {
+  varLong(): number | bigint {
     const start = this.pos;
     let raw = 0;
     let scale = 1;
@@ -156,7 +156,7 @@ class Reader {
       if (this.pos >= this.end) throw new UseKafkajs("past the end");
       if (scale > 2 ** 42) {
         this.pos = start;
-        return undefined;
+        return this.#varLongBig();
       }
       byte = this.buf[this.pos++];
       raw += (byte & 0x7f) * scale;
@@ -164,8 +164,7 @@ class Reader {
     } while (byte >= 0x80);
     return raw % 2 === 0 ? raw / 2 : -(raw + 1) / 2;
   }
-  /** A zigzag varlong as a BigInt (kafkajs's readVarLong). */
-  varLongBig(): bigint {
+  #varLongBig(): bigint {
     let raw = 0n;
     let shift = 0n;
     let byte: number;
@@ -180,30 +179,32 @@ class Reader {
   }
   /** Varint-length bytes: a view, or null for length -1 (kafkajs's readVarIntBytes). */
   varBytes(): Buffer | null {
-    const length = this.varInt();
-    if (length === -1) return null;
-    if (length < 0 || this.pos + length > this.end) throw new UseKafkajs("bytes past the end");
-    const b = this.buf.slice(this.pos, this.pos + length);
-    this.pos += length;
+    const end = this.#end(this.varInt());
+    if (end === undefined) return null;
+    const b = this.buf.slice(this.pos, end);
+    this.pos = end;
     return b;
   }
   /** Varint-length UTF-8, or null for length -1 (kafkajs's readVarIntString). */
   varString(): string | null {
-    const length = this.varInt();
-    if (length === -1) return null;
-    if (length < 0 || this.pos + length > this.end) throw new UseKafkajs("string past the end");
-    const s = this.buf.toString("utf8", this.pos, this.pos + length);
-    this.pos += length;
-    return s;
+    return this.#utf8(this.varInt());
   }
   /** Int16-length UTF-8, or null for length -1 (kafkajs's readString). */
   string(): string | null {
-    const length = this.int16();
-    if (length === -1) return null;
-    if (length < 0 || this.pos + length > this.end) throw new UseKafkajs("string past the end");
-    const s = this.buf.toString("utf8", this.pos, this.pos + length);
-    this.pos += length;
+    return this.#utf8(this.int16());
+  }
+  #utf8(length: number): string | null {
+    const end = this.#end(length);
+    if (end === undefined) return null;
+    const s = this.buf.toString("utf8", this.pos, end);
+    this.pos = end;
     return s;
+  }
+  /** Where `length` bytes from here end; undefined for -1 (null). */
+  #end(length: number): number | undefined {
+    if (length === -1) return undefined;
+    if (length < 0 || this.pos + length > this.end) throw new UseKafkajs("bytes past the end");
+    return this.pos + length;
   }
 }
 
@@ -229,18 +230,12 @@ function decodeRecord(
   // The record's own bounds, as kafkajs reads it from a slice of its length.
   r.end = end;
   const attributes = r.int8();
-  let timestamp: string;
-  const delta = r.varLongNumber();
-  if (delta !== undefined) {
-    timestamp = ctx.timestampType === LOG_APPEND_TIME && ctx.maxTimestamp
-      ? ctx.maxTimestamp
-      : plus(firstTimestamp, firstTimestampBig, delta);
-  } else {
-    const big = r.varLongBig();
-    timestamp = ctx.timestampType === LOG_APPEND_TIME && ctx.maxTimestamp
-      ? ctx.maxTimestamp
-      : String(firstTimestampBig + big);
-  }
+  const delta = r.varLong();
+  const timestamp = ctx.timestampType === LOG_APPEND_TIME && ctx.maxTimestamp
+    ? ctx.maxTimestamp
+    : typeof delta === "number"
+    ? plus(firstTimestamp, firstTimestampBig, delta)
+    : String(firstTimestampBig + delta);
   const offset = plus(firstOffset, firstOffsetBig, r.varInt());
   const key = r.varBytes();
   const value = r.varBytes();
@@ -330,22 +325,19 @@ async function decodeRecordSet(r: Reader, out: DecodedRecord[]): Promise<void> {
     const firstTimestamp = num(firstTimestampBig);
     const count = b.int32();
     if (count < -1) throw new UseKafkajs("negative record count");
-    if ((attributes & CODEC_MASK) === 0) {
-      for (let i = 0; i < count; i++) {
-        out.push(
-          decodeRecord(b, ctx, firstOffset, firstOffsetBig, firstTimestamp, firstTimestampBig),
-        );
-      }
-      continue;
-    }
-    // Compressed: kafkajs's codec (gzip; it throws for the codecs it lacks).
-    const codec = compression.lookupCodecByAttributes(attributes);
-    if (count <= 0) continue;
-    const inflated: Buffer = await codec.decompress(b.buf.slice(b.pos, batchEnd));
-    const ir = new Reader(inflated);
+    // Compressed: inflated by kafkajs's codec (gzip; it throws for the codecs it lacks).
+    const compressed = (attributes & CODEC_MASK) !== 0;
+    if (compressed && count <= 0) continue;
+    const records = compressed
+      ? new Reader(
+        await compression.lookupCodecByAttributes(attributes).decompress(
+          b.buf.slice(b.pos, batchEnd),
+        ),
+      )
+      : b;
     for (let i = 0; i < count; i++) {
       out.push(
-        decodeRecord(ir, ctx, firstOffset, firstOffsetBig, firstTimestamp, firstTimestampBig),
+        decodeRecord(records, ctx, firstOffset, firstOffsetBig, firstTimestamp, firstTimestampBig),
       );
     }
   }

@@ -22,8 +22,8 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { JavaCompatiblePartitioner } from "./partitioner.ts";
-import type { Message, PartitionMetadata } from "kafkajs";
+import { partitionOf } from "./partitioner.ts";
+import type { Message } from "kafkajs";
 import {
   FRAUD_INSTANCE_HEADER,
   FRAUD_PATTERN_HEADER,
@@ -71,21 +71,11 @@ export interface EncodedBatch {
  */
 export class KeyRouting {
   readonly #byUser: Array<{ key: Buffer; partition: number } | undefined> = [];
-  readonly #partitioner = JavaCompatiblePartitioner();
-  readonly #topic: string;
-  readonly #partitionMetadata: PartitionMetadata[];
+  readonly #partitions: number;
   readonly #max: number;
 
-  constructor({ topic, partitions }: Destination, max = 500_000) {
-    this.#topic = topic;
-    // As partitionMetadata() in kafka.ts, which this worker does not load (kafkajs clients, patches).
-    this.#partitionMetadata = Array.from({ length: partitions }, (_, i) => ({
-      partitionErrorCode: 0,
-      partitionId: i,
-      leader: 0,
-      replicas: [],
-      isr: [],
-    }));
+  constructor({ partitions }: Destination, max = 500_000) {
+    this.#partitions = partitions;
     this.#max = max;
   }
 
@@ -94,12 +84,7 @@ export class KeyRouting {
     let r = this.#byUser[user];
     if (r === undefined) {
       const bytes = Buffer.from(key);
-      const partition = this.#partitioner({
-        topic: this.#topic,
-        partitionMetadata: this.#partitionMetadata,
-        message: { key: bytes, value: null },
-      });
-      r = { key: bytes, partition };
+      r = { key: bytes, partition: partitionOf(bytes, this.#partitions) };
       if (user < this.#max) this.#byUser[user] = r;
     }
     return r;

@@ -217,7 +217,7 @@ export function encodePartial(w: WindowState): string {
  * A repartition record's JSON value as a window partial of `windowMs`: the
  * array {@link encodePartial} writes, a partial as an object (what versions
  * before it wrote), or a single transaction's window input (the per-record
- * values older versions still) as the partial of that one transaction;
+ * values older versions wrote) as the partial of that one transaction;
  * undefined when it is none of these.
  */
 export function decodePartial(v: unknown, windowMs: number): WindowState | undefined {
