@@ -5,6 +5,8 @@ import {
   currencyInfo,
   fromMinorUnits,
   minorFromUsd,
+  quickMinorUnits,
+  textMinorUnits,
   toMinorUnits,
   usdScale,
 } from "../jobs/lib/currency.ts";
@@ -53,6 +55,38 @@ Deno.test("currency: every USD amount from 0.01 to 1000.00 round-trips through m
     assert.ok((String(amount).split(".")[1] ?? "").length <= 2, String(amount));
     assert.equal(minor(amount, "USD"), cents);
   }
+});
+
+Deno.test("currency: the quick conversion gives the text reading's minor units or none, never others", () => {
+  let seed = 11;
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+  const bits = new DataView(new ArrayBuffer(8));
+  const amounts: number[] = [0.01, 0.07, 0.1 + 0.2, 1.005 * 1000, 1e-7, 2 ** 50 / 100, 2 ** 53];
+  for (let i = 0; i < 300_000; i++) {
+    const digits = 1 + Math.floor(random() * 17); // decimal amounts of every size
+    const cents = Math.floor(random() * 10 ** digits);
+    amounts.push(cents / 100, cents / 1000, cents, cents / 100 + 0.1, (cents + 1) * 0.01);
+    bits.setUint32(0, Math.floor(random() * 0x7ff00000)); // any positive finite double
+    bits.setUint32(4, Math.floor(random() * 2 ** 32));
+    amounts.push(bits.getFloat64(0));
+  }
+  const counted = { quick: 0, text: 0 };
+  for (const info of [CURRENCIES.USD, CURRENCIES.JPY]) {
+    for (const amount of amounts) {
+      if (!(amount > 0) || !Number.isFinite(amount)) continue;
+      const quick = quickMinorUnits(amount, info.exponent);
+      const text = textMinorUnits(amount, info);
+      if (quick === undefined) {
+        counted.text++;
+        // Only past 2^50 minor units does the text have an answer the quick way lacks.
+        assert.ok(!text.ok || text.minor > 2 ** 50, `${amount} ${info.code}`);
+      } else {
+        counted.quick++;
+        assert.deepEqual(text, { ok: true, minor: quick }, `${amount} ${info.code}`);
+      }
+    }
+  }
+  assert.ok(counted.quick > 500_000 && counted.text > 500_000, JSON.stringify(counted));
 });
 
 Deno.test("currency: float sums with more than 2 decimals are rejected, not rounded (0.1 + 0.2)", () => {

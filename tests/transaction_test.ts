@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { CURRENCIES } from "../jobs/lib/currency.ts";
 import {
   countryOf,
   distanceKm,
   encodeTransaction,
   findLocation,
+  isUuidV4,
   LOCATIONS,
   parseTransaction,
   type RejectReason,
@@ -190,6 +192,52 @@ Deno.test("transaction: parseTransaction rejects empty, non-UTF-8 and malformed 
   }
   const malformed = parseTransaction(bytes("{not json"));
   assert.match(!malformed.ok ? malformed.message : "", /^value: expected JSON, given "\{not json"/);
+});
+
+Deno.test("transaction: the UUID v4 check accepts exactly what the regular expression does", () => {
+  const pattern = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i;
+  let seed = 7;
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+  // Characters near every boundary the check draws, and some far from them.
+  const alphabet = "0123456789abcdefABCDEFgGzZ-4/:@`{ \n\u00e9\u0130\u212a\uff21";
+  const seen = { accepted: 0, refused: 0 };
+  for (let i = 0; i < 200_000; i++) {
+    let s: string = crypto.randomUUID();
+    if (i % 2 === 0) s = s.toUpperCase();
+    const edits = Math.floor(random() * 3); // 0: a valid one; else one or two characters changed
+    for (let e = 0; e < edits; e++) {
+      const at = Math.floor(random() * s.length);
+      const c = alphabet[Math.floor(random() * alphabet.length)];
+      s = s.slice(0, at) + c + s.slice(at + 1);
+    }
+    if (i % 97 === 0) s = random() < 0.5 ? s + "0" : s.slice(1); // wrong lengths
+    if (i % 101 === 0) s = s + "\n"; // `$` does not match before a final newline in JavaScript
+    const expected = pattern.test(s);
+    assert.equal(isUuidV4(s), expected, JSON.stringify(s));
+    seen[expected ? "accepted" : "refused"]++;
+  }
+  assert.ok(seen.accepted > 50_000 && seen.refused > 50_000, JSON.stringify(seen));
+});
+
+Deno.test("transaction: parseTransaction reads Buffers and Uint8Arrays, ASCII or not, the same way", () => {
+  const texts = [
+    JSON.stringify(VALID),
+    JSON.stringify({ ...VALID, location: "São Paulo, BR", currency: "BRL" }),
+    "\ufeff" + JSON.stringify(VALID), // a byte order mark: the decoder drops it, as before
+    JSON.stringify({ ...VALID, userId: "user-\u0000" }),
+    '{"amount": 1,}',
+  ];
+  for (const text of texts) {
+    const plain = bytes(text);
+    // A view into a larger buffer, as kafkajs hands values over.
+    const pool = Buffer.concat([Buffer.from("xx"), Buffer.from(plain), Buffer.from("yy")]);
+    const view = pool.subarray(2, 2 + plain.byteLength);
+    assert.deepEqual(parseTransaction(view), parseTransaction(plain), text);
+  }
+  const invalid = Buffer.from([0x7b, 0xc3, 0x28, 0x7d]); // not UTF-8
+  assert.equal(parseTransaction(invalid).ok ? "ok" : "invalid_utf8", "invalid_utf8");
+  const r = parseTransaction(Buffer.from(texts[1]));
+  assert.equal(r.ok && r.tx.location, "São Paulo, BR");
 });
 
 Deno.test("transaction: encodeTransaction writes the ten contract fields in order and parses back identically", () => {

