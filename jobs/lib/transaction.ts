@@ -152,6 +152,17 @@ export const MAX_TRANSACTION_TIME = 4_102_444_800_000;
 /** Longest accepted `userId` / `merchantId`. */
 export const MAX_ID_LENGTH = 128;
 
+/** Per position of a UUID: 1 where a hex digit goes, 0 for the fixed characters. */
+const UUID_HEX_AT = Uint8Array.from(
+  { length: 36 },
+  (_, i) => [8, 13, 14, 18, 19, 23].includes(i) ? 0 : 1,
+);
+/** 1 for the hex digits, either case, by character code below 128. */
+const HEX_DIGIT = Uint8Array.from(
+  { length: 128 },
+  (_, c) => /[0-9a-fA-F]/.test(String.fromCharCode(c)) ? 1 : 0,
+);
+
 /**
  * Whether `s` is a UUID v4, in either case: exactly what
  * `/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/i`
@@ -160,19 +171,17 @@ export const MAX_ID_LENGTH = 128;
  */
 export function isUuidV4(s: string): boolean {
   if (s.length !== 36) return false;
+  if (
+    s.charCodeAt(8) !== 0x2d || s.charCodeAt(13) !== 0x2d || s.charCodeAt(18) !== 0x2d ||
+    s.charCodeAt(23) !== 0x2d || s.charCodeAt(14) !== 0x34 // "-" and the version, "4"
+  ) return false;
+  const variant = s.charCodeAt(19); // "8", "9", "a", "b" in either case
+  const lower = variant | 0x20; // "A"/"a" → "a", "B"/"b" → "b" (and nothing else to either)
+  if (variant !== 0x38 && variant !== 0x39 && lower !== 0x61 && lower !== 0x62) return false;
   for (let i = 0; i < 36; i++) {
+    if (UUID_HEX_AT[i] === 0) continue;
     const c = s.charCodeAt(i);
-    if (i === 8 || i === 13 || i === 18 || i === 23) {
-      if (c !== 0x2d) return false; // "-"
-    } else if (i === 14) {
-      if (c !== 0x34) return false; // "4"
-    } else if (i === 19) {
-      const l = c | 0x20; // "8", "9", "a", "b" in either case
-      if (c !== 0x38 && c !== 0x39 && l !== 0x61 && l !== 0x62) return false;
-    } else {
-      const l = c | 0x20; // "0"-"9", "a"-"f" in either case
-      if (!((c >= 0x30 && c <= 0x39) || (l >= 0x61 && l <= 0x66))) return false;
-    }
+    if (c > 127 || HEX_DIGIT[c] === 0) return false;
   }
   return true;
 }
