@@ -2,6 +2,8 @@
 import assert from "node:assert/strict";
 import {
   type Bucket,
+  CROWDED_REPLICAS_PER_BROKER,
+  crowdedClusterWarning,
   histogramEstimate,
   histogramFromText,
   histogramQuantile,
@@ -266,4 +268,18 @@ Deno.test("latency bench: the maximum sustainable rate is the highest sustained 
   );
   assert.equal(maxSustainable([point(1_000, false)]), null);
   assert.equal(maxSustainable([]), null);
+});
+
+Deno.test("latency bench: a cluster that has collected topics is named before measuring", () => {
+  // Three brokers, each holding a replica of every partition.
+  const cluster = (partitions: number) =>
+    Array.from({ length: partitions }, () => [4, 5, 6]).flat();
+  assert.equal(crowdedClusterWarning(cluster(131)), undefined); // a fresh cluster
+  assert.equal(crowdedClusterWarning(cluster(CROWDED_REPLICAS_PER_BROKER)), undefined);
+  const warning = crowdedClusterWarning(cluster(1_500));
+  assert.match(warning ?? "", /a broker holds 1,500 partition replicas/);
+  assert.match(warning ?? "", /deno task cluster reset/);
+  // One broker past the bound is enough.
+  assert.match(crowdedClusterWarning([...cluster(10), ...Array(1_001).fill(5)]) ?? "", /1,011/);
+  assert.equal(crowdedClusterWarning([]), undefined);
 });

@@ -77,7 +77,7 @@ import { renderChart } from "./chart.ts";
 import { COMPARISONS } from "./report.ts";
 import { buildKafkaStreams, runKafkaStreams } from "./kafka_streams.ts";
 import { ensureSpark, runSpark } from "./spark.ts";
-import { type LatencyPoint, maxSustainable, measureRate, sweep } from "./latency.ts";
+import { type LatencyPoint, maxSustainable, measureRate, sweep, warnIfCrowded } from "./latency.ts";
 
 const COMMAND = defineCommand({
   name: "deno task bench",
@@ -742,6 +742,7 @@ async function latencyBenchmark(rates: number[], seconds: number): Promise<Laten
   console.log(
     `==> latency: paced rates ${rates.join(", ")} records/s, ${seconds} s measured at each`,
   );
+  await warnIfCrowded(say);
   const result: LatencyResult = { seconds, rows: [], maxSustainableRate: {} };
   for (const job of ["detect", "aggregate"] as const) {
     const s = await sweep({ job, rates, seconds, say });
@@ -1020,6 +1021,7 @@ async function referenceLatency(
       rates.join(", ")
     } records/s, ${seconds} s measured at each`,
   );
+  await warnIfCrowded(say);
   const result: LatencyResult = { seconds, rows: [], maxSustainableRate: {} };
   const via = { brokers: plaintext.brokers, env: plaintext.env };
   for (const job of ["detect", "aggregate"] as const) {

@@ -431,6 +431,40 @@ export function referenceTime(
   return job === "detect" ? t : t + allowedLatenessMs;
 }
 
+/**
+ * Partition replicas per broker past which a latency measurement warns: the
+ * local cluster has been collecting topics (scratch runs, single test files
+ * run by hand). On 2026-12-07, with about 1 500 per broker, detect's p99 at
+ * 5 000 records/s was 881 ms and the aggregation's 2 263 ms; after
+ * `deno task cluster reset`, 744 and 568 ms (docs/benchmarks.md). A fresh
+ * cluster holds 131: the pipeline's topics and Kafka's two internal ones.
+ */
+export const CROWDED_REPLICAS_PER_BROKER = 1_000;
+
+/**
+ * The warning a latency measurement prints first when a broker holds more
+ * than {@link CROWDED_REPLICAS_PER_BROKER} partition replicas, or undefined.
+ * `replicas`: the broker id of every replica of every partition.
+ */
+export function crowdedClusterWarning(replicas: readonly number[]): string | undefined {
+  const perBroker = new Map<number, number>();
+  for (const b of replicas) perBroker.set(b, (perBroker.get(b) ?? 0) + 1);
+  const most = Math.max(0, ...perBroker.values());
+  if (most <= CROWDED_REPLICAS_PER_BROKER) return undefined;
+  return `warning: a broker holds ${formatCount(most)} partition replicas (a fresh cluster ` +
+    `131): latency measured on a cluster that has collected topics runs several times slower; ` +
+    `\`deno task cluster reset\` first to measure the code, not the cluster`;
+}
+
+/** Prints {@link crowdedClusterWarning} for the shared cluster, if it applies. */
+export async function warnIfCrowded(say: (line: string) => void): Promise<void> {
+  const { topics } = await withAdmin((admin) => admin.fetchTopicMetadata());
+  const warning = crowdedClusterWarning(
+    topics.flatMap((t) => t.partitions.flatMap((p) => p.replicas)),
+  );
+  if (warning) say(warning);
+}
+
 /** The highest rate of a sustained point, or null. */
 export function maxSustainable(points: readonly LatencyPoint[]): number | null {
   const ok = points.filter((p) => p.sustained).map((p) => p.rate);
@@ -817,6 +851,7 @@ async function main(): Promise<void> {
     Deno.exit(2);
   }
   const jobs: StreamJob[] = v.job === "both" ? ["aggregate", "detect"] : [v.job];
+  await warnIfCrowded((line) => console.error(line));
   const results: SweepResult[] = [];
   const started = Date.now();
   for (const job of jobs) {
