@@ -7,6 +7,7 @@
  * The real cluster's test is tests/detect_rules_test.ts.
  */
 import assert from "node:assert/strict";
+import { seeded } from "./helpers/random.ts";
 import { Writable } from "node:stream";
 import {
   type DetectedAnomaly,
@@ -45,15 +46,6 @@ const LAX = { velocity: { minCount: 20 }, impossibleTravel: { maxSpeedKmh: 5000 
 
 const input = generate(16_000, "rules-driver", 0.02);
 const toInput = (r: GeneratedRecord) => ({ key: r.key, value: encodeTransaction(r.tx) });
-
-/** A seeded random number in [0, 1). */
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 /** A detect processor of `appId` on a driver, following the driver's `rules` topic. */
 function rulesDriver(appId: string, lines?: string[], priorGapMs?: number): TestDriver {

@@ -6,6 +6,7 @@
  * once across kill -9, fencing, scale-out) stay in the real-cluster tests.
  */
 import assert from "node:assert/strict";
+import { seeded } from "./helpers/random.ts";
 import { aggregateProcessors } from "../jobs/aggregate.ts";
 import { detectProcessor } from "../jobs/detect.ts";
 import { TestDriver } from "../jobs/lib/test_driver.ts";
@@ -22,15 +23,6 @@ const APP = "drv";
 const topics = internalTopicNames(APP);
 
 const records = (count: number, seed: string) => generate(count, seed, 0.02);
-
-/** A seeded random number in [0, 1). */
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
 
 function aggregateDriver(): TestDriver {
   return new TestDriver({
