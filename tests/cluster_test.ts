@@ -3,7 +3,11 @@ import assert from "node:assert/strict";
 import { ensureCluster, runScript, withAdmin } from "./helpers/cluster.ts";
 import { join } from "node:path";
 import { topology } from "../stacks/topology.ts";
-import { nodeDir } from "../stacks/local/cluster.ts";
+import {
+  LEADER_IMBALANCE_CHECK_SECONDS,
+  misledPartitions,
+  nodeDir,
+} from "../stacks/local/cluster.ts";
 import { acquireLock } from "../stacks/local/lock.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
@@ -37,6 +41,30 @@ Deno.test(
       assert.equal(get("min.insync.replicas"), "2", r.resourceName);
       assert.equal(get("retention.ms"), String(7 * 24 * 3600 * 1000), r.resourceName);
     }
+  },
+);
+
+Deno.test(
+  "cluster: every leader, coordinators' included, is back on its preferred replica within seconds",
+  kafkaTest,
+  async () => {
+    await ensureCluster();
+    // clusterUp waits for it after a restart; a test that restarted a broker
+    // since gets it back within the controllers' 5 s period (Kafka's default
+    // is 300 s: a move of every coordinator in the middle of whatever runs then).
+    const topo = topology("cluster");
+    const deadline = Date.now() + 3 * LEADER_IMBALANCE_CHECK_SECONDS * 1000;
+    let misled: string[];
+    for (;;) {
+      misled = await withAdmin((admin) => misledPartitions(admin, topo));
+      if (misled.length === 0 || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.deepEqual(misled, [], "partitions led by another broker than their preferred replica");
+    const controller = await Deno.readTextFile(
+      join(nodeDir("cluster", topo.nodes[0]), "server.properties"),
+    );
+    assert.match(controller, /^leader\.imbalance\.check\.interval\.seconds=5$/m);
   },
 );
 

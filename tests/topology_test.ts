@@ -117,6 +117,7 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and SAS
     "1@127.0.0.1:9193,2@127.0.0.1:9194,3@127.0.0.1:9195",
   );
   assert.equal(controller["advertised.listeners"], undefined);
+  assert.equal(controller["leader.imbalance.check.interval.seconds"], "5", "leaders settle soon");
 
   assert.equal(controller["ssl.keystore.location"], undefined, "a controller has no TLS listener");
   const broker = parse(
