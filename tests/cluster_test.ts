@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { topology } from "../stacks/topology.ts";
 import {
   LEADER_IMBALANCE_CHECK_SECONDS,
-  misledPartitions,
+  leadersSettled,
   nodeDir,
 } from "../stacks/local/cluster.ts";
 import { acquireLock } from "../stacks/local/lock.ts";
@@ -53,18 +53,20 @@ Deno.test(
     // since gets it back within the controllers' 5 s period (Kafka's default
     // is 300 s: a move of every coordinator in the middle of whatever runs then).
     const topo = topology("cluster");
-    const deadline = Date.now() + 3 * LEADER_IMBALANCE_CHECK_SECONDS * 1000;
-    let misled: string[];
-    for (;;) {
-      misled = await withAdmin((admin) => misledPartitions(admin, topo));
-      if (misled.length === 0 || Date.now() > deadline) break;
-      await new Promise((r) => setTimeout(r, 500));
-    }
+    const misled = await withAdmin((admin) =>
+      leadersSettled(admin, topo, { timeoutMs: 3 * LEADER_IMBALANCE_CHECK_SECONDS * 1000 })
+    );
     assert.deepEqual(misled, [], "partitions led by another broker than their preferred replica");
     const controller = await Deno.readTextFile(
       join(nodeDir("cluster", topo.nodes[0]), "server.properties"),
     );
-    assert.match(controller, /^leader\.imbalance\.check\.interval\.seconds=5$/m);
+    assert.match(
+      controller,
+      new RegExp(
+        `^leader\\.imbalance\\.check\\.interval\\.seconds=${LEADER_IMBALANCE_CHECK_SECONDS}$`,
+        "m",
+      ),
+    );
   },
 );
 

@@ -800,7 +800,9 @@ async function waitHealthy(topo: Topology, timeoutMs: number, say: Say): Promise
       if (bad.length === 0) {
         // Each job's least-privilege grants (stacks/security.ts); idempotent.
         await applyAcls(admin, jobAcls());
-        await leadersSettled(admin, topo, announce);
+        await leadersSettled(admin, topo, {
+          waiting: () => announce("partition leaders moving back to their preferred replicas"),
+        });
         return;
       }
       lastProblem = `unhealthy partitions: ${bad.slice(0, 8).join(", ")}`;
@@ -847,24 +849,26 @@ export async function misledPartitions(admin: Admin, topo: Topology): Promise<st
 }
 
 /**
- * Waits (at most {@link LEADERS_SETTLE_MS}) until no partition's leadership
- * is about to move back to its preferred replica, so that a bench or a test
- * begun after clusterUp is not met by the controller's periodic election:
- * after a restart of the brokers it moved 94 leaders at once, coordinators
- * included, and a detect run measured at that moment saw outputs 33 s late.
- * Past the wait it goes on: a cluster that does not settle still works.
+ * Waits (at most `timeoutMs`, by default {@link LEADERS_SETTLE_MS}) until no
+ * partition's leadership is about to move back to its preferred replica
+ * ({@link misledPartitions}); returns the partitions still misled then (none
+ * when settled). clusterUp waits so, so that a bench or a test begun after it
+ * is not met by the controller's periodic election: after a restart of the
+ * brokers it moved 94 leaders at once, coordinators included, and a detect
+ * run measured at that moment saw outputs 33 s late. Past the wait clusterUp
+ * goes on: a cluster that does not settle still works.
  */
-async function leadersSettled(
+export async function leadersSettled(
   admin: Admin,
   topo: Topology,
-  announce: (phase: string) => void,
-): Promise<void> {
-  const deadline = Date.now() + LEADERS_SETTLE_MS;
+  options: { timeoutMs?: number; waiting?: () => void } = {},
+): Promise<string[]> {
+  const deadline = Date.now() + (options.timeoutMs ?? LEADERS_SETTLE_MS);
   for (;;) {
-    const misled = await misledPartitions(admin, topo).catch(() => []);
-    if (misled.length === 0 || Date.now() >= deadline) return;
-    announce("partition leaders moving back to their preferred replicas");
-    await sleep(1000);
+    const misled = await misledPartitions(admin, topo).catch(() => ["(metadata unavailable)"]);
+    if (misled.length === 0 || Date.now() >= deadline) return misled;
+    options.waiting?.();
+    await sleep(500);
   }
 }
 
