@@ -15,12 +15,18 @@ import {
   inputTopic,
   killThriceThenFinish,
   outputsOf,
+  produceMessages,
   runToCompletion,
   runTopics,
   runTwoInstances,
   sharedInput,
+  startInstance,
+  stopCleanly,
   toMessage,
+  waitCaughtUp,
 } from "./helpers/jobs.ts";
+import { freshTopic, moveCoordinators } from "./helpers/cluster.ts";
+import { TOPICS } from "../stacks/topology.ts";
 import type { Anomaly } from "../jobs/lib/rules.ts";
 import { evaluate, formatEvaluation, GroundTruth, RULE_PATTERNS } from "../jobs/lib/evaluation.ts";
 
@@ -110,6 +116,65 @@ Deno.test(
     const input = await sharedInput();
     const t = runTopics(input.topic, "detscale");
     await runTwoInstances("detect", t);
+    assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
+  },
+);
+
+Deno.test(
+  "detect: every transaction and group coordinator moves twice while it runs; no batch fails, and the output is identical to an uninterrupted run",
+  kafkaTest,
+  async () => {
+    const expected = canonical((await baseline()).outputs);
+    const input = await sharedInput();
+    const messages = [
+      ...input.records.map((r) => toMessage(r)),
+      ...input.poison.map((p) => p.message),
+      ...input.late.map((r) => toMessage(r)),
+    ];
+    // The shared input written again, about 5 000 records/s while the
+    // coordinators move, so that the job is committing when they do; the
+    // same producer and keys put every record in the same partition, in
+    // the same order.
+    const topic = await freshTopic(TOPICS.transactions, "stream_input_moving");
+    const t = runTopics(topic, "detmove");
+    const job = startInstance("detect", t, ["--max-batch-bytes", "16384"]);
+    let written = 0;
+    const write = async (until: () => boolean, pauseMs: number) => {
+      while (!until() && written < messages.length) {
+        const slice = messages.slice(written, written + 1000);
+        await produceMessages(topic, slice);
+        written += slice.length;
+        await new Promise((r) => setTimeout(r, pauseMs));
+      }
+    };
+    let failure: unknown;
+    const moves: Array<{ moved: number }> = [];
+    try {
+      try {
+        for (const rotation of [1, 0]) {
+          let done = false;
+          const writing = write(() => done, 200);
+          moves.push(await moveCoordinators(rotation).finally(() => done = true));
+          await writing;
+        }
+      } finally {
+        await moveCoordinators(0); // whatever happened, the cluster as it was
+      }
+      await write(() => false, 0);
+      await waitCaughtUp("detect", t);
+    } catch (err) {
+      failure = err;
+    }
+    await stopCleanly(job, "detect");
+    if (failure) throw failure;
+    for (const m of moves) assert.ok(m.moved >= 50, `coordinators moved: ${m.moved} partitions`);
+    const warnings = (await Deno.readTextFile(job.logFile)).split("\n")
+      .filter((l) => /"log\.level":"(warn|error)"/.test(l));
+    assert.deepEqual(
+      warnings.filter((l) => /state dropped|did not commit|"log\.level":"error"/.test(l)),
+      [],
+      "no batch failed",
+    );
     assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );

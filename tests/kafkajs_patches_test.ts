@@ -30,6 +30,7 @@ async function fresh(code: string): Promise<Record<string, unknown>> {
 /** Reads the functions the patches replace, as identities. */
 const PROBE = `
 import Broker from "kafkajs/src/broker/index.js";
+import Cluster from "kafkajs/src/cluster/index.js";
 import fetchV11 from "kafkajs/src/protocol/requests/fetch/v11/response.js";
 const p = Broker.prototype;
 const ids = new Map();
@@ -39,6 +40,8 @@ const probe = () => ({
   addPartitionsToTxn: id(p.addPartitionsToTxn),
   addOffsetsToTxn: id(p.addOffsetsToTxn),
   endTxn: id(p.endTxn),
+  txnOffsetCommit: id(p.txnOffsetCommit),
+  findGroupCoordinator: id(Cluster.prototype.findGroupCoordinator),
   fetchDecode: id(fetchV11.decode),
 });
 `;
@@ -65,6 +68,7 @@ console.log(JSON.stringify({ before, imported, patched, again, report }));
     fetchDecoding: true,
     readCommitted: true,
     concurrentTransactions: true,
+    coordinators: true,
     recordBatch: true,
     produceTimeout: true,
     linearGrouping: true,

@@ -66,6 +66,42 @@ Deno.test("log: a transaction request refused while the previous commit complete
   assert.deepEqual(lines.map((l) => l["log.level"]), ["debug", "debug"]);
 });
 
+Deno.test("log: a transaction's request to a coordinator that loads or moved is debug; the consumer's heartbeat to it stays a warning", async () => {
+  const { lines, logger } = captureLogs("test", "debug");
+  const log = kafkaLogCreator(logger)(logLevel.ERROR);
+  const loading = "The coordinator is loading and hence can't process requests for this group";
+  const moved = "This is not the correct coordinator for this group";
+  const unavailable = "The group coordinator is not available";
+  const cases: Array<[string, string]> = [
+    ["EndTxn(key: 26, version: 1)", moved],
+    ["AddPartitionsToTxn(key: 24, version: 1)", loading],
+    ["AddOffsetsToTxn(key: 25, version: 1)", moved],
+    ["TxnOffsetCommit(key: 28, version: 1)", unavailable],
+    ["Heartbeat(key: 12, version: 3)", moved],
+    [
+      "EndTxn(key: 26, version: 1)",
+      "The producer attempted to use a producer id which is not currently assigned to its transactional id",
+    ],
+  ];
+  for (const [request, error] of cases) {
+    log({
+      namespace: "Connection",
+      level: logLevel.ERROR,
+      label: "ERROR",
+      log: { timestamp: "", logger: "kafkajs", message: `Response ${request}`, error },
+    });
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(lines.map((l) => l["log.level"]), [
+    "debug",
+    "debug",
+    "debug",
+    "debug",
+    "warn",
+    "warn",
+  ]);
+});
+
 Deno.test("log: a readable line has time, level, message and the entry's own fields, no stack trace", () => {
   const entry = {
     "log.level": "warn",

@@ -14,6 +14,10 @@
  *   transactions abort together);
  * - concurrent_transactions.ts: CONCURRENT_TRANSACTIONS retried in place,
  *   quietly (kafkajs fails the send, or the whole batch);
+ * - coordinators.ts: a transaction's coordinators followed when they load
+ *   or move (kafkajs fails the commit), and the transaction coordinator
+ *   looked up once instead of before every request. Installed after
+ *   concurrent_transactions.ts, whose retries it wraps;
  * - record_batch.ts: prepared produce requests encoded once by txpipe (the
  *   bytes kafkajs writes, without its per-record allocations);
  * - produce_timeout.ts: a produce request that times out closes its
@@ -31,6 +35,7 @@ import { groupingPatched } from "./group_by_partition.ts";
 import { installFetchDecoding } from "./fetch_decode.ts";
 import { installReadCommitted } from "./read_committed.ts";
 import { installConcurrentTransactionRetries } from "./concurrent_transactions.ts";
+import { installCoordinatorHandling } from "./coordinators.ts";
 import { installRecordBatchEncoding } from "./record_batch.ts";
 import { installProduceTimeouts } from "./produce_timeout.ts";
 
@@ -39,6 +44,7 @@ export interface KafkajsPatches {
   fetchDecoding: true;
   readCommitted: true;
   concurrentTransactions: true;
+  coordinators: true;
   recordBatch: true;
   produceTimeout: true;
   /** Whether kafkajs groups sends by partition in linear time (it loaded after group_by_partition.ts). */
@@ -54,12 +60,14 @@ export function patchKafkajs(): KafkajsPatches {
   installFetchDecoding(); // before read_committed: its filter wraps this decoder
   installReadCommitted();
   installConcurrentTransactionRetries();
+  installCoordinatorHandling(); // after: it wraps those retries
   installRecordBatchEncoding(); // before produce timeouts: that wrapper must see these requests
   installProduceTimeouts();
   return {
     fetchDecoding: true,
     readCommitted: true,
     concurrentTransactions: true,
+    coordinators: true,
     recordBatch: true,
     produceTimeout: true,
     linearGrouping: groupingPatched,

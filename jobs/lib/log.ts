@@ -202,6 +202,20 @@ const CONCURRENT_TRANSACTIONS_MESSAGE = errorCodes.find(
   (e: { type: string }) => e.type === "CONCURRENT_TRANSACTIONS",
 )?.message;
 
+/**
+ * kafkajs's texts for a coordinator that loads or moved, as its connection
+ * logs them (Kafka's codes 14, 15 and 16).
+ */
+const COORDINATOR_MESSAGES = new Set(
+  errorCodes.filter((e: { code: number }) => e.code >= 14 && e.code <= 16).map((
+    e: { message: string },
+  ) => e.message),
+);
+
+/** A transaction's coordinator requests, which coordinators.ts retries when their coordinator loads or moved. */
+const COORDINATOR_REQUEST =
+  /^Response (AddPartitionsToTxn|AddOffsetsToTxn|EndTxn|TxnOffsetCommit)\(key: \d+, version: \d+\)$/;
+
 /** A kafkajs consumer crash it restarts from: its group coordinator loads, moves or rebalances. */
 const COORDINATOR_CRASH =
   /^Crash: KafkaJSProtocolError: (The coordinator is (loading|not available)|This is not the correct coordinator|The group is rebalancing)/;
@@ -217,6 +231,13 @@ export function kafkaLogCreator(logger: Logger): logCreator {
     // concurrent_transactions.ts; kafkajs retries InitProducerId itself):
     // routine, like the Java client, which does not log it either.
     if (response && extra.error === CONCURRENT_TRANSACTIONS_MESSAGE) {
+      logger.debug(fields, message);
+      return;
+    }
+    // So is a transaction's request to a coordinator that is loading or moved
+    // (coordinators.ts retries it, every few ms while the new one loads): the
+    // consumer's own heartbeats still warn of the move, once or twice.
+    if (COORDINATOR_REQUEST.test(message) && COORDINATOR_MESSAGES.has(extra.error as string)) {
       logger.debug(fields, message);
       return;
     }

@@ -423,7 +423,11 @@ async function restoreState(
   await consumer.connect();
   await subscribeWhenKnown(consumer, [changelog], { fromBeginning: true });
   const finished = new Promise<void>((resolve, reject) => {
-    consumer.on(consumer.events.CRASH, (e) => reject(e.payload.error));
+    // A crash kafkajs restarts from (the group's coordinator loading or
+    // moving) is not the end of the read; the 30 s without progress below is.
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (!e.payload.restart) reject(e.payload.error);
+    });
     consumer.run({
       autoCommit: false,
       // deno-lint-ignore require-await

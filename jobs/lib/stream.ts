@@ -43,6 +43,9 @@ import { LagMonitor } from "./lag.ts";
 import { type BatchRun, PartitionTask, type TaskContext } from "./partition_task.ts";
 import { lastStableOffset } from "./read_committed.ts";
 import { ControlReader } from "./control.ts";
+import { whileCoordinatorMoves } from "./coordinators.ts";
+// kafkajs's own test of a rebalance error (REBALANCE_IN_PROGRESS, NOT_COORDINATOR, ILLEGAL_GENERATION).
+import kafkaErrors from "kafkajs/src/errors.js";
 
 /** Header names of a dead letter. */
 export const DLQ_HEADERS = {
@@ -451,10 +454,10 @@ export async function runStream<T, S, C>(
     deadLetterTopic: options.deadLetterTopic,
     transactionTimeoutMs: options.transactionTimeoutMs ?? 60_000,
     committedOffset: async (partition) => {
-      const offsets = await admin.fetchOffsets({
-        groupId: processor.groupId,
-        topics: [processor.source],
-      });
+      // Asked of the group's coordinator: waited for while it loads or moves.
+      const offsets = await whileCoordinatorMoves(() =>
+        admin.fetchOffsets({ groupId: processor.groupId, topics: [processor.source] })
+      );
       const p = offsets[0]?.partitions.find((x) => x.partition === partition);
       return p && Number(p.offset) >= 0 ? Number(p.offset) : -1;
     },
@@ -650,9 +653,15 @@ export async function runStream<T, S, C>(
       }
       stuckInARow.delete(partition);
     } catch (err) {
-      const committed = tasks.get(partition)?.committed ?? -1;
-      await release(partition);
-      await rewind(partition, committed);
+      const task = tasks.get(partition);
+      // A rebalance met while no batch is open (the heartbeat just after a
+      // takeover, when a coordinator moved): the state is the committed one
+      // and stays; kafkajs rejoins, and the join releases the partition if
+      // it goes elsewhere.
+      if (!task || task.open || !kafkaErrors.isRebalancing(err)) {
+        await release(partition);
+        await rewind(partition, task?.committed ?? -1);
+      }
       throw err;
     } finally {
       clearInterval(timer);
@@ -676,7 +685,9 @@ export async function runStream<T, S, C>(
       } catch (err) {
         // kafkajs then retries or rejoins the group; errors it cannot
         // recover from arrive as a CRASH event without restart.
-        if (!(err instanceof StuckBatchError)) {
+        if (tasks.has(partition)) {
+          log.info({ err, partition }, "the group is rebalancing; the partition's state stays");
+        } else if (!(err instanceof StuckBatchError)) {
           log.warn({ err, partition }, "batch failed; state dropped");
         }
         throw err;

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Admin, KafkaMessage } from "kafkajs";
-import { clusterUp } from "../../stacks/local/cluster.ts";
+import { clusterUp, leadersSettled } from "../../stacks/local/cluster.ts";
 import { bootstrapServers, topicAs, topology } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { applyAcls } from "../../jobs/lib/acl.ts";
@@ -148,4 +148,71 @@ export async function runScript(
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** The internal topics whose partition leaders are the coordinators of transactions and groups. */
+const COORDINATOR_TOPICS = ["__transaction_state", "__consumer_offsets"];
+
+/** Each internal partition's replicas as first seen, so that {@link moveCoordinators} can restore them. */
+let coordinatorReplicas: Promise<Array<{ topic: string; replicas: number[][] }>> | undefined;
+
+/**
+ * Moves every transaction and group coordinator of the shared cluster: each
+ * partition of `__transaction_state` and `__consumer_offsets` gets its
+ * replicas in the order first seen, rotated by `rotation` (0 restores it), a
+ * reassignment that moves no data; the controllers then elect each
+ * partition's new preferred replica within seconds
+ * (`leader.imbalance.check.interval.seconds`, stacks/local/cluster.ts).
+ * Returns when every leader is on its preferred replica, with how many
+ * partitions changed leader.
+ */
+export async function moveCoordinators(rotation: number): Promise<{ moved: number }> {
+  coordinatorReplicas ??= withAdmin(async (admin) =>
+    (await admin.fetchTopicMetadata({ topics: COORDINATOR_TOPICS })).topics.map((t) => ({
+      topic: t.name,
+      replicas: [...t.partitions].sort((a, b) => a.partitionId - b.partitionId)
+        .map((p) => p.replicas),
+    }))
+  );
+  const original = await coordinatorReplicas;
+  return await withAdmin(async (admin) => {
+    const leaders = async () =>
+      new Map(
+        (await admin.fetchTopicMetadata({ topics: COORDINATOR_TOPICS })).topics.flatMap((t) =>
+          t.partitions.map((p) => [`${t.name}/${p.partitionId}`, p.leader] as const)
+        ),
+      );
+    const before = await leaders();
+    const wanted = original.map(({ topic, replicas }) => ({
+      topic,
+      partitionAssignment: replicas.map((r, partition) => {
+        const k = rotation % r.length;
+        return { partition, replicas: [...r.slice(k), ...r.slice(0, k)] };
+      }),
+    }));
+    await admin.alterPartitionReassignments({ topics: wanted });
+    // The metadata shows the new order a moment later; only then is a leader off its preferred replica.
+    const want = new Map(
+      wanted.flatMap((t) =>
+        t.partitionAssignment.map((a) => [`${t.topic}/${a.partition}`, a.replicas.join()] as const)
+      ),
+    );
+    for (let tries = 0;; tries++) {
+      const meta = await admin.fetchTopicMetadata({ topics: COORDINATOR_TOPICS });
+      const stale = meta.topics.flatMap((t) =>
+        t.partitions.filter((p) => want.get(`${t.name}/${p.partitionId}`) !== p.replicas.join())
+      );
+      if (stale.length === 0) break;
+      if (tries > 100) {
+        throw new Error(`reassignment not in the metadata after 20 s (${stale.length} partitions)`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const misled = await leadersSettled(admin, TOPO, { timeoutMs: 60_000 });
+    if (misled.length > 0) {
+      throw new Error(`leaders not on their preferred replicas after 60 s: ${misled.join(", ")}`);
+    }
+    const after = await leaders();
+    return { moved: [...after].filter(([p, leader]) => before.get(p) !== leader).length };
+  });
 }
