@@ -10,12 +10,15 @@
  * EndTxn. Each transaction begins `pause` ms after the previous commit
  * returned (0: at once, as a job that has records waiting does).
  *
- * Two retry schedules of jobs/lib/concurrent_transactions.ts are measured in
- * interleaved rounds: txpipe's ({@link RETRY_SCHEDULE}) and the reference,
- * a first wait of 20 ms as the Java client's ADD_PARTITIONS_RETRY_BACKOFF_MS
- * (and txpipe's before), doubling up to 200 ms. Per schedule and pause it
- * prints the median over rounds of each round's p50 and p90 transaction time
- * and the refusals per transaction.
+ * Three variants are measured in interleaved rounds: txpipe's; txpipe's
+ * without remembering the transaction coordinator (jobs/lib/coordinators.ts:
+ * kafkajs then asks for it before each AddPartitionsToTxn, AddOffsetsToTxn
+ * and EndTxn); and the reference retry schedule of
+ * jobs/lib/concurrent_transactions.ts, a first wait of 20 ms as the Java
+ * client's ADD_PARTITIONS_RETRY_BACKOFF_MS (and txpipe's before), doubling up
+ * to 200 ms, instead of txpipe's ({@link RETRY_SCHEDULE}). Per variant and
+ * pause it prints the median over rounds of each round's p50 and p90
+ * transaction time and the refusals per transaction.
  *
  * @module
  */
@@ -26,6 +29,7 @@ import {
   RETRY_SCHEDULE,
   type RetrySchedule,
 } from "../../jobs/lib/concurrent_transactions.ts";
+import { COORDINATOR_MEMORY } from "../../jobs/lib/coordinators.ts";
 import { topicAs, TOPICS } from "../../stacks/topology.ts";
 import { BROKERS, ensureCluster, TOPO, withAdmin } from "../helpers/cluster.ts";
 import { percentile } from "./latency.ts";
@@ -44,14 +48,22 @@ export interface RoundResult {
   refusalsPerTransaction: number;
 }
 
+/** One variant measured: a retry schedule, and whether the transaction coordinator is remembered. */
+interface Variant {
+  name: string;
+  schedule: RetrySchedule;
+  rememberCoordinator: boolean;
+}
+
 async function round(
   topic: string,
-  schedule: RetrySchedule,
+  variant: Variant,
   pauseMs: number,
   transactions: number,
 ): Promise<RoundResult> {
   const saved = { ...RETRY_SCHEDULE };
-  Object.assign(RETRY_SCHEDULE, schedule);
+  Object.assign(RETRY_SCHEDULE, variant.schedule);
+  COORDINATOR_MEMORY.enabled = variant.rememberCoordinator;
   const kafka = createKafka({ principal: "admin", clientId: "txpipe-bench-txn", brokers: BROKERS });
   const producer = kafka.producer({
     transactionalId: `bench-txn-${crypto.randomUUID().slice(0, 8)}`,
@@ -85,6 +97,7 @@ async function round(
   } finally {
     await producer.disconnect();
     Object.assign(RETRY_SCHEDULE, saved);
+    COORDINATOR_MEMORY.enabled = true;
   }
   times.sort((a, b) => a - b);
   return {
@@ -132,17 +145,23 @@ async function main(): Promise<void> {
   await ensureCluster();
   const topic = `bench_transactions_${crypto.randomUUID().slice(0, 8)}`;
   await withAdmin((admin) => ensureTopics(admin, [topicAs(TOPO, TOPICS.aggregates, topic)]));
-  const schedules: Array<[string, RetrySchedule]> = [
-    ["txpipe", { ...RETRY_SCHEDULE }],
-    ["reference", REFERENCE_SCHEDULE],
+  const variants: Variant[] = [
+    { name: "txpipe", schedule: { ...RETRY_SCHEDULE }, rememberCoordinator: true },
+    {
+      name: "txpipe, coordinator looked up each time",
+      schedule: { ...RETRY_SCHEDULE },
+      rememberCoordinator: false,
+    },
+    { name: "reference", schedule: REFERENCE_SCHEDULE, rememberCoordinator: true },
   ];
   const results = new Map<string, RoundResult[]>();
   try {
     for (let r = 1; r <= v.rounds; r++) {
       for (const pause of pauses) {
-        for (const [name, schedule] of schedules) {
-          const result = await round(topic, schedule, pause, v.transactions);
-          const key = `${name} (first wait ${schedule.firstMs} ms), pause ${pause} ms`;
+        for (const variant of variants) {
+          const result = await round(topic, variant, pause, v.transactions);
+          const key =
+            `${variant.name} (first wait ${variant.schedule.firstMs} ms), pause ${pause} ms`;
           results.set(key, [...(results.get(key) ?? []), result]);
           console.error(
             `round ${r}/${v.rounds}: ${key}: p50 ${result.p50Ms.toFixed(1)} ms, p90 ${
@@ -161,7 +180,7 @@ async function main(): Promise<void> {
   console.log(`medians of ${v.rounds} rounds, ${v.transactions} transactions each:`);
   for (const [key, rs] of results) {
     console.log(
-      `  ${key.padEnd(44)} p50 ${
+      `  ${key.padEnd(72)} p50 ${
         spread(rs.map((x) => x.p50Ms)).median.toFixed(1).padStart(6)
       } ms  p90 ${spread(rs.map((x) => x.p90Ms)).median.toFixed(1).padStart(6)} ms  refusals/txn ${
         spread(rs.map((x) => x.refusalsPerTransaction)).median.toFixed(2)
