@@ -822,8 +822,13 @@ async function waitHealthy(topo: Topology, timeoutMs: number, say: Say): Promise
   );
 }
 
-/** How often the local controllers move leaders back to their preferred replicas (s). */
-export const LEADER_IMBALANCE_CHECK_SECONDS = 5;
+/**
+ * How often the local controllers move leaders back to their preferred
+ * replicas (s). The check reads the controller's own metadata: each second
+ * costs nothing measurable, and a broker back from a restart (or a test
+ * that moves the coordinators) has its leaders again within about a second.
+ */
+export const LEADER_IMBALANCE_CHECK_SECONDS = 1;
 /** How long clusterUp waits for that after the cluster is otherwise healthy. */
 export const LEADERS_SETTLE_MS = 30_000;
 
