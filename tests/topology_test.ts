@@ -13,7 +13,11 @@ import {
   type Topology,
   topology,
 } from "../stacks/topology.ts";
-import { nodeProperties, wantedNodePorts } from "../stacks/local/cluster.ts";
+import {
+  LEADER_IMBALANCE_CHECK_SECONDS,
+  nodeProperties,
+  wantedNodePorts,
+} from "../stacks/local/cluster.ts";
 import { fitToCluster } from "../jobs/lib/kafka.ts";
 
 const SEVEN_DAYS_MS = String(7 * 24 * 3600 * 1000);
@@ -117,7 +121,11 @@ Deno.test("cluster runner: node properties carry role, id, quorum voters and SAS
     "1@127.0.0.1:9193,2@127.0.0.1:9194,3@127.0.0.1:9195",
   );
   assert.equal(controller["advertised.listeners"], undefined);
-  assert.equal(controller["leader.imbalance.check.interval.seconds"], "5", "leaders settle soon");
+  assert.equal(
+    controller["leader.imbalance.check.interval.seconds"],
+    String(LEADER_IMBALANCE_CHECK_SECONDS),
+    "leaders settle soon",
+  );
 
   assert.equal(controller["ssl.keystore.location"], undefined, "a controller has no TLS listener");
   const broker = parse(

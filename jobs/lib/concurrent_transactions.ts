@@ -103,12 +103,14 @@ export interface ConcurrentRetryOptions {
 
 /**
  * Runs `request`, again after 2 ms, 4 ms, ... (at most 50 ms apart:
- * {@link RETRY_SCHEDULE}) while it fails with CONCURRENT_TRANSACTIONS, for at
- * most `maxRetryMs`; any other error, or this one past the deadline, is
- * thrown as is.
+ * {@link RETRY_SCHEDULE}) while `retriable` says so of its error, for at
+ * most `maxRetryMs`; any other error, or one past the deadline, is thrown as
+ * is. The one retry loop of txpipe's kafkajs patches (coordinators.ts uses
+ * it too).
  */
-export async function retryConcurrentTransactions<T>(
+export async function retryWhile<T>(
   request: () => Promise<T>,
+  retriable: (err: unknown) => boolean,
   options: ConcurrentRetryOptions = {},
 ): Promise<T> {
   const deadline = Date.now() + (options.maxRetryMs ?? MAX_RETRY_MS);
@@ -118,12 +120,23 @@ export async function retryConcurrentTransactions<T>(
     try {
       return await request();
     } catch (err) {
-      if (!isConcurrentTransactions(err) || Date.now() + delay > deadline) throw err;
+      if (!retriable(err) || Date.now() + delay > deadline) throw err;
       options.onRetry?.(delay);
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, maxMs);
     }
   }
+}
+
+/**
+ * Runs `request` again while it fails with CONCURRENT_TRANSACTIONS
+ * ({@link retryWhile}'s schedule and deadline).
+ */
+export function retryConcurrentTransactions<T>(
+  request: () => Promise<T>,
+  options: ConcurrentRetryOptions = {},
+): Promise<T> {
+  return retryWhile(request, isConcurrentTransactions, options);
 }
 
 /**

@@ -39,9 +39,10 @@
  *    remembers the coordinator until it answers that it is not.
  *
  * The fixes:
- * - the four requests are retried here, with the same arguments, on those
- *   three errors: on the same broker while it loads; on the coordinator
- *   found again when it moved. A refused request was not applied, and the
+ * - the four requests, and InitProducerId (a job's takeover of a
+ *   partition), are retried here, with the same arguments, on those three
+ *   errors: on the same broker while it loads; on the coordinator found
+ *   again when it moved. A refused request was not applied, and the
  *   coordinator answers a repeated EndTxn of a transaction it already
  *   completed with success, so a retry is what the Java client does too.
  *   Waits: 2 ms, doubling up to 50 ms ({@link RETRY_SCHEDULE} of
@@ -51,13 +52,16 @@
  *   kafkajs client, and forgotten at any error of a request sent to it, so
  *   the next lookup asks Kafka (the group coordinator is still looked up
  *   each time: kafkajs's consumer and admin use that lookup too, with
- *   requests this module does not watch).
+ *   requests this module does not watch). Every request kafkajs sends to a
+ *   transaction coordinator is watched: when InitProducerId was not, a
+ *   job's takeover retried it against the remembered coordinator that had
+ *   moved until kafkajs gave up (tests/detect_test.ts caught it).
  *
  * @module
  */
 import Broker from "kafkajs/src/broker/index.js";
 import Cluster from "kafkajs/src/cluster/index.js";
-import { MAX_RETRY_MS, RETRY_SCHEDULE } from "./concurrent_transactions.ts";
+import { MAX_RETRY_MS, retryWhile } from "./concurrent_transactions.ts";
 
 /** kafkajs's coordinator types (protocol/coordinatorTypes.js). */
 const GROUP = 0;
@@ -73,6 +77,10 @@ export const COORDINATOR_MOVED: ReadonlySet<string> = new Set([
 
 /** The requests handled here, and the coordinator each goes to. */
 const REQUESTS = {
+  // Every request kafkajs sends to a transaction coordinator it looked up
+  // (eosManager's findTransactionCoordinator): one left out would be sent,
+  // again and again, to a remembered coordinator that moved.
+  initProducerId: TRANSACTION,
   addPartitionsToTxn: TRANSACTION,
   addOffsetsToTxn: TRANSACTION,
   endTxn: TRANSACTION,
@@ -82,6 +90,7 @@ type RequestName = keyof typeof REQUESTS;
 
 /** What this module did, per request; for tests and the note of a run. */
 export const coordinatorRetries: Record<RequestName, { loading: number; moved: number }> = {
+  initProducerId: { loading: 0, moved: 0 },
   addPartitionsToTxn: { loading: 0, moved: 0 },
   addOffsetsToTxn: { loading: 0, moved: 0 },
   endTxn: { loading: 0, moved: 0 },
@@ -121,15 +130,13 @@ function forget(cluster: KafkajsCluster | undefined, type: number, key: string):
   if (cluster && type === TRANSACTION) remembered.get(cluster)?.delete(key);
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /**
  * Sends `request` (a coordinator request named `name`, by `send` on a
  * broker) to `broker`, retried on a coordinator that loads or moved (see the
  * module documentation). Exported for tests, which pass a stand-in broker
  * and cluster.
  */
-export async function coordinatorRequest<T>(
+export function coordinatorRequest<T>(
   name: RequestName,
   broker: KafkajsBroker,
   request: { transactionalId?: string; groupId?: string },
@@ -138,51 +145,51 @@ export async function coordinatorRequest<T>(
 ): Promise<T> {
   const type = REQUESTS[name];
   const key = (type === TRANSACTION ? request.transactionalId : request.groupId) ?? "";
-  const deadline = Date.now() + maxRetryMs;
-  let delay = RETRY_SCHEDULE.firstMs;
-  for (;;) {
-    try {
-      return await send(broker);
-    } catch (err) {
-      const cluster = broker[FOUND_BY];
-      forget(cluster, type, key); // whatever went wrong, the next lookup asks Kafka
-      const kind = coordinatorError(err);
-      if (!kind || (kind === "moved" && !cluster) || Date.now() + delay > deadline) throw err;
-      coordinatorRetries[name][kind]++;
-      await sleep(delay);
-      delay = Math.min(delay * 2, RETRY_SCHEDULE.maxMs);
-      if (kind === "moved") {
-        broker = await cluster!.findGroupCoordinator({ groupId: key, coordinatorType: type });
+  let kind: "loading" | "moved" | undefined;
+  let findAgain = false;
+  return retryWhile(
+    async () => {
+      if (findAgain) {
+        broker = await broker[FOUND_BY]!.findGroupCoordinator({
+          groupId: key,
+          coordinatorType: type,
+        });
+        findAgain = false;
       }
-    }
-  }
+      return await send(broker);
+    },
+    (err) => {
+      forget(broker[FOUND_BY], type, key); // whatever went wrong, the next lookup asks Kafka
+      kind = coordinatorError(err);
+      return kind === "loading" || (kind === "moved" && broker[FOUND_BY] !== undefined);
+    },
+    {
+      maxRetryMs,
+      onRetry: () => {
+        coordinatorRetries[name][kind!]++;
+        findAgain = kind === "moved";
+      },
+    },
+  );
 }
 
 /**
  * Runs `request` (a kafkajs call that finds its coordinator itself, such as
  * admin.fetchOffsets) again while it fails because that coordinator loads or
- * moved, every 100 ms for at most `maxRetryMs`; any other error, or this one
- * past the deadline, is thrown as is.
+ * moved ({@link retryWhile}'s schedule, for at most `maxRetryMs`); any other
+ * error, or this one past the deadline, is thrown as is.
  */
-export async function whileCoordinatorMoves<T>(
+export function whileCoordinatorMoves<T>(
   request: () => Promise<T>,
   maxRetryMs = MAX_RETRY_MS,
 ): Promise<T> {
-  const deadline = Date.now() + maxRetryMs;
-  for (;;) {
-    try {
-      return await request();
-    } catch (err) {
-      if (!coordinatorError(err) || Date.now() + 100 > deadline) throw err;
-      await sleep(100);
-    }
-  }
+  return retryWhile(request, (err) => coordinatorError(err) !== undefined, { maxRetryMs });
 }
 
 const INSTALLED = Symbol.for("txpipe.coordinators");
 
 /**
- * Wraps kafkajs's coordinator lookup and the four coordinator requests of a
+ * Wraps kafkajs's coordinator lookup and the five coordinator requests of a
  * transaction (see the module documentation). Idempotent. Called by
  * patchKafkajs (kafkajs_patches.ts) after the CONCURRENT_TRANSACTIONS
  * retries, which it wraps: a request refused so is retried there first.
@@ -206,11 +213,15 @@ export function installCoordinatorHandling(): void {
     this: KafkajsCluster,
     args: { groupId: string; coordinatorType?: number },
   ): Promise<KafkajsBroker> {
-    const type = args.coordinatorType ?? GROUP;
+    if ((args.coordinatorType ?? GROUP) !== TRANSACTION) {
+      const broker: KafkajsBroker = await find.call(this, args);
+      broker[FOUND_BY] = this;
+      return broker;
+    }
     let nodes = remembered.get(this);
     if (!nodes) remembered.set(this, nodes = new Map());
     const node = nodes.get(args.groupId);
-    if (type === TRANSACTION && node !== undefined && COORDINATOR_MEMORY.enabled) {
+    if (node !== undefined && COORDINATOR_MEMORY.enabled) {
       try {
         const broker = await this.findBroker({ nodeId: node });
         broker[FOUND_BY] = this;
@@ -222,10 +233,8 @@ export function installCoordinatorHandling(): void {
     }
     const broker: KafkajsBroker = await find.call(this, args);
     broker[FOUND_BY] = this;
-    if (type === TRANSACTION) {
-      coordinatorLookups.asked++;
-      if (broker.nodeId !== undefined) nodes.set(args.groupId, broker.nodeId);
-    }
+    coordinatorLookups.asked++;
+    if (broker.nodeId !== undefined) nodes.set(args.groupId, broker.nodeId);
     return broker;
   };
   for (const name of Object.keys(REQUESTS) as RequestName[]) {
