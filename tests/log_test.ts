@@ -77,6 +77,7 @@ Deno.test("log: a transaction's request to a coordinator that loads or moved is 
     ["AddPartitionsToTxn(key: 24, version: 1)", loading],
     ["AddOffsetsToTxn(key: 25, version: 1)", moved],
     ["TxnOffsetCommit(key: 28, version: 1)", unavailable],
+    ["InitProducerId(key: 22, version: 1)", loading],
     ["Heartbeat(key: 12, version: 3)", moved],
     [
       "EndTxn(key: 26, version: 1)",
@@ -93,6 +94,7 @@ Deno.test("log: a transaction's request to a coordinator that loads or moved is 
   }
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(lines.map((l) => l["log.level"]), [
+    "debug",
     "debug",
     "debug",
     "debug",

@@ -214,7 +214,7 @@ const COORDINATOR_MESSAGES = new Set(
 
 /** A transaction's coordinator requests, which coordinators.ts retries when their coordinator loads or moved. */
 const COORDINATOR_REQUEST =
-  /^Response (AddPartitionsToTxn|AddOffsetsToTxn|EndTxn|TxnOffsetCommit)\(key: \d+, version: \d+\)$/;
+  /^Response (InitProducerId|AddPartitionsToTxn|AddOffsetsToTxn|EndTxn|TxnOffsetCommit)\(key: \d+, version: \d+\)$/;
 
 /** A kafkajs consumer crash it restarts from: its group coordinator loads, moves or rebalances. */
 const COORDINATOR_CRASH =
