@@ -75,18 +75,29 @@ export const COORDINATOR_MOVED: ReadonlySet<string> = new Set([
   "GROUP_COORDINATOR_NOT_AVAILABLE",
 ]);
 
-/** The requests handled here, and the coordinator each goes to. */
+/**
+ * The requests handled here (kafkajs's Broker methods), the coordinator each
+ * goes to, and the name kafkajs's connection logs its response by.
+ */
 const REQUESTS = {
   // Every request kafkajs sends to a transaction coordinator it looked up
   // (eosManager's findTransactionCoordinator): one left out would be sent,
   // again and again, to a remembered coordinator that moved.
-  initProducerId: TRANSACTION,
-  addPartitionsToTxn: TRANSACTION,
-  addOffsetsToTxn: TRANSACTION,
-  endTxn: TRANSACTION,
-  txnOffsetCommit: GROUP,
+  initProducerId: { coordinator: TRANSACTION, logged: "InitProducerId" },
+  addPartitionsToTxn: { coordinator: TRANSACTION, logged: "AddPartitionsToTxn" },
+  addOffsetsToTxn: { coordinator: TRANSACTION, logged: "AddOffsetsToTxn" },
+  endTxn: { coordinator: TRANSACTION, logged: "EndTxn" },
+  txnOffsetCommit: { coordinator: GROUP, logged: "TxnOffsetCommit" },
 } as const;
 type RequestName = keyof typeof REQUESTS;
+
+/**
+ * The requests retried here, as kafkajs's connection names them in its
+ * "Response <name>(key: …)" log lines (log.ts makes those lines debug).
+ */
+export const COORDINATOR_REQUESTS_LOGGED: readonly string[] = Object.values(REQUESTS).map((r) =>
+  r.logged
+);
 
 /** What this module did, per request; for tests and the note of a run. */
 export const coordinatorRetries: Record<RequestName, { loading: number; moved: number }> = {
@@ -143,7 +154,7 @@ export function coordinatorRequest<T>(
   send: (broker: KafkajsBroker) => Promise<T>,
   maxRetryMs = MAX_RETRY_MS,
 ): Promise<T> {
-  const type = REQUESTS[name];
+  const type = REQUESTS[name].coordinator;
   const key = (type === TRANSACTION ? request.transactionalId : request.groupId) ?? "";
   let kind: "loading" | "moved" | undefined;
   let findAgain = false;

@@ -25,6 +25,7 @@ import { ecsFormat } from "@elastic/ecs-pino-format";
 import { logLevel as KafkaLogLevel } from "kafkajs";
 import type { logCreator } from "kafkajs";
 import { errorCodes } from "kafkajs/src/protocol/error.js";
+import { COORDINATOR_REQUESTS_LOGGED, coordinatorError } from "./coordinators.ts";
 
 /** The logger type used across txpipe. */
 export type Logger = pino.Logger;
@@ -202,19 +203,17 @@ const CONCURRENT_TRANSACTIONS_MESSAGE = errorCodes.find(
   (e: { type: string }) => e.type === "CONCURRENT_TRANSACTIONS",
 )?.message;
 
-/**
- * kafkajs's texts for a coordinator that loads or moved, as its connection
- * logs them (Kafka's codes 14, 15 and 16).
- */
+/** kafkajs's texts for a coordinator that loads or moved, as its connection logs them. */
 const COORDINATOR_MESSAGES = new Set(
-  errorCodes.filter((e: { code: number }) => e.code >= 14 && e.code <= 16).map((
+  errorCodes.filter((e: { type: string }) => coordinatorError(e) !== undefined).map((
     e: { message: string },
   ) => e.message),
 );
 
-/** A transaction's coordinator requests, which coordinators.ts retries when their coordinator loads or moved. */
-const COORDINATOR_REQUEST =
-  /^Response (InitProducerId|AddPartitionsToTxn|AddOffsetsToTxn|EndTxn|TxnOffsetCommit)\(key: \d+, version: \d+\)$/;
+/** The response lines of the requests coordinators.ts retries when their coordinator loads or moved. */
+const COORDINATOR_REQUEST = new RegExp(
+  `^Response (${COORDINATOR_REQUESTS_LOGGED.join("|")})\\(key: \\d+, version: \\d+\\)$`,
+);
 
 /** A kafkajs consumer crash it restarts from: its group coordinator loads, moves or rebalances. */
 const COORDINATOR_CRASH =
