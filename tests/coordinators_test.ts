@@ -160,7 +160,12 @@ Deno.test(
       retry: PRODUCER_RETRY,
       createPartitioner: PARTITIONER,
     });
-    const before = { ...coordinatorLookups };
+    // Every retry on a coordinator that loads or moved may cost one more lookup
+    // (the memory is forgotten at any error): counted, so that a coordinator
+    // loading just then (a cluster just started) is not taken for a lookup too many.
+    const retries = () =>
+      Object.values(coordinatorRetries).reduce((n, r) => n + r.loading + r.moved, 0);
+    const before = { ...coordinatorLookups, retries: retries() };
     await producer.connect(); // InitProducerId: the one lookup
     const transactions = 10;
     try {
@@ -176,9 +181,18 @@ Deno.test(
     } finally {
       await producer.disconnect();
     }
-    assert.equal(coordinatorLookups.asked - before.asked, 1, "asked Kafka once");
+    const retried = retries() - before.retries;
+    const asked = coordinatorLookups.asked - before.asked;
+    assert.ok(
+      asked >= 1 && asked <= 1 + retried,
+      `asked Kafka once (${asked}; ${retried} retries)`,
+    );
     // AddPartitionsToTxn, AddOffsetsToTxn and EndTxn of every transaction.
-    assert.equal(coordinatorLookups.remembered - before.remembered, 3 * transactions);
+    const remembered = coordinatorLookups.remembered - before.remembered;
+    assert.ok(
+      remembered <= 3 * transactions && remembered >= 3 * transactions - retried,
+      `every other lookup remembered (${remembered} of ${3 * transactions}; ${retried} retries)`,
+    );
     const records = await readTopic(topic, { expected: transactions });
     assert.deepEqual(
       records.map((r) => new TextDecoder().decode(r.value!)),
