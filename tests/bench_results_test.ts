@@ -8,6 +8,8 @@ import { crossCheck, spread, summariseRuns, windowTotals } from "./bench/results
 import type { BenchResult, LatencyRow } from "./bench/results.ts";
 import { logScale, renderChart, shortNumber } from "./bench/chart.ts";
 import { markdown } from "./bench/report.ts";
+import { CpuBudget, cpuQuotaSupport } from "./bench/cpu_quota.ts";
+import { ProcessWatch } from "./bench/proc.ts";
 import { runScript } from "./helpers/cluster.ts";
 import { taskArgs } from "./helpers/jobs.ts";
 import { denoRunArgs, jobSpec } from "../stacks/topology.ts";
@@ -276,6 +278,51 @@ Deno.test("bench reference: --rev is required by the reference mode, refused by 
     assert.match(r.stderr, message);
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   }
+});
+
+Deno.test("bench catchup: --cpus-per-instance is taken by the catchup mode only, and above 0 cores", async () => {
+  const cases: [string[], RegExp][] = [
+    [
+      ["latency", "--cpus-per-instance", "0.5"],
+      /--cpus-per-instance: only the catchup mode takes it, got it with "latency"/,
+    ],
+    [
+      ["catchup", "--cpus-per-instance", "0"],
+      /--cpus-per-instance: expected a value >= 0.05, got "0"/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runScript("tests/bench/bench.ts", args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+});
+
+Deno.test("bench: a CPU budget of 0.2 cores holds a busy process to about 0.2 cores, and is removed after", async () => {
+  const support = cpuQuotaSupport();
+  if ("problem" in support) {
+    // Without a cgroup cpu controller the bench refuses the flag in one sentence.
+    assert.throws(() => new CpuBudget(0.2), new RegExp(support.problem.slice(0, 30)));
+    return;
+  }
+  const budget = new CpuBudget(0.2);
+  const busy = new Deno.Command("sh", { args: ["-c", "while :; do :; done"] }).spawn();
+  try {
+    budget.add(busy.pid);
+    const watch = new ProcessWatch(busy.pid);
+    await new Promise((r) => setTimeout(r, 2000));
+    watch.sample();
+    const { cpuSeconds } = watch.stop();
+    // 2 s at 0.2 cores is 0.4 s; without the budget it would be about 2 s.
+    assert.ok(cpuSeconds > 0.1 && cpuSeconds < 0.8, `CPU ${cpuSeconds} s in 2 s`);
+    assert.ok(budget.throttled().periods > 0, "the budget held it back");
+  } finally {
+    busy.kill("SIGKILL");
+    await busy.status;
+    budget.remove();
+  }
+  assert.throws(() => Deno.statSync(budget.dir), Deno.errors.NotFound);
 });
 
 Deno.test("bench reference: an earlier commit's job runs as its own deno task ran it", async () => {

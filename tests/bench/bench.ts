@@ -54,6 +54,7 @@ import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generato
 import { BROKERS, grantScratch, TOPO, withAdmin } from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
 import { ProcessWatch } from "./proc.ts";
+import { CpuBudget, cpuQuotaSupport } from "./cpu_quota.ts";
 import { startReader } from "./reader.ts";
 import { withClientConfig } from "../helpers/client_config.ts";
 import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals } from "./types.ts";
@@ -150,6 +151,15 @@ const COMMAND = defineCommand({
         "today's on the same backlog",
       placeholder: "COMMIT",
     },
+    "cpus-per-instance": {
+      kind: "number",
+      min: 0.05,
+      max: 64,
+      help: "catch-up: run every txpipe stream job instance in a cgroup of its own limited " +
+        "to this many cores, as a container's CPU limit would (Linux, root); one instance " +
+        "and two then compare as on machines not shared with the brokers",
+      placeholder: "CPUS",
+    },
     "job-flags": {
       kind: "string",
       default: "",
@@ -164,6 +174,7 @@ const COMMAND = defineCommand({
     "deno task bench catchup --spark --records 500000",
     "deno task bench latency --rates 1000,5000,20000 --latency-seconds 60",
     'deno task bench catchup --only "txpipe aggregate" --job-flags "--max-batch-bytes 1MiB"',
+    "deno task bench catchup --only txpipe --cpus-per-instance 0.25",
     "deno task bench security --runs 5",
     "deno task bench reference --rev a93141b",
     "deno task bench reference --rev a93141b --with-latency --rates 5000,10000,20000",
@@ -504,6 +515,7 @@ async function runTxpipe(
   jobFlags: readonly string[] = [],
   via?: Transport,
   reference?: Reference,
+  cpusPerInstance?: number,
 ): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
   const t = runTopics(backlog, `bench_${job}`);
   await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
@@ -526,6 +538,19 @@ async function runTxpipe(
         root: reference?.dir,
       }),
   );
+  // Each instance into its own CPU budget at once, before it has read its first record.
+  const budgets: CpuBudget[] = [];
+  try {
+    for (const i of cpusPerInstance === undefined ? [] : started) {
+      budgets.push(new CpuBudget(cpusPerInstance!));
+      budgets.at(-1)!.add(i.child.pid);
+    }
+  } catch (err) {
+    await Promise.all(started.map((i) => stopInstance(i)));
+    await reader.stop();
+    for (const b of budgets) b.remove();
+    throw err;
+  }
   const watches = started.map((i) => new ProcessWatch(i.child.pid));
   let doneAt: number;
   // An instance that ends early (a bad --job-flags value, a crash) fails the run at once.
@@ -548,6 +573,14 @@ async function runTxpipe(
     for (const w of watches) w.sample();
     await Promise.all(started.map((i) => stopInstance(i)));
     await reader.stop();
+    for (const b of budgets) {
+      const t = b.throttled();
+      say(
+        `an instance's ${cpusPerInstance}-core budget held it back ${t.seconds.toFixed(1)} s ` +
+          `(${t.periods} periods of 100 ms)`,
+      );
+      b.remove();
+    }
   }
   const usages = watches.map((w) => w.stop());
   const run: CatchUpRun = {
@@ -584,13 +617,16 @@ function catchUpContenders(
   spark: boolean,
   only: readonly string[] = [],
   jobFlags: readonly string[] = [],
+  cpusPerInstance?: number,
 ): CatchUpContender[] {
+  const txpipe = (job: "aggregate" | "detect", instances: 1 | 2) => (topic: string, n: number) =>
+    runTxpipe(job, topic, n, instances, jobFlags, undefined, undefined, cpusPerInstance);
   const contenders: CatchUpContender[] = [
     CONSUMER_PERFORMANCE,
     {
       name: "txpipe aggregate",
       what: "validate, repartition, windows, changelog, exactly once",
-      run: (topic, records) => runTxpipe("aggregate", topic, records, 1, jobFlags),
+      run: txpipe("aggregate", 1),
     },
     ...STREAMS_GRACE.map((g): CatchUpContender => ({
       name: g.name,
@@ -611,18 +647,18 @@ function catchUpContenders(
     })),
     {
       name: "txpipe detect",
-      what: "validate, four rules per user, changelog, exactly once",
-      run: (topic, records) => runTxpipe("detect", topic, records, 1, jobFlags),
+      what: "validate, five rules per user, changelog, exactly once",
+      run: txpipe("detect", 1),
     },
     {
       name: "txpipe aggregate, 2 instances",
       what: "the same, two instances sharing the partitions (one consumer group per stage)",
-      run: (topic, records) => runTxpipe("aggregate", topic, records, 2, jobFlags),
+      run: txpipe("aggregate", 2),
     },
     {
       name: "txpipe detect, 2 instances",
       what: "the same, two instances sharing the partitions",
-      run: (topic, records) => runTxpipe("detect", topic, records, 2, jobFlags),
+      run: txpipe("detect", 2),
     },
   ];
   if (spark) {
@@ -654,8 +690,9 @@ async function catchUpBenchmark(
   spark: boolean,
   only: readonly string[] = [],
   jobFlags: readonly string[] = [],
+  cpusPerInstance?: number,
 ): Promise<CatchUpResult> {
-  const contenders = catchUpContenders(spark, only, jobFlags);
+  const contenders = catchUpContenders(spark, only, jobFlags, cpusPerInstance);
   console.log(`==> catch-up: building the peers`);
   if (contenders.some((c) => c.name.startsWith("Kafka Streams"))) await buildKafkaStreams(say);
   if (contenders.some((c) => c.name.startsWith("Spark"))) await ensureSpark(say);
@@ -674,6 +711,7 @@ async function catchUpBenchmark(
       summariseRuns(c.name, c.what, byName.get(c.name)!)
     ),
     crossChecks: checks,
+    ...(cpusPerInstance === undefined ? {} : { cpusPerInstance }),
   };
 }
 
@@ -1166,6 +1204,18 @@ async function main(): Promise<void> {
     );
     Deno.exit(2);
   }
+  if (values.cpusPerInstance !== undefined) {
+    const support = cpuQuotaSupport();
+    const problem = mode !== "catchup"
+      ? `only the catchup mode takes it, got it with "${mode}"`
+      : "problem" in support
+      ? support.problem
+      : undefined;
+    if (problem) {
+      console.error(`deno task bench: --cpus-per-instance: ${problem}`);
+      Deno.exit(2);
+    }
+  }
   const reference = values.rev === undefined ? undefined : await extractReference(values.rev);
   if (values.rev !== undefined && !reference) {
     console.error(
@@ -1187,7 +1237,14 @@ async function main(): Promise<void> {
   await deleteTopics(...BENCH_PREFIXES);
   if (mode === "all" || mode === "catchup") {
     const jobFlags = values.jobFlags.split(/\s+/).filter((f) => f !== "");
-    result.catchUp = await catchUpBenchmark(records, runs, values.spark, values.only, jobFlags);
+    result.catchUp = await catchUpBenchmark(
+      records,
+      runs,
+      values.spark,
+      values.only,
+      jobFlags,
+      values.cpusPerInstance,
+    );
   }
   if (mode === "all" || mode === "producer") {
     result.producer = await producerBenchmark(records, runs);
@@ -1207,7 +1264,10 @@ async function main(): Promise<void> {
   console.log("");
   if (result.catchUp) {
     console.log(table(
-      `catch-up over ${formatCount(records)} records`,
+      `catch-up over ${formatCount(records)} records` +
+        (result.catchUp.cpusPerInstance
+          ? `, each txpipe instance limited to ${result.catchUp.cpusPerInstance} cores`
+          : ""),
       result.catchUp.contenders,
       COMPARISONS.catchUp(result.catchUp.contenders),
     ));

@@ -50,8 +50,11 @@ interface Bar {
 
 function throughputPanel(result: BenchResult, top: number): { svg: string; height: number } {
   const bars: Bar[] = [];
+  const budget = result.catchUp?.cpusPerInstance;
+  const catchUp = "catch-up over the backlog" +
+    (budget ? `, each txpipe instance limited to ${budget} cores` : "");
   for (const s of result.catchUp?.contenders ?? []) {
-    bars.push({ group: "catch-up over the backlog", label: s.contender, s });
+    bars.push({ group: catchUp, label: s.contender, s });
   }
   for (const s of result.producer?.contenders ?? []) {
     bars.push({ group: "produce (acks=all, idempotent)", label: s.contender, s });

@@ -211,6 +211,8 @@ export interface CatchUpResult {
   allowedLatenessMs: number;
   contenders: ContenderSummary[];
   crossChecks: CrossCheck[];
+  /** With `--cpus-per-instance`: the cores each txpipe instance was limited to. */
+  cpusPerInstance?: number;
 }
 
 /** One paced rate of one job (tests/bench/latency.ts). */
