@@ -32,6 +32,7 @@ const PROBE = `
 import Broker from "kafkajs/src/broker/index.js";
 import Cluster from "kafkajs/src/cluster/index.js";
 import fetchV11 from "kafkajs/src/protocol/requests/fetch/v11/response.js";
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 const p = Broker.prototype;
 const ids = new Map();
 const id = (f) => { if (!ids.has(f)) ids.set(f, ids.size); return ids.get(f); };
@@ -43,6 +44,7 @@ const probe = () => ({
   txnOffsetCommit: id(p.txnOffsetCommit),
   findGroupCoordinator: id(Cluster.prototype.findGroupCoordinator),
   fetchDecode: id(fetchV11.decode),
+  createSocketRequest: id(RequestQueue.prototype.createSocketRequest),
 });
 `;
 
@@ -71,6 +73,7 @@ console.log(JSON.stringify({ before, imported, patched, again, report }));
     coordinators: true,
     recordBatch: true,
     produceTimeout: true,
+    handshakeTimeout: true,
     linearGrouping: true,
   });
 });

@@ -23,6 +23,9 @@
  * - produce_timeout.ts: a produce request that times out closes its
  *   connection, and an abandoned send is never sent again. Installed after
  *   record_batch.ts, whose requests it wraps;
+ * - handshake_timeout.ts: a new connection's ApiVersions, SaslHandshake and
+ *   SaslAuthenticate wait at most 10 s (kafkajs waits 30 s, also on a
+ *   broker that accepts connections but is frozen);
  * - group_by_partition.ts: a linear grouping of a send by partition. The
  *   one exception: kafkajs takes that function when it loads, so the module
  *   acts when imported, before kafkajs (this module imports it first, and
@@ -38,6 +41,7 @@ import { installConcurrentTransactionRetries } from "./concurrent_transactions.t
 import { installCoordinatorHandling } from "./coordinators.ts";
 import { installRecordBatchEncoding } from "./record_batch.ts";
 import { installProduceTimeouts } from "./produce_timeout.ts";
+import { installHandshakeTimeout } from "./handshake_timeout.ts";
 
 /** What {@link patchKafkajs} installed. */
 export interface KafkajsPatches {
@@ -47,6 +51,7 @@ export interface KafkajsPatches {
   coordinators: true;
   recordBatch: true;
   produceTimeout: true;
+  handshakeTimeout: true;
   /** Whether kafkajs groups sends by partition in linear time (it loaded after group_by_partition.ts). */
   linearGrouping: boolean;
 }
@@ -63,6 +68,7 @@ export function patchKafkajs(): KafkajsPatches {
   installCoordinatorHandling(); // after: it wraps those retries
   installRecordBatchEncoding(); // before produce timeouts: that wrapper must see these requests
   installProduceTimeouts();
+  installHandshakeTimeout();
   return {
     fetchDecoding: true,
     readCommitted: true,
@@ -70,6 +76,7 @@ export function patchKafkajs(): KafkajsPatches {
     coordinators: true,
     recordBatch: true,
     produceTimeout: true,
+    handshakeTimeout: true,
     linearGrouping: groupingPatched,
   };
 }
