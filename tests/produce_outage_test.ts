@@ -318,7 +318,7 @@ Deno.test(
         Deno.kill(pid, "SIGSTOP");
         const atCut = (await figures(url)).acknowledged;
         console.log(`  ${node.name} (pid ${pid}) frozen; ${atCut} acknowledged`);
-        // Frozen until it has produced 5 s without the broker (resumed 32-48 s
+        // Frozen until it has produced 5 s without the broker (resumed 32-50 s
         // after the cut in past runs), 150 s at most.
         for (let i = 0; i < 75 && !(resumedAt && Date.now() - resumedAt >= 5_000); i++) {
           await sleep(t0 + (i + 1) * 2_000 - Date.now());

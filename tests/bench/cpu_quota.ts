@@ -44,11 +44,13 @@ export function cpuQuotaSupport(): { root: string; v2: boolean } | { problem: st
 /** A cgroup limited to `cpus` cores; processes join it by pid; {@link CpuBudget.remove} after. */
 export class CpuBudget {
   readonly dir: string;
+  readonly #v2: boolean;
 
   constructor(readonly cpus: number) {
     if (!(cpus > 0)) throw new Error(`a CPU budget must be above 0 cores, not ${cpus}`);
     const support = cpuQuotaSupport();
     if ("problem" in support) throw new Error(support.problem);
+    this.#v2 = support.v2;
     this.dir = join(support.root, `txpipe-bench-${Deno.pid}-${++count}`);
     try {
       Deno.mkdirSync(this.dir);
@@ -79,10 +81,9 @@ export class CpuBudget {
       const stat = Deno.readTextFileSync(join(this.dir, "cpu.stat"));
       const field = (name: string) =>
         Number(new RegExp(`^${name} (\\d+)`, "m").exec(stat)?.[1] ?? 0);
-      const v2 = exists(join(this.dir, "cpu.max"));
       return {
         periods: field("nr_throttled"),
-        seconds: v2 ? field("throttled_usec") / 1e6 : field("throttled_time") / 1e9,
+        seconds: this.#v2 ? field("throttled_usec") / 1e6 : field("throttled_time") / 1e9,
       };
     } catch {
       return { periods: 0, seconds: 0 };
