@@ -6,6 +6,13 @@
  * run, and end-to-end latency under a paced load. No offsets are committed
  * and the throwaway group is deleted at stop.
  *
+ * So a rejoin (the group's coordinator moved, or kafkajs restarted the
+ * consumer after a crash) starts the group again from the beginning: a
+ * record at or below the last offset received from its partition is not
+ * received again. Before this, each rejoin counted every earlier output a
+ * second time, seconds later, which made the latency bench's p99 through
+ * coordinator moves 12–26 s (docs/benchmarks.md, "Coordinators that move").
+ *
  * @module
  */
 import type { Consumer } from "kafkajs";
@@ -51,9 +58,17 @@ export async function startReader(
     readUncommitted: false,
     allowAutoTopicCreation: false,
     maxWaitTimeInMs: 100, // receipt times within 100 ms of availability
-    retry: { restartOnFailure: () => Promise.resolve(false) },
+  });
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    const e = payload.error as Error;
+    console.error(
+      `bench reader of ${topic}: its consumer failed (${e.name}: ${e.message}); ` +
+        (payload.restart ? "kafkajs restarts it" : "it stops"),
+    );
   });
   const records: Received[] = [];
+  /** The last offset received from each partition. */
+  const lastOffset = new Map<number, number>();
   let count = 0;
   let firstAt: number | undefined;
   const waiters: Array<{ n: number; resolve: (ok: boolean) => void }> = [];
@@ -64,7 +79,10 @@ export async function startReader(
     autoCommit: false,
     eachBatch: ({ batch }) => {
       const now = Date.now();
+      const last = lastOffset.get(batch.partition) ?? -1;
       for (const m of batch.messages) {
+        if (Number(m.offset) <= last) continue; // read before a rejoin
+        lastOffset.set(batch.partition, Number(m.offset));
         const r: Received = {
           partition: batch.partition,
           offset: m.offset,
