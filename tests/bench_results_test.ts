@@ -260,6 +260,16 @@ Deno.test("bench reference: today's job is divided by the same job at the earlie
   assert.match(md, /maximum sustainable rate, detect: 20 000 records\/s/);
 });
 
+/** Each `deno task bench` command line exits 2 with its message and no stack trace. */
+async function assertBenchRefuses(cases: [string[], RegExp][]): Promise<void> {
+  for (const [args, message] of cases) {
+    const r = await runScript("tests/bench/bench.ts", args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+}
+
 Deno.test("bench reference: --rev is required by the reference mode, refused by the others, and must name a commit", async () => {
   const cases: [string[], RegExp][] = [
     [["reference"], /--rev: expected the commit to compare with, got nothing/],
@@ -272,12 +282,7 @@ Deno.test("bench reference: --rev is required by the reference mode, refused by 
       /--rev: expected a commit of this repository, got "no-such-commit"/,
     ],
   ];
-  for (const [args, message] of cases) {
-    const r = await runScript("tests/bench/bench.ts", args);
-    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
-    assert.match(r.stderr, message);
-    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
-  }
+  await assertBenchRefuses(cases);
 });
 
 Deno.test("bench catchup: --cpus-per-instance is taken by the catchup mode only, and above 0 cores", async () => {
@@ -291,12 +296,7 @@ Deno.test("bench catchup: --cpus-per-instance is taken by the catchup mode only,
       /--cpus-per-instance: expected a value >= 0.05, got "0"/,
     ],
   ];
-  for (const [args, message] of cases) {
-    const r = await runScript("tests/bench/bench.ts", args);
-    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
-    assert.match(r.stderr, message);
-    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
-  }
+  await assertBenchRefuses(cases);
 });
 
 Deno.test("bench: a CPU budget of 0.2 cores holds a busy process to about 0.2 cores, and is removed after", async () => {

@@ -541,9 +541,12 @@ async function runTxpipe(
   // Each instance into its own CPU budget at once, before it has read its first record.
   const budgets: CpuBudget[] = [];
   try {
-    for (const i of cpusPerInstance === undefined ? [] : started) {
-      budgets.push(new CpuBudget(cpusPerInstance!));
-      budgets.at(-1)!.add(i.child.pid);
+    if (cpusPerInstance !== undefined) {
+      for (const i of started) {
+        const budget = new CpuBudget(cpusPerInstance);
+        budgets.push(budget);
+        budget.add(i.child.pid);
+      }
     }
   } catch (err) {
     await Promise.all(started.map((i) => stopInstance(i)));

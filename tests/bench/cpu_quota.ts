@@ -19,18 +19,12 @@ const PERIOD_US = 100_000;
 
 let count = 0;
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Where budgets can be made here, or why not. */
 export function cpuQuotaSupport(): { root: string; v2: boolean } | { problem: string } {
-  if (exists(join(V1, "cpu.cfs_quota_us"))) return { root: V1, v2: false };
+  try {
+    Deno.statSync(join(V1, "cpu.cfs_quota_us"));
+    return { root: V1, v2: false };
+  } catch { /* not cgroup v1's cpu hierarchy */ }
   try {
     const enabled = Deno.readTextFileSync(join(V2, "cgroup.subtree_control")).split(/\s+/);
     if (enabled.includes("cpu")) return { root: V2, v2: true };
