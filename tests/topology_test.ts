@@ -15,6 +15,8 @@ import {
 } from "../stacks/topology.ts";
 import {
   LEADER_IMBALANCE_CHECK_SECONDS,
+  leadersSettled,
+  misledPartitions,
   nodeProperties,
   wantedNodePorts,
 } from "../stacks/local/cluster.ts";
@@ -242,4 +244,56 @@ Deno.test("cluster runner: the port-clash check covers every node's client, TLS 
     [9096, "TLS client port of kafka-broker-2"],
     [9097, "TLS client port of kafka-broker-3"],
   ]);
+});
+
+/**
+ * A stand-in for the admin client's two metadata calls, over `leaders`
+ * (topic → each partition's [leader, replicas]); asking for a topic it does
+ * not hold fails, as Kafka's metadata does before an internal topic exists.
+ */
+function metadataOf(leaders: Record<string, Array<[number, number[]]>>) {
+  const asked: string[][] = [];
+  return {
+    asked,
+    listTopics: () => Promise.resolve(Object.keys(leaders)),
+    fetchTopicMetadata: ({ topics }: { topics?: string[] } = {}) => {
+      asked.push(topics ?? []);
+      const missing = (topics ?? []).filter((t) => !(t in leaders));
+      if (missing.length > 0) {
+        return Promise.reject(new Error(`This server does not host this topic-partition`));
+      }
+      return Promise.resolve({
+        topics: (topics ?? []).map((name) => ({
+          name,
+          partitions: leaders[name].map(([leader, replicas], partitionId) => ({
+            partitionErrorCode: 0,
+            partitionId,
+            leader,
+            replicas,
+            isr: replicas,
+            offlineReplicas: [],
+          })),
+        })),
+      });
+    },
+  };
+}
+
+Deno.test("cluster runner: leaders are settled on a new cluster whose coordinator topics do not exist yet; a misled partition of any topic is named", async () => {
+  const topo = topology("cluster");
+  const spec = Object.fromEntries(
+    topo.topics.map((t) => [t.name, [[4, [4, 5, 6]]] as Array<[number, number[]]>]),
+  );
+  // Before any client asked for a coordinator: only the spec's topics.
+  const fresh = metadataOf(spec);
+  assert.deepEqual(await leadersSettled(fresh, topo, { timeoutMs: 0 }), []);
+  assert.deepEqual(fresh.asked, [topo.topics.map((t) => t.name)]);
+
+  const later = metadataOf({
+    ...spec,
+    __consumer_offsets: [[4, [4, 5, 6]], [6, [5, 6, 4]]],
+    __transaction_state: [[6, [6, 4, 5]]],
+  });
+  assert.deepEqual(await misledPartitions(later, topo), ["__consumer_offsets/1"]);
+  assert.deepEqual(later.asked[0].slice(-2), ["__transaction_state", "__consumer_offsets"]);
 });

@@ -832,14 +832,29 @@ export const LEADER_IMBALANCE_CHECK_SECONDS = 1;
 /** How long clusterUp waits for that after the cluster is otherwise healthy. */
 export const LEADERS_SETTLE_MS = 30_000;
 
+/** Kafka's internal topics whose partition leaders are the transaction and group coordinators. */
+export const COORDINATOR_TOPICS = ["__transaction_state", "__consumer_offsets"] as const;
+
 /**
  * Partitions of the spec's topics and of the transaction and offset topics
  * (whose leaders are the coordinators) led by another broker than their
  * preferred replica while that replica is in sync: the ones the controller
  * will move, as "topic/partition" strings.
+ *
+ * Kafka creates the two internal topics when a client first asks for a
+ * coordinator; until then they are left out. (Asking for their metadata
+ * fails until they exist: on a freshly formatted cluster every clusterUp,
+ * the tests' included, used to wait out all of {@link LEADERS_SETTLE_MS}.)
  */
-export async function misledPartitions(admin: Admin, topo: Topology): Promise<string[]> {
-  const names = [...topo.topics.map((t) => t.name), "__consumer_offsets", "__transaction_state"];
+export async function misledPartitions(
+  admin: Pick<Admin, "listTopics" | "fetchTopicMetadata">,
+  topo: Topology,
+): Promise<string[]> {
+  const existing = new Set(await admin.listTopics());
+  const names = [
+    ...topo.topics.map((t) => t.name),
+    ...COORDINATOR_TOPICS.filter((t) => existing.has(t)),
+  ];
   const meta = await admin.fetchTopicMetadata({ topics: names });
   const out: string[] = [];
   for (const t of meta.topics) {
@@ -864,7 +879,7 @@ export async function misledPartitions(admin: Admin, topo: Topology): Promise<st
  * goes on: a cluster that does not settle still works.
  */
 export async function leadersSettled(
-  admin: Admin,
+  admin: Pick<Admin, "listTopics" | "fetchTopicMetadata">,
   topo: Topology,
   options: { timeoutMs?: number; waiting?: () => void } = {},
 ): Promise<string[]> {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Admin, KafkaMessage } from "kafkajs";
-import { clusterUp, leadersSettled } from "../../stacks/local/cluster.ts";
+import { clusterUp, COORDINATOR_TOPICS, leadersSettled } from "../../stacks/local/cluster.ts";
 import { bootstrapServers, topicAs, topology } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { applyAcls } from "../../jobs/lib/acl.ts";
@@ -150,9 +150,6 @@ export async function runScript(
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-/** The internal topics whose partition leaders are the coordinators of transactions and groups. */
-const COORDINATOR_TOPICS = ["__transaction_state", "__consumer_offsets"];
-
 /** Each internal partition's replicas as first seen, so that {@link moveCoordinators} can restore them. */
 let coordinatorReplicas: Promise<Array<{ topic: string; replicas: number[][] }>> | undefined;
 
@@ -168,7 +165,7 @@ let coordinatorReplicas: Promise<Array<{ topic: string; replicas: number[][] }>>
  */
 export async function moveCoordinators(rotation: number): Promise<{ moved: number }> {
   coordinatorReplicas ??= withAdmin(async (admin) =>
-    (await admin.fetchTopicMetadata({ topics: COORDINATOR_TOPICS })).topics.map((t) => ({
+    (await admin.fetchTopicMetadata({ topics: [...COORDINATOR_TOPICS] })).topics.map((t) => ({
       topic: t.name,
       replicas: [...t.partitions].sort((a, b) => a.partitionId - b.partitionId)
         .map((p) => p.replicas),
@@ -178,7 +175,7 @@ export async function moveCoordinators(rotation: number): Promise<{ moved: numbe
   return await withAdmin(async (admin) => {
     const leaders = async () =>
       new Map(
-        (await admin.fetchTopicMetadata({ topics: COORDINATOR_TOPICS })).topics.flatMap((t) =>
+        (await admin.fetchTopicMetadata({ topics: [...COORDINATOR_TOPICS] })).topics.flatMap((t) =>
           t.partitions.map((p) => [`${t.name}/${p.partitionId}`, p.leader] as const)
         ),
       );
@@ -198,7 +195,7 @@ export async function moveCoordinators(rotation: number): Promise<{ moved: numbe
       ),
     );
     for (let tries = 0;; tries++) {
-      const meta = await admin.fetchTopicMetadata({ topics: COORDINATOR_TOPICS });
+      const meta = await admin.fetchTopicMetadata({ topics: [...COORDINATOR_TOPICS] });
       const stale = meta.topics.flatMap((t) =>
         t.partitions.filter((p) => want.get(`${t.name}/${p.partitionId}`) !== p.replicas.join())
       );
