@@ -92,6 +92,7 @@ async function startReading(
     readUncommitted: false,
     allowAutoTopicCreation: false,
     maxBytes: 50 * 1024 * 1024,
+    maxWaitTimeInMs: 500, // Kafka's fetch.max.wait.ms; its disconnect waits for the fetches in flight
   });
   await consumer.connect();
   await subscribeWhenKnown(consumer, [o.transactions, o.anomalies], { fromBeginning: true });
