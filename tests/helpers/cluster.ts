@@ -72,8 +72,10 @@ export interface ReadRecord {
 
 /**
  * Reads `topic` from the beginning through a fresh consumer group
- * (read_committed) until `expected` records arrived and the topic stays quiet
- * for `settleMs`, or `timeoutMs` passes. Returns every record read.
+ * (read_committed) until at least `expected` records arrived and the reader
+ * has passed the end every partition had when the read began, or (when the
+ * end is not reached: a transaction still open) the topic stays quiet for
+ * `settleMs`, or `timeoutMs` passes. Returns every record read.
  */
 export async function readTopic(
   topic: string,
@@ -88,8 +90,27 @@ export async function readTopic(
     groupId: `test-reader-${crypto.randomUUID()}`,
     readUncommitted: false,
     maxBytes: 50 * 1024 * 1024,
+    maxWaitTimeInMs: 500, // its disconnect waits for the fetches in flight
   });
   const records: ReadRecord[] = [];
+  // Partition → its end offset when the read began, until the reader has
+  // passed it (a batch's last offset counts the control records it skips).
+  const unread = await withAdmin((admin) => admin.fetchTopicOffsets(topic)).then(
+    (ends) =>
+      new Map(
+        ends.filter((e) => Number(e.high) > Number(e.low)).map((e) => [
+          e.partition,
+          Number(e.high),
+        ]),
+      ),
+    () => undefined, // no end to wait for: the quiet time decides
+  );
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    const end = unread?.get(payload.partition);
+    if (end !== undefined && Number(payload.lastOffset) + 1 >= end) {
+      unread!.delete(payload.partition);
+    }
+  });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
   let lastArrival = Date.now();
@@ -118,8 +139,11 @@ export async function readTopic(
   const deadline = Date.now() + (options.timeoutMs ?? 120_000);
   const settle = options.settleMs ?? 1500;
   while (Date.now() < deadline) {
-    if (records.length >= options.expected && Date.now() - lastArrival >= settle) break;
-    await new Promise((r) => setTimeout(r, 200));
+    if (
+      records.length >= options.expected &&
+      (unread?.size === 0 || Date.now() - lastArrival >= settle)
+    ) break;
+    await new Promise((r) => setTimeout(r, 100));
   }
   await consumer.disconnect();
   return records;
