@@ -19,7 +19,7 @@ import type { Consumer, Kafka } from "kafkajs";
 import { TOPICS } from "../stacks/topology.ts";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
-import { subscribeWhenKnown } from "./lib/kafka.ts";
+import { FETCH_MAX_WAIT_MS, subscribeWhenKnown } from "./lib/kafka.ts";
 import type { Anomaly } from "./lib/rules.ts";
 import {
   evaluate,
@@ -92,7 +92,7 @@ async function startReading(
     readUncommitted: false,
     allowAutoTopicCreation: false,
     maxBytes: 50 * 1024 * 1024,
-    maxWaitTimeInMs: 500, // Kafka's fetch.max.wait.ms; its disconnect waits for the fetches in flight
+    maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
   });
   await consumer.connect();
   await subscribeWhenKnown(consumer, [o.transactions, o.anomalies], { fromBeginning: true });

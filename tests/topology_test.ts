@@ -260,7 +260,7 @@ function metadataOf(leaders: Record<string, Array<[number, number[]]>>) {
       asked.push(topics ?? []);
       const missing = (topics ?? []).filter((t) => !(t in leaders));
       if (missing.length > 0) {
-        return Promise.reject(new Error(`This server does not host this topic-partition`));
+        return Promise.reject(new Error("This server does not host this topic-partition"));
       }
       return Promise.resolve({
         topics: (topics ?? []).map((name) => ({

@@ -23,7 +23,7 @@
  */
 import type { Admin, Consumer, Kafka } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { subscribeWhenKnown, withTimeout } from "./kafka.ts";
+import { FETCH_MAX_WAIT_MS, subscribeWhenKnown, withTimeout } from "./kafka.ts";
 import type { ControlSpec } from "./stream.ts";
 
 /** Options of {@link ControlReader.start}. */
@@ -78,8 +78,7 @@ export class ControlReader<C> {
       groupId: o.groupId,
       readUncommitted: false,
       allowAutoTopicCreation: false,
-      // How long a fetch waits for a new record: how soon a change is seen.
-      maxWaitTimeInMs: 500,
+      maxWaitTimeInMs: FETCH_MAX_WAIT_MS, // its stop waits for the fetch in flight
     });
     const reader = new ControlReader<C>(consumer, o);
     await reader.#run();

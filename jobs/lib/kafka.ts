@@ -88,6 +88,14 @@ export const PRODUCER_RETRY = {
  */
 export const PARTITIONER = JavaCompatiblePartitioner;
 
+/**
+ * How long txpipe's consumers let a fetch wait at the broker when no records
+ * are there (ms): Kafka's own consumer default, `fetch.max.wait.ms`, not
+ * kafkajs's 5 s. A consumer's `disconnect()` waits for its fetches in flight,
+ * so a stream job's stop took 2.4-3.6 s to let go of its group.
+ */
+export const FETCH_MAX_WAIT_MS = 500;
+
 /** A kafkajs client for `brokers`, its logs routed into the ECS logger. */
 export function createKafka(options: KafkaOptions): Kafka {
   patchKafkajs(); // every txpipe client has txpipe's fixes to kafkajs (idempotent)

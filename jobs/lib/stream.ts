@@ -37,7 +37,7 @@
  */
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { PartitionRouter, subscribeWhenKnown, withTimeout } from "./kafka.ts";
+import { FETCH_MAX_WAIT_MS, PartitionRouter, subscribeWhenKnown, withTimeout } from "./kafka.ts";
 import { eventTimeAhead, eventTimeLead, stateEntries, stuckBatches } from "./metrics.ts";
 import { LagMonitor } from "./lag.ts";
 import { type BatchRun, PartitionTask, type TaskContext } from "./partition_task.ts";
@@ -281,12 +281,6 @@ export interface StreamProcessor<T, S = StoreTypes, C = unknown> {
   releasePartition?(partition: number): void;
 }
 
-/**
- * How long a stream job's fetch waits at the broker when no records are
- * there (ms): Kafka's own consumer default, `fetch.max.wait.ms`.
- */
-export const FETCH_MAX_WAIT_MS = 500;
-
 /** Defaults of {@link RunOptions}, also the stream jobs' flag defaults. */
 export const STREAM_DEFAULTS = {
   sessionTimeoutMs: 30_000,
@@ -422,10 +416,7 @@ export async function runStream<T, S, C>(
     heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 5)),
     // Small fetches, let go once processed; a batch (one transaction) gathers several.
     maxBytesPerPartition: fetchBytes,
-    // How long a fetch waits for records when there are none: Kafka's own
-    // default (fetch.max.wait.ms), not kafkajs's 5 s. A stop waits for the
-    // fetches in flight, so it took 2.4-3.6 s to let go of the group.
-    maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
+    maxWaitTimeInMs: FETCH_MAX_WAIT_MS, // a stop waits for the fetches in flight
     maxBytes: 64 * 1024 * 1024,
     retry: {
       initialRetryTime: 300,

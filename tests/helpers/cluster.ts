@@ -8,7 +8,7 @@
 import type { Admin, KafkaMessage } from "kafkajs";
 import { clusterUp, COORDINATOR_TOPICS, leadersSettled } from "../../stacks/local/cluster.ts";
 import { bootstrapServers, topicAs, topology } from "../../stacks/topology.ts";
-import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
+import { createKafka, ensureTopics, FETCH_MAX_WAIT_MS } from "../../jobs/lib/kafka.ts";
 import { applyAcls } from "../../jobs/lib/acl.ts";
 import { scratchAcls } from "../../stacks/security.ts";
 
@@ -90,7 +90,7 @@ export async function readTopic(
     groupId: `test-reader-${crypto.randomUUID()}`,
     readUncommitted: false,
     maxBytes: 50 * 1024 * 1024,
-    maxWaitTimeInMs: 500, // its disconnect waits for the fetches in flight
+    maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
   });
   const records: ReadRecord[] = [];
   // Partition → its end offset when the read began, until the reader has
