@@ -161,26 +161,20 @@ async function rulesInForce(
   topic: string,
   appId: string,
 ): Promise<PublishedRules> {
-  const groupId = `${RULES_PREFIX}${crypto.randomUUID()}`;
-  try {
-    const reader = await ControlReader.start<PublishedRules>({
-      kafka,
-      admin,
-      spec: {
-        topic,
-        key: appId,
-        decode: (value, offset, previous) => nextRules(previous, value, offset),
-      },
-      groupId,
-      follow: false,
-    });
-    for (const r of reader.refusals) {
-      console.error(`${NAME}: note: ${topic}@${r.offset} is not in force: ${r.reason}`);
-    }
-    return reader.current ?? OWN_RULES;
-  } finally {
-    await admin.deleteGroups([groupId]).catch(() => {}); // gone already when it never joined
+  const reader = await ControlReader.start<PublishedRules>({
+    kafka,
+    admin,
+    spec: {
+      topic,
+      key: appId,
+      decode: (value, offset, previous) => nextRules(previous, value, offset),
+    },
+    follow: false,
+  });
+  for (const r of reader.refusals) {
+    console.error(`${NAME}: note: ${topic}@${r.offset} is not in force: ${r.reason}`);
   }
+  return reader.current ?? OWN_RULES;
 }
 
 /**

@@ -132,8 +132,8 @@ export function producerAcls(topic: string): AclRule[] {
  * The grants of a stream job (`aggregate` or `detect`) with these names: it
  * reads its input; writes its outputs and dead letters; reads and writes its
  * internal topics (`<app-id>-repartition`, `-changelog`, ...); joins and
- * commits in the groups named after its app id (its own, its stages', its
- * restore readers'); and holds the transactional ids that start with it.
+ * commits in the groups named after its app id (its own and its stages');
+ * and holds the transactional ids that start with it.
  */
 export function streamAcls(job: "aggregate" | "detect", n: StreamNames): AclRule[] {
   const internal = internalTopicNames(n.appId);
@@ -202,27 +202,20 @@ export function consumeAcls(): AclRule[] {
   ];
 }
 
-/** The rules publisher's transactional ids and reader groups start with this. */
+/** The rules publisher's transactional ids start with this. */
 export const RULES_PREFIX = "txpipe-rules-";
 
 /**
  * The rules publisher's grants (`deno task rules`): it writes the control
  * topic (never creates it: the spec does) and reads it back to learn the
- * version in force, in throwaway groups `txpipe-rules-*` that it deletes;
- * it publishes in a transaction whose id (`txpipe-rules-<app id>`) fences a
- * concurrent publisher of the same rules. Nothing else: not the
+ * version in force, with no consumer group (jobs/lib/control.ts); it
+ * publishes in a transaction whose id (`txpipe-rules-<app id>`) fences a
+ * concurrent publisher of the same rules. Nothing else: no group, not the
  * transactions, not the anomalies.
  */
 export function rulesAcls(topic: string): AclRule[] {
   return [
     topicRule("rules", topic, ["read", "write", "describe"]),
-    {
-      principal: "rules",
-      resource: "group",
-      pattern: "prefixed",
-      name: RULES_PREFIX,
-      operations: ["read", "describe", "delete"],
-    },
     {
       principal: "rules",
       resource: "transactional-id",

@@ -209,6 +209,13 @@ Deno.test(
     // read_committed: the stuck transaction's outputs were aborted, so each
     // input appears once, and each key's running sums are 1, 1+2, 1+2+3, ...
     await assertExactSums(output, count, keys);
+    // Both takeovers restored the state without a consumer group of their own.
+    const groups = (await withAdmin((a) => a.listGroups())).groups.map((g) => g.groupId);
+    assert.deepEqual(
+      groups.filter((g) => g.startsWith(groupId)),
+      [groupId],
+      "the job's group only",
+    );
   },
 );
 

@@ -4,7 +4,7 @@
  * force before it, so the value in force is the same for every reader that
  * read the same records. A refused record is logged and skipped.
  *
- * Why a consumer of its own, not a fetch per batch: the control topic
+ * Why a reader of its own, not a fetch per batch: the control topic
  * changes rarely, and a batch must not wait for a round trip to learn that
  * nothing changed. The reader reads the topic from its beginning to the end
  * offsets it had at the start before the job's first batch (so a fresh
@@ -13,17 +13,18 @@
  * value in memory. It is `read_committed` (the publisher writes in
  * transactions) and never commits an offset.
  *
- * kafkajs 2.2.4 cannot read without a consumer group (it has no `assign`),
- * so each reader joins a throwaway group named after its owner's (a job's
- * principal may use only groups named after its app id), as the state
- * restore does (partition_task.ts). A one-partition topic read from its
- * beginning needs nothing else of a group.
+ * It reads the one partition with no consumer group
+ * (partition_reader.ts): a new group's first join would wait out the
+ * broker's `group.initial.rebalance.delay.ms` (3 s by Kafka's default)
+ * before the job's first batch, and the reader needs nothing of a group.
  *
  * @module
  */
-import type { Admin, Consumer, Kafka } from "kafkajs";
+import type { Admin, Kafka } from "kafkajs";
 import type { Logger } from "./log.ts";
-import { FETCH_MAX_WAIT_MS, subscribeWhenKnown, withTimeout } from "./kafka.ts";
+import { FETCH_MAX_WAIT_MS, withTimeout } from "./kafka.ts";
+import { PartitionReader } from "./partition_reader.ts";
+import type { DecodedRecord } from "./fetch_decode.ts";
 import type { ControlSpec } from "./stream.ts";
 
 /** Options of {@link ControlReader.start}. */
@@ -32,8 +33,6 @@ export interface ControlReaderOptions<C> {
   /** Lists the topic's end offsets at the start. */
   admin: Admin;
   spec: ControlSpec<C>;
-  /** The throwaway consumer group (unique; named so the principal may use it). */
-  groupId: string;
   /** Keep reading after the end offsets of the start (a job), or stop there (a command). */
   follow: boolean;
   /** Where refusals and a failed reader are logged (default: nowhere). */
@@ -55,16 +54,11 @@ export class ControlReader<C> {
   #failure: unknown;
   /** Read to the end offsets of the start: what comes now is news, logged. */
   #caughtUp = false;
-  /**
-   * The next offset to decode: kafkajs reads from the beginning again when
-   * it restarts its consumer after an error (nothing is committed), and a
-   * record must be decoded once, in order, or the value in force could step
-   * back for a moment.
-   */
-  #next = 0;
+  #stopped = false;
+  #following: Promise<void> | undefined;
 
   private constructor(
-    private readonly consumer: Consumer,
+    private readonly reader: PartitionReader,
     private readonly o: ControlReaderOptions<C>,
   ) {}
 
@@ -74,15 +68,51 @@ export class ControlReader<C> {
    * `timeoutMs` or the reader fails on the way.
    */
   static async start<C>(o: ControlReaderOptions<C>): Promise<ControlReader<C>> {
-    const consumer = o.kafka.consumer({
-      groupId: o.groupId,
-      readUncommitted: false,
-      allowAutoTopicCreation: false,
-      maxWaitTimeInMs: FETCH_MAX_WAIT_MS, // its stop waits for the fetch in flight
+    const { admin, spec } = o;
+    const partitions = await admin.fetchTopicOffsets(spec.topic);
+    if (partitions.length !== 1) {
+      // Offsets order the records of one partition only.
+      throw new Error(
+        `the control topic ${spec.topic} must have one partition, it has ${partitions.length}`,
+      );
+    }
+    const [{ partition, high, low }] = partitions;
+    const control = new ControlReader<C>(
+      await PartitionReader.open(o.kafka, spec.topic, partition),
+      o,
+    );
+    const timeoutMs = o.timeoutMs ?? 30_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `could not read the control topic ${spec.topic} to its end within ${
+                timeoutMs / 1000
+              } s`,
+            ),
+          ),
+        timeoutMs,
+      );
     });
-    const reader = new ControlReader<C>(consumer, o);
-    await reader.#run();
-    return reader;
+    try {
+      // Empty (high = low): nothing to read first.
+      if (Number(high) > Number(low)) {
+        const read = control.#readTo(Number(high));
+        read.catch(() => {}); // (when late wins, the read ends in the stop below)
+        await Promise.race([read, late]);
+      }
+      control.#caughtUp = true;
+    } catch (err) {
+      await control.stop();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (o.follow) control.#following = control.#follow();
+    else await control.stop();
+    return control;
   }
 
   /** The value in force: the last accepted record's decoding (undefined: none). */
@@ -100,88 +130,37 @@ export class ControlReader<C> {
     return this.#failure;
   }
 
-  /** Stops reading and leaves the group. */
+  /** Stops reading. */
   async stop(): Promise<void> {
-    await withTimeout(this.consumer.disconnect().catch(() => {}), 10_000);
+    this.#stopped = true;
+    await withTimeout(this.reader.close(), 10_000);
+    await this.#following;
   }
 
-  async #run(): Promise<void> {
-    const { admin, spec, log } = this.o;
-    const ends = new Map<number, number>();
-    const partitions = await admin.fetchTopicOffsets(spec.topic);
-    if (partitions.length !== 1) {
-      // Offsets order the records of one partition only.
-      throw new Error(
-        `the control topic ${spec.topic} must have one partition, it has ${partitions.length}`,
-      );
+  async #readTo(end: number): Promise<void> {
+    while (!this.#stopped && this.reader.position < end) {
+      this.#decode(await this.reader.next(FETCH_MAX_WAIT_MS));
     }
-    for (const p of partitions) {
-      if (Number(p.high) > Number(p.low)) ends.set(p.partition, Number(p.high));
-    }
-    let caughtUp!: () => void;
-    let failed!: (err: unknown) => void;
-    const ready = new Promise<void>((resolve, reject) => {
-      caughtUp = resolve;
-      failed = reject;
-    });
-    if (ends.size === 0) caughtUp(); // empty: nothing to read first
-    const consumer = this.consumer;
-    consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-      const end = ends.get(payload.partition);
-      if (end !== undefined && Number(payload.lastOffset) + 1 >= end) {
-        ends.delete(payload.partition);
-      }
-      if (ends.size === 0) caughtUp();
-    });
-    consumer.on(consumer.events.CRASH, ({ payload }) => {
-      if (payload.restart) return;
-      this.#failure = payload.error;
-      log?.error(
-        { err: payload.error, "event.action": "control-reader-failed" },
-        `the reader of ${spec.topic} failed`,
-      );
-      failed(payload.error);
-    });
-    await consumer.connect();
-    await subscribeWhenKnown(consumer, [spec.topic], { fromBeginning: true });
-    await consumer.run({
-      autoCommit: false,
-      // deno-lint-ignore require-await
-      eachBatch: async ({ batch }) => {
-        for (const m of batch.messages) {
-          const offset = Number(m.offset);
-          if (offset < this.#next) continue; // decoded before a restart of the consumer
-          this.#next = offset + 1;
-          if (m.key?.toString() !== spec.key) continue;
-          this.#apply(m.value === null ? null : m.value.toString(), offset);
-        }
-      },
-    });
-    const timeoutMs = this.o.timeoutMs ?? 30_000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new Error(
-              `could not read the control topic ${spec.topic} to its end within ${
-                timeoutMs / 1000
-              } s`,
-            ),
-          ),
-        timeoutMs,
-      );
-    });
+  }
+
+  async #follow(): Promise<void> {
     try {
-      await Promise.race([ready, late]);
-      this.#caughtUp = true;
+      while (!this.#stopped) this.#decode(await this.reader.next(FETCH_MAX_WAIT_MS));
     } catch (err) {
-      await this.stop();
-      throw err;
-    } finally {
-      clearTimeout(timer);
+      if (this.#stopped) return;
+      this.#failure = err;
+      this.o.log?.error(
+        { err, "event.action": "control-reader-failed" },
+        `the reader of ${this.o.spec.topic} failed`,
+      );
     }
-    if (!this.o.follow) await this.stop();
+  }
+
+  #decode(records: readonly DecodedRecord[]): void {
+    for (const m of records) {
+      if (m.key?.toString() !== this.o.spec.key) continue;
+      this.#apply(m.value === null ? null : m.value.toString(), Number(m.offset));
+    }
   }
 
   #apply(value: string | null, offset: number): void {

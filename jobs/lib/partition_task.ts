@@ -28,9 +28,9 @@ import {
   type PartitionRouter,
   PRODUCER_RETRY,
   sendByPartition,
-  subscribeWhenKnown,
   withTimeout,
 } from "./kafka.ts";
+import { PartitionReader } from "./partition_reader.ts";
 import {
   consumedRecords,
   deadLetters,
@@ -191,7 +191,6 @@ export class PartitionTask<T, S> {
       const started = Date.now();
       const restored = await restoreState(
         ctx.kafka,
-        processor.groupId,
         processor.changelog,
         partition,
         barrier,
@@ -409,90 +408,51 @@ export class PartitionTask<T, S> {
 }
 
 /**
- * Reads partition `partition` of `changelog` (read_committed) into `state`
- * until the barrier record with value `barrier`. Returns how many state
- * records it read and the source offset the state is at (undefined when no
- * batch was ever committed).
+ * Reads partition `partition` of `changelog` (read_committed, with no consumer
+ * group: partition_reader.ts) into `state` until the barrier record with
+ * value `barrier`. Returns how many state records it read and the source
+ * offset the state is at (undefined when no batch was ever committed).
  */
 async function restoreState(
   kafka: Kafka,
-  groupId: string,
   changelog: string,
   partition: number,
   barrier: string,
   state: PartitionState,
   onProgress: () => void,
 ): Promise<{ records: number; next?: number }> {
-  const consumer = kafka.consumer({
-    // Named after the processor's group: its principal may use only groups
-    // that start with its app id (stacks/security.ts).
-    groupId: `${groupId}-restore-${crypto.randomUUID()}`,
-    readUncommitted: false,
-    allowAutoTopicCreation: false,
-    maxBytesPerPartition: 8 * 1024 * 1024,
-    // The barrier becomes readable (read_committed) only once its commit
-    // markers are written, just after the commit returns: poll briskly
-    // instead of parking in the broker's default 5 s fetch wait.
-    maxWaitTimeInMs: 100,
-  });
+  const reader = await PartitionReader.open(kafka, changelog, partition);
   let count = 0;
   let next: number | undefined;
-  let done = false;
   let progressAt = Date.now();
-  await consumer.connect();
-  await subscribeWhenKnown(consumer, [changelog], { fromBeginning: true });
-  const finished = new Promise<void>((resolve, reject) => {
-    // A crash kafkajs restarts from (the group's coordinator loading or
-    // moving) is not the end of the read; the 30 s without progress below is.
-    consumer.on(consumer.events.CRASH, (e) => {
-      if (!e.payload.restart) reject(e.payload.error);
-    });
-    consumer.run({
-      autoCommit: false,
-      // deno-lint-ignore require-await
-      eachBatch: async ({ batch, pause }) => {
-        if (batch.partition !== partition) {
-          pause();
-          return;
+  try {
+    for (;;) {
+      // The barrier becomes readable (read_committed) only once its commit
+      // markers are written, just after the commit returns: poll briskly.
+      const records = await reader.next(100);
+      for (const m of records) {
+        const key = m.key?.toString() ?? "";
+        if (key === BARRIER_KEY) {
+          if (m.value?.toString() === barrier) return { records: count, next };
+          continue;
         }
-        for (const m of batch.messages) {
-          const key = m.key?.toString() ?? "";
-          if (key === BARRIER_KEY) {
-            if (m.value?.toString() === barrier) {
-              done = true;
-              resolve();
-              return;
-            }
-            continue;
-          }
-          if (key === OFFSET_KEY) {
-            next = Number(m.value?.toString());
-            continue;
-          }
-          state.restore(key, m.value ? JSON.parse(m.value.toString()) : null);
-          count++;
+        if (key === OFFSET_KEY) {
+          next = Number(m.value?.toString());
+          continue;
         }
+        state.restore(key, m.value ? JSON.parse(m.value.toString()) : null);
+        count++;
+      }
+      if (records.length > 0) {
         progressAt = Date.now();
         onProgress();
-      },
-    }).catch(reject);
-  });
-  // Gives up when 30 s pass without a fetched batch: a large changelog may
-  // take long, a stalled read never ends.
-  let idle: ReturnType<typeof setInterval> | undefined;
-  const stalled = new Promise<never>((_, reject) => {
-    idle = setInterval(() => {
-      if (!done && Date.now() - progressAt > 30_000) {
-        reject(new Error(`restoring ${changelog}/${partition}: no progress for 30 s`));
+      } else if (Date.now() - progressAt > 30_000) {
+        // A large changelog may take long; a read that stalls never ends.
+        throw new Error(`restoring ${changelog}/${partition}: no progress for 30 s`);
       }
-    }, 5_000);
-  });
-  try {
-    await Promise.race([finished, stalled]);
+    }
   } finally {
-    clearInterval(idle);
-    // Bounded: kafkajs can wait long on a consumer still joining its group.
-    await withTimeout(consumer.disconnect().catch(() => {}), 10_000);
+    // Bounded: a broker that went away must not hold up the takeover's end.
+    await withTimeout(reader.close(), 10_000);
   }
-  return { records: count, next };
 }

@@ -436,7 +436,6 @@ export async function runStream<T, S, C>(
     kafka,
     admin,
     spec: processor.control,
-    groupId: `${processor.groupId}-control-${crypto.randomUUID()}`,
     follow: true,
     log,
   });

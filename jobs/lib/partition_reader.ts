@@ -1,0 +1,180 @@
+/**
+ * Reads one partition of a topic, read_committed, from its first record,
+ * without a consumer group: what a stream job's takeover restores its state
+ * from (partition_task.ts).
+ *
+ * Why not a kafkajs consumer: kafkajs reads only in a group, and a new
+ * group's first join waits out the broker's `group.initial.rebalance.delay.ms`
+ * (Kafka's default is 3 s; the local cluster and the Docker stack set 0) before
+ * it is given a partition. A restore per partition in a group of its own paid
+ * that on every takeover, besides a JoinGroup, a SyncGroup and a coordinator
+ * that could be moving. The Java client reads changelogs the same way, with
+ * `assign()` and no group.
+ *
+ * How: kafkajs's own `Cluster` (metadata, connections, SASL and TLS as the
+ * client is configured), made by the factory a kafkajs `Kafka` client keeps
+ * under a private symbol, and its brokers' `fetch`. The Fetch responses go
+ * through txpipe's decoder and read_committed filter (fetch_decode.ts,
+ * read_committed.ts): the records of aborted transactions come back flagged
+ * as control records, like the transaction markers, and are passed over
+ * here. Needs kafkajs 2.2.4 (deno.json); without its factory this throws.
+ *
+ * @module
+ */
+import type { Kafka } from "kafkajs";
+import type { DecodedRecord, FetchResponseV11 } from "./fetch_decode.ts";
+
+/** The description of the symbol a kafkajs 2.2.4 `Kafka` keeps its cluster factory under. */
+const CREATE_CLUSTER = "private:Kafka:createCluster";
+/** kafkajs's protocol/isolationLevel.js. */
+const READ_COMMITTED = 1;
+/** The most bytes one fetch returns for the partition. */
+const FETCH_BYTES = 8 * 1024 * 1024;
+
+interface FetchRequest {
+  replicaId: number;
+  isolationLevel: number;
+  maxWaitTime: number;
+  minBytes: number;
+  maxBytes: number;
+  topics: Array<{
+    topic: string;
+    partitions: Array<{ partition: number; fetchOffset: string; maxBytes: number }>;
+  }>;
+}
+
+/** The parts of kafkajs's `Cluster` (src/cluster/index.js) used here. */
+interface KafkajsCluster {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  addTargetTopic(topic: string): Promise<void>;
+  refreshMetadata(): Promise<void>;
+  findLeaderForPartitions(topic: string, partitions: number[]): Record<string, number[]>;
+  findBroker(o: { nodeId: string }): Promise<{ fetch(r: FetchRequest): Promise<FetchResponseV11> }>;
+  fetchTopicsOffset(
+    topics: Array<
+      { topic: string; partitions: Array<{ partition: number }>; fromBeginning: boolean }
+    >,
+  ): Promise<Array<{ topic: string; partitions: Array<{ partition: number; offset: string }> }>>;
+}
+
+type ClusterFactory = (o: {
+  allowAutoTopicCreation: boolean;
+  isolationLevel: number;
+  metadataMaxAge: number;
+}) => KafkajsCluster;
+
+function clusterFactory(kafka: Kafka): ClusterFactory {
+  const symbol = Object.getOwnPropertySymbols(kafka).find((s) => s.description === CREATE_CLUSTER);
+  const create = symbol && (kafka as unknown as Record<symbol, unknown>)[symbol];
+  if (typeof create !== "function") {
+    throw new Error("kafkajs's cluster factory not found: txpipe needs kafkajs 2.2.4 (deno.json)");
+  }
+  return create as ClusterFactory;
+}
+
+/** Errors after which the next read refreshes metadata and tries again. */
+function isTransient(err: unknown): boolean {
+  const e = err as { retriable?: boolean; name?: string };
+  return e?.retriable === true || e?.name === "KafkaJSConnectionError" ||
+    e?.name === "KafkaJSRequestTimeoutError" || e?.name === "KafkaJSBrokerNotFound";
+}
+
+/** One partition read from its first record on, read_committed, with no consumer group. */
+export class PartitionReader {
+  #position = -1;
+  #closed = false;
+
+  private constructor(
+    private readonly cluster: KafkajsCluster,
+    readonly topic: string,
+    readonly partition: number,
+  ) {}
+
+  /** Connects (with `kafka`'s brokers, security and retries) and finds the partition's leader. */
+  static async open(kafka: Kafka, topic: string, partition: number): Promise<PartitionReader> {
+    const cluster = clusterFactory(kafka)({
+      allowAutoTopicCreation: false,
+      isolationLevel: READ_COMMITTED,
+      metadataMaxAge: 300_000,
+    });
+    try {
+      await cluster.connect();
+      await cluster.addTargetTopic(topic);
+    } catch (err) {
+      await cluster.disconnect().catch(() => {});
+      throw err;
+    }
+    return new PartitionReader(cluster, topic, partition);
+  }
+
+  /** The offset the next read starts at (-1 before the first). */
+  get position(): number {
+    return this.#position;
+  }
+
+  /**
+   * The next records from the position on, in offset order, without control
+   * records and records of aborted transactions; the position moves past all
+   * of them. Empty when there is nothing new after waiting up to
+   * `maxWaitMs` at the broker, or after a transient error (a leader that
+   * moved, a broker that went away), which the next call recovers from.
+   */
+  async next(maxWaitMs: number): Promise<DecodedRecord[]> {
+    try {
+      if (this.#position < 0) this.#position = await this.#firstOffset();
+      const leaders = this.cluster.findLeaderForPartitions(this.topic, [this.partition]);
+      const nodeId = Object.keys(leaders)[0];
+      if (nodeId === undefined) throw Object.assign(new Error("no leader"), { retriable: true });
+      const broker = await this.cluster.findBroker({ nodeId });
+      const response = await broker.fetch({
+        replicaId: -1,
+        isolationLevel: READ_COMMITTED,
+        maxWaitTime: maxWaitMs,
+        minBytes: 1,
+        maxBytes: FETCH_BYTES,
+        topics: [{
+          topic: this.topic,
+          partitions: [{
+            partition: this.partition,
+            fetchOffset: String(this.#position),
+            maxBytes: FETCH_BYTES,
+          }],
+        }],
+      });
+      const fetched = response.responses[0]?.partitions
+        .find((p) => p.partition === this.partition)?.messages ?? [];
+      const records: DecodedRecord[] = [];
+      let last = this.#position - 1;
+      for (const r of fetched) {
+        const offset = Number(r.offset);
+        // A fetch returns whole record batches: those before the position are read already.
+        if (offset < this.#position) continue;
+        last = offset;
+        if (!r.isControlRecord) records.push(r);
+      }
+      this.#position = last + 1;
+      return records;
+    } catch (err) {
+      if (this.#closed || !isTransient(err)) throw err;
+      await this.cluster.refreshMetadata().catch(() => {});
+      await new Promise((r) => setTimeout(r, 100));
+      return [];
+    }
+  }
+
+  async #firstOffset(): Promise<number> {
+    const [topic] = await this.cluster.fetchTopicsOffset([
+      { topic: this.topic, partitions: [{ partition: this.partition }], fromBeginning: true },
+    ]);
+    const p = topic?.partitions.find((x) => x.partition === this.partition);
+    if (!p) throw new Error(`${this.topic}/${this.partition}: no such partition`);
+    return Number(p.offset);
+  }
+
+  /** Lets the connections go. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.cluster.disconnect().catch(() => {});
+  }
+}
