@@ -13,19 +13,14 @@
  * start. read_committed reads to the last stable offset (LSO): the end
  * offsets are listed read_committed, so they are LSOs (an open transaction
  * holds the end before its first record). The position is judged by the
- * offsets the consumer has moved past, not by counting records: transaction
- * markers and aborted records occupy offsets that are never printed. kafkajs
- * reports how far each fetched batch went (data and control records alike)
- * with its end-of-batch event, also for a batch of only markers or aborted
- * records, which never reaches `eachBatch`.
+ * offsets the reader has moved past, not by counting records: transaction
+ * markers and aborted records occupy offsets that are never printed.
  *
- * Consumer group. kafkajs 2.2.4 cannot read without one (it has no
- * `assign`), so the reader joins a throwaway group, `txpipe-consume-<uuid>`,
- * as its only member. It never commits an offset (autoCommit off) and deletes
- * the group when it stops. Killed with -9, it leaves an empty group without
- * offsets, which the group coordinator drops at its next periodic cleanup
- * (`offsets.retention.check.interval.ms`, 10 minutes by default). No other
- * group is ever joined or touched.
+ * No consumer group. Each partition is read with its own fetches
+ * (jobs/lib/partition_reader.ts), as the Java client's `assign()` reads: no
+ * group to join (a new group's first join waits out the broker's
+ * `group.initial.rebalance.delay.ms`, 3 s by Kafka's default), none left
+ * behind, no offset committed, and no group rights needed.
  *
  * Records go to stdout, everything else (progress, errors) to stderr, and
  * kafkajs stays silent (no logger), so piping stays clean.
@@ -34,7 +29,7 @@
  *
  * @module
  */
-import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage } from "kafkajs";
+import type { Admin, IHeaders, Kafka, KafkaMessage } from "kafkajs";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { connectionFlags, exportSecurityFlags, securityFlags } from "./lib/job.ts";
 import {
@@ -47,6 +42,8 @@ import {
 import { CredentialsError } from "./lib/credentials.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { DLQ_HEADERS } from "./lib/stream.ts";
+import { PartitionReader } from "./lib/partition_reader.ts";
+import type { DecodedRecord } from "./lib/fetch_decode.ts";
 
 // The connection flags every command shares (a reader serves no /metrics).
 const { brokers, "connect-attempts": connectAttempts } = connectionFlags();
@@ -119,7 +116,8 @@ export interface RecordView {
 
 /** A fetched record: what {@link recordView} reads of a kafkajs message. */
 export type FetchedMessage = Pick<KafkaMessage, "offset" | "timestamp" | "key" | "value"> & {
-  headers?: IHeaders;
+  /** A header without a value (null) is left out of the view. */
+  headers?: IHeaders | Record<string, Uint8Array | null | Array<Uint8Array | null>>;
 };
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -148,8 +146,10 @@ function headerText(v: unknown): string {
 export function recordView(topic: string, partition: number, message: FetchedMessage): RecordView {
   const headers: Record<string, string | string[]> = {};
   for (const [name, v] of Object.entries(message.headers ?? {})) {
-    if (v === undefined) continue;
-    headers[name] = Array.isArray(v) ? v.map(headerText) : headerText(v);
+    if (v === undefined || v === null) continue;
+    headers[name] = Array.isArray(v)
+      ? v.filter((x: unknown) => x !== null).map(headerText)
+      : headerText(v);
   }
   const key = printable(message.key, false);
   const value = printable(message.value, true);
@@ -306,71 +306,68 @@ interface ReadOptions {
 }
 
 /**
- * Reads `topic` from its beginning through a throwaway consumer group until
- * the end offsets of the start (or forever with `follow`), the limit, or the
- * stop signal; deletes the group afterwards. Returns the records printed.
+ * Reads `topic` from its beginning, every partition at once with no consumer
+ * group, until the end offsets of the start (or forever with `follow`), the
+ * limit, or the stop signal. Returns the records printed.
  */
 async function consumeTopic(kafka: Kafka, admin: Admin, o: ReadOptions): Promise<number> {
-  const ends = new EndOffsets(await admin.fetchTopicOffsets(o.topic));
+  const offsets = await admin.fetchTopicOffsets(o.topic);
+  const ends = new EndOffsets(offsets);
   let printed = 0;
-  if (!o.follow && ends.reachedEnd) return printed; // empty: no group needed
+  if (!o.follow && ends.reachedEnd) return printed; // empty: nothing to read
 
-  const groupId = `txpipe-consume-${crypto.randomUUID()}`;
-  const consumer: Consumer = kafka.consumer({
-    groupId,
-    readUncommitted: false,
-    allowAutoTopicCreation: false,
-    maxWaitTimeInMs: 1000, // how long a fetch waits for new records; bounds the time to stop
-    retry: { restartOnFailure: () => Promise.resolve(false) },
-  });
-  let finish!: () => void;
-  let fail!: (err: Error) => void;
-  const finished = new Promise<void>((resolve, reject) => {
-    finish = resolve;
-    fail = reject;
-  });
+  const readers = await PartitionReader.openAll(
+    kafka,
+    o.topic,
+    offsets.map((p) => p.partition).sort((a, b) => a - b),
+  );
   let over = false; // at the end, the limit or a stop: nothing more is printed
-  const end = () => {
+  const close = () => Promise.all(readers.map((r) => r.close()));
+  // A stop ends the fetches in flight at once, instead of after their wait.
+  o.stopSignal.then(() => {
     over = true;
-    finish();
-  };
-  o.stopSignal.then(end);
-  consumer.on(consumer.events.CRASH, ({ payload }) => fail(payload.error));
-  // Every batch the consumer moved past, printed or not (markers, aborted records).
-  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-    ends.advance(payload.partition, payload.lastOffset);
-    if (!o.follow && ends.reachedEnd) end();
+    close();
   });
-
-  try {
-    await consumer.connect();
-    await consumer.subscribe({ topic: o.topic, fromBeginning: true });
-    await consumer.run({
-      autoCommit: false, // a reader leaves no committed offsets behind
-      eachBatch: async ({ batch }) => {
-        if (over) return;
-        const views: RecordView[] = [];
-        for (const m of batch.messages) {
-          if (!o.follow && !ends.contains(batch.partition, m.offset)) break; // past the start's end
-          views.push(recordView(o.topic, batch.partition, m));
-          if (o.limit > 0 && printed + views.length >= o.limit) break;
-        }
-        if (views.length === 0) return;
-        try {
-          await o.print(views);
-          printed += views.length;
-        } catch (err) {
-          if (err instanceof Deno.errors.BrokenPipe) return end(); // e.g. `| head`
-          return fail(err as Error);
-        }
-        if (o.limit > 0 && printed >= o.limit) end();
-      },
+  // One batch printed at a time, so that the limit counts across partitions.
+  let printing = Promise.resolve();
+  const print = (partition: number, records: readonly DecodedRecord[]) =>
+    printing = printing.then(async () => {
+      if (over) return;
+      const views: RecordView[] = [];
+      for (const m of records) {
+        if (!o.follow && !ends.contains(partition, m.offset)) break; // past the start's end
+        views.push(recordView(o.topic, partition, m));
+        if (o.limit > 0 && printed + views.length >= o.limit) break;
+      }
+      if (views.length === 0) return;
+      try {
+        await o.print(views);
+        printed += views.length;
+      } catch (err) {
+        if (err instanceof Deno.errors.BrokenPipe) over = true; // e.g. `| head`
+        else throw err;
+      }
+      if (o.limit > 0 && printed >= o.limit) over = true;
     });
-    await finished;
+  const read = async (reader: PartitionReader) => {
+    const partition = reader.partition;
+    try {
+      while (!over && (o.follow || !ends.atEnd(partition))) {
+        // How long a fetch waits for new records: bounds nothing at a stop, which closes it.
+        const records = await reader.next(1000);
+        // Every offset the reader moved past, printed or not (markers, aborted records).
+        if (reader.position > 0) ends.advance(partition, String(reader.position - 1));
+        if (records.length > 0) await print(partition, records);
+      }
+    } catch (err) {
+      if (!over) throw err; // (a stop closes the fetch in flight)
+    }
+  };
+  try {
+    await Promise.all(readers.map(read));
   } finally {
     over = true;
-    await consumer.disconnect().catch(() => {});
-    await admin.deleteGroups([groupId]).catch(() => {}); // gone already when it never joined
+    await close();
   }
   return printed;
 }

@@ -185,21 +185,11 @@ export function evaluatorAcls(transactions: string, anomalies: string): AclRule[
 }
 
 /**
- * The topic reader's grants (`deno task consume`): it reads any topic, in
- * throwaway groups named `txpipe-consume-*` that it deletes when done, and
- * writes nothing.
+ * The topic reader's grants (`deno task consume`): it reads any topic, with
+ * no consumer group (jobs/consume.ts), and writes nothing.
  */
 export function consumeAcls(): AclRule[] {
-  return [
-    topicRule("consume", "*", ["read", "describe"]),
-    {
-      principal: "consume",
-      resource: "group",
-      pattern: "prefixed",
-      name: "txpipe-consume-",
-      operations: ["read", "describe", "delete"],
-    },
-  ];
+  return [topicRule("consume", "*", ["read", "describe"])];
 }
 
 /** The rules publisher's transactional ids start with this. */

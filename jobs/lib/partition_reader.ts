@@ -80,19 +80,37 @@ function isTransient(err: unknown): boolean {
     e?.name === "KafkaJSRequestTimeoutError" || e?.name === "KafkaJSBrokerNotFound";
 }
 
+/** A cluster connection shared by the readers of one {@link PartitionReader.openAll}. */
+interface Shared {
+  cluster: KafkajsCluster;
+  readers: number;
+}
+
 /** One partition read from its first record on, read_committed, with no consumer group. */
 export class PartitionReader {
   #position = -1;
   #closed = false;
 
   private constructor(
-    private readonly cluster: KafkajsCluster,
+    private readonly shared: Shared,
     readonly topic: string,
     readonly partition: number,
   ) {}
 
   /** Connects (with `kafka`'s brokers, security and retries) and finds the partition's leader. */
   static async open(kafka: Kafka, topic: string, partition: number): Promise<PartitionReader> {
+    return (await PartitionReader.openAll(kafka, topic, [partition]))[0];
+  }
+
+  /**
+   * Readers of several partitions of `topic` on one set of connections,
+   * which goes once every reader is closed.
+   */
+  static async openAll(
+    kafka: Kafka,
+    topic: string,
+    partitions: readonly number[],
+  ): Promise<PartitionReader[]> {
     const cluster = clusterFactory(kafka)({
       allowAutoTopicCreation: false,
       isolationLevel: READ_COMMITTED,
@@ -105,7 +123,12 @@ export class PartitionReader {
       await cluster.disconnect().catch(() => {});
       throw err;
     }
-    return new PartitionReader(cluster, topic, partition);
+    const shared: Shared = { cluster, readers: partitions.length };
+    return partitions.map((p) => new PartitionReader(shared, topic, p));
+  }
+
+  private get cluster(): KafkajsCluster {
+    return this.shared.cluster;
   }
 
   /** The offset the next read starts at (-1 before the first). */
@@ -172,9 +195,10 @@ export class PartitionReader {
     return Number(p.offset);
   }
 
-  /** Lets the connections go. */
+  /** Stops this reader; the connections go with the last reader that shares them. */
   async close(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
-    await this.cluster.disconnect().catch(() => {});
+    if (--this.shared.readers === 0) await this.cluster.disconnect().catch(() => {});
   }
 }
