@@ -293,6 +293,9 @@ export class EndOffsets {
   }
 }
 
+/** The most bytes a partition's fetch returns: what one partition's records hold in memory at once. */
+const FETCH_BYTES = 1024 * 1024;
+
 /** What a read is told to do. */
 interface ReadOptions {
   topic: string;
@@ -320,6 +323,7 @@ async function consumeTopic(kafka: Kafka, admin: Admin, o: ReadOptions): Promise
     kafka,
     o.topic,
     offsets.map((p) => p.partition).sort((a, b) => a - b),
+    FETCH_BYTES,
   );
   let over = false; // at the end, the limit or a stop: nothing more is printed
   const close = () => Promise.all(readers.map((r) => r.close()));

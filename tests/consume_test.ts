@@ -17,7 +17,7 @@ import {
   type RecordView,
   recordView,
 } from "../jobs/consume.ts";
-import { BROKERS, freshTopic, type RunResult, runScript, withAdmin } from "./helpers/cluster.ts";
+import { BROKERS, freshTopic, groupIds, type RunResult, runScript } from "./helpers/cluster.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 const ROOT = new URL("../", import.meta.url);
@@ -69,8 +69,7 @@ function idsByPartition(views: RecordView[]): Record<number, string[]> {
 
 /** Consumer groups the reader may have left (it must leave none). */
 async function readerGroups(): Promise<Set<string>> {
-  const { groups } = await withAdmin((admin) => admin.listGroups());
-  return new Set(groups.map((g) => g.groupId).filter((g) => g.startsWith("txpipe-consume-")));
+  return new Set((await groupIds()).filter((g) => g.startsWith("txpipe-consume-")));
 }
 
 function transactionalProducer(label: string): Producer {
@@ -337,7 +336,9 @@ Deno.test(
       assert.equal(new Set(offsets).size, offsets.length, `no duplicates in partition ${p}`);
     }
     assert.match(run.stderr, new RegExp(`read ${views.length} records from ${topic}`));
-    assert.deepEqual(await readerGroups(), groupsBefore, "no txpipe-consume-* group left behind");
+    // (A subset, not equal: a group an older version left behind may expire meanwhile.)
+    const joined = [...await readerGroups()].filter((g) => !groupsBefore.has(g));
+    assert.deepEqual(joined, [], "no txpipe-consume-* group joined or left behind");
   },
 );
 

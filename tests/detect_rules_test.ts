@@ -16,7 +16,7 @@ import { PartitionReader } from "../jobs/lib/partition_reader.ts";
 import { encodeTransaction } from "../jobs/lib/generator.ts";
 import type { DetectedAnomaly } from "../jobs/detect.ts";
 import { DEFAULT_DETECT_CONFIG } from "../jobs/lib/rules.ts";
-import { BROKERS, freshTopic, readTopic, runScript, withAdmin } from "./helpers/cluster.ts";
+import { BROKERS, freshTopic, groupIds, readTopic, runScript } from "./helpers/cluster.ts";
 import {
   diagnosis,
   generate,
@@ -157,7 +157,7 @@ Deno.test(
       const refused = await readRefused(TOPICS.transactions);
       assert.match(String((refused as Error)?.message ?? refused), /not authorized|AUTHORIZATION/i);
       // detect and the publisher read the control topic with no consumer group.
-      const groups = (await withAdmin((a) => a.listGroups())).groups.map((g) => g.groupId);
+      const groups = await groupIds();
       assert.deepEqual(
         groups.filter((g) => g.startsWith(t.appId)),
         [t.appId],

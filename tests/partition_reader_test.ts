@@ -7,7 +7,7 @@ import { Buffer } from "node:buffer";
 import { TOPICS } from "../stacks/topology.ts";
 import { createKafka } from "../jobs/lib/kafka.ts";
 import { PartitionReader } from "../jobs/lib/partition_reader.ts";
-import { BROKERS, freshTopic, withAdmin } from "./helpers/cluster.ts";
+import { BROKERS, freshTopic, groupIds, withAdmin } from "./helpers/cluster.ts";
 
 const kafkaTest = { sanitizeOps: false, sanitizeResources: false };
 
@@ -34,9 +34,7 @@ Deno.test(
     type Txn = Awaited<ReturnType<typeof p1.transaction>>;
     const send = (t: Txn | typeof plain, value: string, partition = 0) =>
       t.send({ topic, acks: -1, messages: [{ key: "k", value: Buffer.from(value), partition }] });
-    const groupsBefore = new Set(
-      (await withAdmin((a) => a.listGroups())).groups.map((g) => g.groupId),
-    );
+    const groupsBefore = new Set(await groupIds());
     let reader: PartitionReader | undefined;
     try {
       // Aborted transactions interleaved with committed ones, listed by the
@@ -86,7 +84,7 @@ Deno.test(
       await reader?.close();
       await Promise.all([p1.disconnect(), p2.disconnect(), plain.disconnect()]);
     }
-    const groupsAfter = (await withAdmin((a) => a.listGroups())).groups.map((g) => g.groupId);
+    const groupsAfter = await groupIds();
     assert.deepEqual(groupsAfter.filter((g) => !groupsBefore.has(g)), [], "no group was joined");
   },
 );

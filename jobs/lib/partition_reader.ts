@@ -28,7 +28,7 @@ import type { DecodedRecord, FetchResponseV11 } from "./fetch_decode.ts";
 const CREATE_CLUSTER = "private:Kafka:createCluster";
 /** kafkajs's protocol/isolationLevel.js. */
 const READ_COMMITTED = 1;
-/** The most bytes one fetch returns for the partition. */
+/** The most bytes one fetch returns for the partition, unless told otherwise. */
 const FETCH_BYTES = 8 * 1024 * 1024;
 
 interface FetchRequest {
@@ -84,6 +84,7 @@ function isTransient(err: unknown): boolean {
 interface Shared {
   cluster: KafkajsCluster;
   readers: number;
+  fetchBytes: number;
 }
 
 /** One partition read from its first record on, read_committed, with no consumer group. */
@@ -104,12 +105,15 @@ export class PartitionReader {
 
   /**
    * Readers of several partitions of `topic` on one set of connections,
-   * which goes once every reader is closed.
+   * which goes once every reader is closed; each fetch of a reader returns
+   * at most `fetchBytes` (default 8 MiB; more when one record batch is
+   * larger, as Kafka sends a whole batch).
    */
   static async openAll(
     kafka: Kafka,
     topic: string,
     partitions: readonly number[],
+    fetchBytes = FETCH_BYTES,
   ): Promise<PartitionReader[]> {
     const cluster = clusterFactory(kafka)({
       allowAutoTopicCreation: false,
@@ -123,7 +127,7 @@ export class PartitionReader {
       await cluster.disconnect().catch(() => {});
       throw err;
     }
-    const shared: Shared = { cluster, readers: partitions.length };
+    const shared: Shared = { cluster, readers: partitions.length, fetchBytes };
     return partitions.map((p) => new PartitionReader(shared, topic, p));
   }
 
@@ -155,13 +159,13 @@ export class PartitionReader {
         isolationLevel: READ_COMMITTED,
         maxWaitTime: maxWaitMs,
         minBytes: 1,
-        maxBytes: FETCH_BYTES,
+        maxBytes: this.shared.fetchBytes,
         topics: [{
           topic: this.topic,
           partitions: [{
             partition: this.partition,
             fetchOffset: String(this.#position),
-            maxBytes: FETCH_BYTES,
+            maxBytes: this.shared.fetchBytes,
           }],
         }],
       });

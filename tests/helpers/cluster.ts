@@ -10,6 +10,7 @@ import { clusterUp, COORDINATOR_TOPICS, leadersSettled } from "../../stacks/loca
 import { bootstrapServers, topicAs, topology } from "../../stacks/topology.ts";
 import { createKafka, ensureTopics, FETCH_MAX_WAIT_MS } from "../../jobs/lib/kafka.ts";
 import { applyAcls } from "../../jobs/lib/acl.ts";
+import { whileCoordinatorMoves } from "../../jobs/lib/coordinators.ts";
 import { scratchAcls } from "../../stacks/security.ts";
 
 /** The shared 3+3 topology the integration tests run against. */
@@ -48,6 +49,12 @@ export async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T>
   } finally {
     await admin.disconnect();
   }
+}
+
+/** The ids of the cluster's consumer groups (waited for while a coordinator loads or moves). */
+export async function groupIds(): Promise<string[]> {
+  const { groups } = await withAdmin((admin) => whileCoordinatorMoves(() => admin.listGroups()));
+  return groups.map((g) => g.groupId);
 }
 
 /**
