@@ -15,11 +15,12 @@
  *
  * @module
  */
-import type { Consumer, Kafka } from "kafkajs";
+import type { Kafka } from "kafkajs";
 import { TOPICS } from "../stacks/topology.ts";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
-import { FETCH_MAX_WAIT_MS, subscribeWhenKnown } from "./lib/kafka.ts";
+import { FETCH_MAX_WAIT_MS } from "./lib/kafka.ts";
+import { PartitionReader } from "./lib/partition_reader.ts";
 import type { Anomaly } from "./lib/rules.ts";
 import {
   evaluate,
@@ -81,28 +82,46 @@ interface Collected {
   positions: Map<string, number>;
 }
 
-/** Reads `topics` from the beginning with a throwaway group, feeding `collected`. */
+/** The most bytes one partition's fetch returns. */
+const FETCH_BYTES = 1024 * 1024;
+
+/** Both topics being read: {@link startReading}. */
+interface Reading {
+  /** Rejects when a partition's reader fails. */
+  failed: Promise<never>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Reads every partition of both topics from the beginning, with no consumer
+ * group (partition_reader.ts), feeding `collected`, until stopped.
+ */
 async function startReading(
   kafka: Kafka,
   o: { transactions: string; anomalies: string },
   collected: Collected,
-): Promise<Consumer> {
-  const consumer = kafka.consumer({
-    groupId: `txpipe-evaluate-${crypto.randomUUID()}`,
-    readUncommitted: false,
-    allowAutoTopicCreation: false,
-    maxBytes: 50 * 1024 * 1024,
-    maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
-  });
-  await consumer.connect();
-  await subscribeWhenKnown(consumer, [o.transactions, o.anomalies], { fromBeginning: true });
+): Promise<Reading> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const readers: PartitionReader[] = [];
+  try {
+    for (const topic of [o.transactions, o.anomalies]) {
+      const partitions = (await admin.fetchTopicOffsets(topic)).map((p) => p.partition);
+      readers.push(...await PartitionReader.openAll(kafka, topic, partitions, FETCH_BYTES));
+    }
+  } catch (err) {
+    await Promise.all(readers.map((r) => r.close()));
+    throw err;
+  } finally {
+    await admin.disconnect();
+  }
   const decoder = new TextDecoder();
-  await consumer.run({
-    autoCommit: false,
-    // deno-lint-ignore require-await
-    eachBatch: async ({ batch }) => {
-      for (const m of batch.messages) {
-        if (batch.topic === o.transactions) {
+  let stopped = false;
+  const read = async (r: PartitionReader) => {
+    while (!stopped) {
+      const records = await r.next(FETCH_MAX_WAIT_MS);
+      for (const m of records) {
+        if (r.topic === o.transactions) {
           if (!m.value) continue;
           const headers: Record<string, string | undefined> = {};
           for (const [k, h] of Object.entries(m.headers ?? {})) headers[k] = h?.toString();
@@ -119,16 +138,30 @@ async function startReading(
           collected.anomalies.set(a.anomalyId, a);
         }
       }
-      collected.positions.set(
-        `${batch.topic}/${batch.partition}`,
-        Number(batch.lastOffset()) + 1,
-      );
+      // Past every record fetched, transaction markers and aborted records included.
+      collected.positions.set(`${r.topic}/${r.partition}`, r.position);
+    }
+  };
+  const loops = readers.map((r) =>
+    read(r).catch((err) => stopped ? undefined : Promise.reject(err))
+  );
+  const failed = Promise.all(loops).then(() => new Promise<never>(() => {}));
+  failed.catch(() => {}); // (seen by whoever awaits it)
+  return {
+    failed,
+    stop: async () => {
+      stopped = true;
+      await Promise.all(readers.map((r) => r.close())); // ends the fetches in flight
+      await Promise.allSettled(loops);
     },
-  });
-  return consumer;
+  };
 }
 
-/** Waits until every partition of `topics` was read up to the end it had when this started. */
+/**
+ * Waits until every partition of `topics` was read up to the end it had
+ * when this started (a position counts transaction markers too), or nothing
+ * new was read for 10 s (an open transaction holds read_committed back).
+ */
 async function waitForEnd(
   kafka: Kafka,
   topics: string[],
@@ -151,8 +184,7 @@ async function waitForEnd(
     for (const [key, end] of ends) {
       const pos = collected.positions.get(key) ?? 0;
       sum += pos;
-      // A transactional topic can end with a commit marker the consumer never sees.
-      if (pos < end - 1) done = false;
+      if (pos < end) done = false;
     }
     if (done) return;
     if (sum !== lastSum) {
@@ -161,7 +193,7 @@ async function waitForEnd(
     } else if (Date.now() - lastProgress > 10_000) {
       return; // nothing new for 10 s: everything readable has been read
     }
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -212,10 +244,16 @@ async function main(): Promise<number> {
     // One-shot, the table is the output: only warnings and errors are logged.
     logLevel: v.follow ? undefined : "warn",
   }, async ({ kafka, log, stopSignal }) => {
-    const consumer = await startReading(kafka, topics, collected);
+    const reading = await startReading(kafka, topics, collected);
     if (!v.follow) {
-      await waitForEnd(kafka, [topics.transactions, topics.anomalies], collected);
-      await consumer.disconnect();
+      try {
+        await Promise.race([
+          waitForEnd(kafka, [topics.transactions, topics.anomalies], collected),
+          reading.failed,
+        ]);
+      } finally {
+        await reading.stop();
+      }
       const { truth } = collected;
       const result = evaluate(truth, collected.anomalies.values());
       console.log(
@@ -248,10 +286,13 @@ async function main(): Promise<number> {
       }, "evaluation");
     };
     const timer = setInterval(tick, v.interval);
-    await stopSignal;
-    clearInterval(timer);
+    try {
+      await Promise.race([stopSignal, reading.failed]);
+    } finally {
+      clearInterval(timer);
+      await reading.stop();
+    }
     tick();
-    await consumer.disconnect();
   });
 }
 

@@ -169,18 +169,11 @@ export function streamAcls(job: "aggregate" | "detect", n: StreamNames): AclRule
   ];
 }
 
-/** The evaluator's grants: it reads both topics, in throwaway groups named `txpipe-evaluate-*`. */
+/** The evaluator's grants: it reads both topics, with no consumer group (jobs/evaluate.ts). */
 export function evaluatorAcls(transactions: string, anomalies: string): AclRule[] {
   return [
     topicRule("evaluate", transactions, ["read", "describe"]),
     topicRule("evaluate", anomalies, ["read", "describe"]),
-    {
-      principal: "evaluate",
-      resource: "group",
-      pattern: "prefixed",
-      name: "txpipe-evaluate-",
-      operations: ["read", "describe"],
-    },
   ];
 }
 

@@ -122,7 +122,20 @@ export class PartitionReader {
     });
     try {
       await cluster.connect();
-      await cluster.addTargetTopic(topic);
+      // A topic created a moment ago reaches each broker's metadata a little
+      // later (as in kafka.ts's subscribeWhenKnown): asked again for 15 s.
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        try {
+          await cluster.addTargetTopic(topic);
+          break;
+        } catch (err) {
+          const type = (err as { type?: string })?.type;
+          const unknown = type === "UNKNOWN_TOPIC_OR_PARTITION" || type === "LEADER_NOT_AVAILABLE";
+          if (!unknown || Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      }
     } catch (err) {
       await cluster.disconnect().catch(() => {});
       throw err;
