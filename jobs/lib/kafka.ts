@@ -234,23 +234,21 @@ export async function probeKafka(
 }
 
 /**
- * Subscribes `consumer` to `topics`, again for up to `timeoutMs` while a
- * broker does not know one of them yet. A topic created a moment ago (by
- * {@link ensureTopics} here, or by another process) reaches each broker's
- * metadata a little later, and kafkajs's subscribe fails on the first broker
- * that answers "This server does not host this topic-partition" (seen when
- * the aggregation and the evaluator started on topics created a moment
- * before: both exited 1).
+ * Calls `request` again, for up to `timeoutMs`, while a broker does not know
+ * a topic yet. A topic created a moment ago (by {@link ensureTopics} here, or
+ * by another process) reaches each broker's metadata a little later, and
+ * kafkajs fails on the first broker that answers "This server does not host
+ * this topic-partition" (seen when the aggregation and the evaluator started
+ * on topics created a moment before: both exited 1).
  */
-export async function subscribeWhenKnown(
-  consumer: Consumer,
-  topics: string[],
-  options: { fromBeginning: boolean; timeoutMs?: number },
-): Promise<void> {
-  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+export async function whileTopicUnknown<T>(
+  request: () => Promise<T>,
+  timeoutMs = 15_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return await consumer.subscribe({ topics, fromBeginning: options.fromBeginning });
+      return await request();
     } catch (err) {
       const type = (err as { type?: string })?.type;
       const unknown = type === "UNKNOWN_TOPIC_OR_PARTITION" || type === "LEADER_NOT_AVAILABLE";
@@ -258,6 +256,18 @@ export async function subscribeWhenKnown(
       await new Promise((r) => setTimeout(r, 300));
     }
   }
+}
+
+/** Subscribes `consumer` to `topics`, waiting for a topic created a moment ago ({@link whileTopicUnknown}). */
+export function subscribeWhenKnown(
+  consumer: Consumer,
+  topics: string[],
+  options: { fromBeginning: boolean; timeoutMs?: number },
+): Promise<void> {
+  return whileTopicUnknown(
+    () => consumer.subscribe({ topics, fromBeginning: options.fromBeginning }),
+    options.timeoutMs,
+  );
 }
 
 /** What {@link ensureTopics} did for each topic. */

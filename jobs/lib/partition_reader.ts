@@ -1,7 +1,9 @@
 /**
- * Reads one partition of a topic, read_committed, from its first record,
- * without a consumer group: what a stream job's takeover restores its state
- * from (partition_task.ts).
+ * Reads partitions of a topic, read_committed, from their first record,
+ * without a consumer group: how a stream job's takeover restores its state
+ * (partition_task.ts), how detect and `deno task rules` read the rules'
+ * control topic (control.ts), and how `deno task consume` and
+ * `deno task evaluate` read.
  *
  * Why not a kafkajs consumer: kafkajs reads only in a group, and a new
  * group's first join waits out the broker's `group.initial.rebalance.delay.ms`
@@ -23,6 +25,7 @@
  */
 import type { Kafka } from "kafkajs";
 import type { DecodedRecord, FetchResponseV11 } from "./fetch_decode.ts";
+import { whileTopicUnknown } from "./kafka.ts";
 
 /** The description of the symbol a kafkajs 2.2.4 `Kafka` keeps its cluster factory under. */
 const CREATE_CLUSTER = "private:Kafka:createCluster";
@@ -122,20 +125,7 @@ export class PartitionReader {
     });
     try {
       await cluster.connect();
-      // A topic created a moment ago reaches each broker's metadata a little
-      // later (as in kafka.ts's subscribeWhenKnown): asked again for 15 s.
-      const deadline = Date.now() + 15_000;
-      for (;;) {
-        try {
-          await cluster.addTargetTopic(topic);
-          break;
-        } catch (err) {
-          const type = (err as { type?: string })?.type;
-          const unknown = type === "UNKNOWN_TOPIC_OR_PARTITION" || type === "LEADER_NOT_AVAILABLE";
-          if (!unknown || Date.now() > deadline) throw err;
-          await new Promise((r) => setTimeout(r, 300));
-        }
-      }
+      await whileTopicUnknown(() => cluster.addTargetTopic(topic));
     } catch (err) {
       await cluster.disconnect().catch(() => {});
       throw err;
