@@ -429,6 +429,7 @@ async function restoreState(
     for (;;) {
       // The barrier becomes readable (read_committed) only once its commit
       // markers are written, just after the commit returns: poll briskly.
+      const from = reader.position;
       const records = await reader.next(100);
       for (const m of records) {
         const key = m.key?.toString() ?? "";
@@ -443,7 +444,8 @@ async function restoreState(
         state.restore(key, m.value ? JSON.parse(m.value.toString()) : null);
         count++;
       }
-      if (records.length > 0) {
+      // (Moving past aborted records or markers is progress too.)
+      if (reader.position !== from) {
         progressAt = Date.now();
         onProgress();
       } else if (Date.now() - progressAt > 30_000) {
