@@ -42,7 +42,7 @@ import {
 import { CredentialsError } from "./lib/credentials.ts";
 import { formatCount, formatElapsed } from "./lib/progress.ts";
 import { DLQ_HEADERS } from "./lib/stream.ts";
-import { PartitionReader } from "./lib/partition_reader.ts";
+import { PartitionReader, readEach } from "./lib/partition_reader.ts";
 import type { DecodedRecord } from "./lib/fetch_decode.ts";
 
 // The connection flags every command shares (a reader serves no /metrics).
@@ -326,12 +326,6 @@ async function consumeTopic(kafka: Kafka, admin: Admin, o: ReadOptions): Promise
     FETCH_BYTES,
   );
   let over = false; // at the end, the limit or a stop: nothing more is printed
-  const close = () => Promise.all(readers.map((r) => r.close()));
-  // A stop ends the fetches in flight at once, instead of after their wait.
-  o.stopSignal.then(() => {
-    over = true;
-    close();
-  });
   // One batch printed at a time, so that the limit counts across partitions.
   let printing = Promise.resolve();
   const print = (partition: number, records: readonly DecodedRecord[]) =>
@@ -353,25 +347,24 @@ async function consumeTopic(kafka: Kafka, admin: Admin, o: ReadOptions): Promise
       }
       if (o.limit > 0 && printed >= o.limit) over = true;
     });
-  const read = async (reader: PartitionReader) => {
-    const partition = reader.partition;
-    try {
-      while (!over && (o.follow || !ends.atEnd(partition))) {
-        // How long a fetch waits for new records: bounds nothing at a stop, which closes it.
-        const records = await reader.next(1000);
-        // Every offset the reader moved past, printed or not (markers, aborted records).
-        if (reader.position > 0) ends.advance(partition, String(reader.position - 1));
-        if (records.length > 0) await print(partition, records);
-      }
-    } catch (err) {
-      if (!over) throw err; // (a stop closes the fetch in flight)
-    }
-  };
+  const reading = readEach(readers, {
+    maxWaitMs: 1000, // how long a fetch waits for new records (a stop ends it at once)
+    more: (r) => !over && (o.follow || !ends.atEnd(r.partition)),
+    onFetch: (r, records) => {
+      // Every offset the reader moved past, printed or not (markers, aborted records).
+      if (r.position > 0) ends.advance(r.partition, String(r.position - 1));
+      return records.length > 0 ? print(r.partition, records) : undefined;
+    },
+  });
+  o.stopSignal.then(() => {
+    over = true;
+    reading.stop();
+  });
   try {
-    await Promise.all(readers.map(read));
+    await reading.done;
   } finally {
     over = true;
-    await close();
+    await reading.stop();
   }
   return printed;
 }

@@ -20,7 +20,7 @@ import { TOPICS } from "../stacks/topology.ts";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
 import { commonFlags, runJob, shellOptions } from "./lib/job.ts";
 import { FETCH_MAX_WAIT_MS } from "./lib/kafka.ts";
-import { PartitionReader } from "./lib/partition_reader.ts";
+import { PartitionReader, readEach, type Reading } from "./lib/partition_reader.ts";
 import type { Anomaly } from "./lib/rules.ts";
 import {
   evaluate,
@@ -78,36 +78,38 @@ interface Collected {
   /** Every transaction read, with its labels. */
   truth: GroundTruth;
   anomalies: Map<string, Anomaly>;
-  /** Next offset to read, per "topic/partition". */
-  positions: Map<string, number>;
 }
 
 /** The most bytes one partition's fetch returns. */
 const FETCH_BYTES = 1024 * 1024;
 
-/** Both topics being read: {@link startReading}. */
-interface Reading {
-  /** Rejects when a partition's reader fails. */
-  failed: Promise<never>;
-  stop(): Promise<void>;
-}
-
 /**
  * Reads every partition of both topics from the beginning, with no consumer
- * group (partition_reader.ts), feeding `collected`, until stopped.
+ * group (partition_reader.ts), feeding `collected`: to the end each partition
+ * had at the start (`toEnd`; its last stable offset, as the admin lists it
+ * read_committed), else until stopped.
  */
 async function startReading(
   kafka: Kafka,
   o: { transactions: string; anomalies: string },
   collected: Collected,
+  toEnd: boolean,
 ): Promise<Reading> {
   const admin = kafka.admin();
   await admin.connect();
   const readers: PartitionReader[] = [];
+  const ends = new Map<PartitionReader, number>();
   try {
     for (const topic of [o.transactions, o.anomalies]) {
-      const partitions = (await admin.fetchTopicOffsets(topic)).map((p) => p.partition);
-      readers.push(...await PartitionReader.openAll(kafka, topic, partitions, FETCH_BYTES));
+      const offsets = await admin.fetchTopicOffsets(topic);
+      const opened = await PartitionReader.openAll(
+        kafka,
+        topic,
+        offsets.map((p) => p.partition),
+        FETCH_BYTES,
+      );
+      opened.forEach((r, i) => ends.set(r, Number(offsets[i].high)));
+      readers.push(...opened);
     }
   } catch (err) {
     await Promise.all(readers.map((r) => r.close()));
@@ -116,10 +118,11 @@ async function startReading(
     await admin.disconnect();
   }
   const decoder = new TextDecoder();
-  let stopped = false;
-  const read = async (r: PartitionReader) => {
-    while (!stopped) {
-      const records = await r.next(FETCH_MAX_WAIT_MS);
+  return readEach(readers, {
+    maxWaitMs: FETCH_MAX_WAIT_MS,
+    // (A position counts transaction markers and aborted records too.)
+    more: toEnd ? (r) => r.position < ends.get(r)! : undefined,
+    onFetch: (r, records) => {
       for (const m of records) {
         if (r.topic === o.transactions) {
           if (!m.value) continue;
@@ -138,63 +141,8 @@ async function startReading(
           collected.anomalies.set(a.anomalyId, a);
         }
       }
-      // Past every record fetched, transaction markers and aborted records included.
-      collected.positions.set(`${r.topic}/${r.partition}`, r.position);
-    }
-  };
-  const loops = readers.map((r) =>
-    read(r).catch((err) => stopped ? undefined : Promise.reject(err))
-  );
-  const failed = Promise.all(loops).then(() => new Promise<never>(() => {}));
-  failed.catch(() => {}); // (seen by whoever awaits it)
-  return {
-    failed,
-    stop: async () => {
-      stopped = true;
-      await Promise.all(readers.map((r) => r.close())); // ends the fetches in flight
-      await Promise.allSettled(loops);
     },
-  };
-}
-
-/**
- * Waits until every partition of `topics` was read up to the end it had
- * when this started (a position counts transaction markers too), or nothing
- * new was read for 10 s (an open transaction holds read_committed back).
- */
-async function waitForEnd(
-  kafka: Kafka,
-  topics: string[],
-  collected: Collected,
-): Promise<void> {
-  const admin = kafka.admin();
-  await admin.connect();
-  const ends = new Map<string, number>();
-  for (const topic of topics) {
-    for (const p of await admin.fetchTopicOffsets(topic)) {
-      if (Number(p.high) > Number(p.low)) ends.set(`${topic}/${p.partition}`, Number(p.high));
-    }
-  }
-  await admin.disconnect();
-  let lastProgress = Date.now();
-  let lastSum = -1;
-  for (;;) {
-    let done = true;
-    let sum = 0;
-    for (const [key, end] of ends) {
-      const pos = collected.positions.get(key) ?? 0;
-      sum += pos;
-      if (pos < end) done = false;
-    }
-    if (done) return;
-    if (sum !== lastSum) {
-      lastSum = sum;
-      lastProgress = Date.now();
-    } else if (Date.now() - lastProgress > 10_000) {
-      return; // nothing new for 10 s: everything readable has been read
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  });
 }
 
 /**
@@ -235,7 +183,6 @@ async function main(): Promise<number> {
   const collected: Collected = {
     truth: new GroundTruth(),
     anomalies: new Map(),
-    positions: new Map(),
   };
   return await runJob({
     ...shellOptions("evaluate", v),
@@ -244,13 +191,10 @@ async function main(): Promise<number> {
     // One-shot, the table is the output: only warnings and errors are logged.
     logLevel: v.follow ? undefined : "warn",
   }, async ({ kafka, log, stopSignal }) => {
-    const reading = await startReading(kafka, topics, collected);
+    const reading = await startReading(kafka, topics, collected, !v.follow);
     if (!v.follow) {
       try {
-        await Promise.race([
-          waitForEnd(kafka, [topics.transactions, topics.anomalies], collected),
-          reading.failed,
-        ]);
+        await reading.done;
       } finally {
         await reading.stop();
       }
@@ -287,7 +231,7 @@ async function main(): Promise<number> {
     };
     const timer = setInterval(tick, v.interval);
     try {
-      await Promise.race([stopSignal, reading.failed]);
+      await Promise.race([stopSignal, reading.done]);
     } finally {
       clearInterval(timer);
       await reading.stop();

@@ -23,7 +23,7 @@
 import type { Admin, Kafka } from "kafkajs";
 import type { Logger } from "./log.ts";
 import { FETCH_MAX_WAIT_MS, withTimeout } from "./kafka.ts";
-import { PartitionReader } from "./partition_reader.ts";
+import { PartitionReader, readEach, type Reading } from "./partition_reader.ts";
 import type { DecodedRecord } from "./fetch_decode.ts";
 import type { ControlSpec } from "./stream.ts";
 
@@ -54,8 +54,7 @@ export class ControlReader<C> {
   #failure: unknown;
   /** Read to the end offsets of the start: what comes now is news, logged. */
   #caughtUp = false;
-  #stopped = false;
-  #following: Promise<void> | undefined;
+  #reading: Reading | undefined;
 
   private constructor(
     private readonly reader: PartitionReader,
@@ -99,9 +98,8 @@ export class ControlReader<C> {
     try {
       // Empty (high = low): nothing to read first.
       if (Number(high) > Number(low)) {
-        const read = control.#readTo(Number(high));
-        read.catch(() => {}); // (when late wins, the read ends in the stop below)
-        await Promise.race([read, late]);
+        const end = Number(high);
+        await Promise.race([control.#read((r) => r.position < end).done, late]);
       }
       control.#caughtUp = true;
     } catch (err) {
@@ -110,7 +108,7 @@ export class ControlReader<C> {
     } finally {
       clearTimeout(timer);
     }
-    if (o.follow) control.#following = control.#follow();
+    if (o.follow) control.#follow();
     else await control.stop();
     return control;
   }
@@ -132,28 +130,27 @@ export class ControlReader<C> {
 
   /** Stops reading. */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    await withTimeout(this.reader.close(), 10_000);
-    await this.#following;
+    await withTimeout(this.#reading?.stop() ?? this.reader.close(), 10_000);
   }
 
-  async #readTo(end: number): Promise<void> {
-    while (!this.#stopped && this.reader.position < end) {
-      this.#decode(await this.reader.next(FETCH_MAX_WAIT_MS));
-    }
+  /** Reads while `more`, decoding every record of the key. */
+  #read(more?: (r: PartitionReader) => boolean): Reading {
+    this.#reading = readEach([this.reader], {
+      maxWaitMs: FETCH_MAX_WAIT_MS,
+      more,
+      onFetch: (_, records) => this.#decode(records),
+    });
+    return this.#reading;
   }
 
-  async #follow(): Promise<void> {
-    try {
-      while (!this.#stopped) this.#decode(await this.reader.next(FETCH_MAX_WAIT_MS));
-    } catch (err) {
-      if (this.#stopped) return;
+  #follow(): void {
+    this.#read().done.catch((err) => {
       this.#failure = err;
       this.o.log?.error(
         { err, "event.action": "control-reader-failed" },
         `the reader of ${this.o.spec.topic} failed`,
       );
-    }
+    });
   }
 
   #decode(records: readonly DecodedRecord[]): void {

@@ -209,3 +209,60 @@ export class PartitionReader {
     if (--this.shared.readers === 0) await this.cluster.disconnect().catch(() => {});
   }
 }
+
+/** Readers being read, each in a loop of its own: {@link readEach}. */
+export interface Reading {
+  /**
+   * Resolves once every reader's `more` said no; rejects with the first
+   * reader's error (the others are then stopped). Never settles while
+   * reading on and not stopped.
+   */
+  readonly done: Promise<void>;
+  /** Stops: closes the readers, which ends their fetches in flight; a stop's errors are none. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Reads each of `readers` in a loop of its own: a fetch waiting up to
+ * `maxWaitMs` at the broker, then `onFetch(reader, records)`, awaited before
+ * that reader fetches again, while `more(reader)` holds (default: until
+ * stopped). `records` may be empty: nothing came, or the position moved past
+ * transaction markers or aborted records only. The readers stay open when
+ * every `more` is done (the caller may read on); a stop or a failure closes
+ * them.
+ */
+export function readEach(
+  readers: readonly PartitionReader[],
+  o: {
+    maxWaitMs: number;
+    onFetch: (reader: PartitionReader, records: DecodedRecord[]) => unknown;
+    more?: (reader: PartitionReader) => boolean;
+  },
+): Reading {
+  let stopped = false;
+  const close = () => Promise.all(readers.map((r) => r.close()));
+  const loop = async (r: PartitionReader) => {
+    while (!stopped && (o.more?.(r) ?? true)) {
+      const records = await r.next(o.maxWaitMs);
+      if (stopped) return;
+      await o.onFetch(r, records);
+    }
+  };
+  const done = Promise.all(readers.map((r) =>
+    loop(r).catch(async (err) => {
+      if (stopped) return; // (a stop closes the fetches in flight)
+      stopped = true;
+      await close();
+      throw err;
+    })
+  )).then(() => {});
+  done.catch(() => {}); // (seen by whoever awaits it)
+  return {
+    done,
+    stop: async () => {
+      stopped = true;
+      await close();
+      await done.catch(() => {});
+    },
+  };
+}
