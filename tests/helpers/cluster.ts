@@ -12,6 +12,7 @@ import { createKafka, ensureTopics, FETCH_MAX_WAIT_MS } from "../../jobs/lib/kaf
 import { applyAcls } from "../../jobs/lib/acl.ts";
 import { whileCoordinatorMoves } from "../../jobs/lib/coordinators.ts";
 import { scratchAcls } from "../../stacks/security.ts";
+import { dropWhenFileEnds } from "./topic_cleanup.ts";
 
 /** The shared 3+3 topology the integration tests run against. */
 export const TOPO = topology("cluster");
@@ -64,6 +65,7 @@ export async function groupIds(): Promise<string[]> {
 export async function freshTopic(like: string, base = like): Promise<string> {
   await ensureCluster();
   const name = `test_${base}_${crypto.randomUUID().slice(0, 8)}`;
+  dropWhenFileEnds({ topic: name });
   await withAdmin((admin) => ensureTopics(admin, [topicAs(TOPO, like, name)]));
   return name;
 }

@@ -21,6 +21,7 @@ import {
 } from "../../jobs/lib/generator.ts";
 import { ENVELOPE_CONFIG_FILE, RULE_ENVELOPE } from "./traffic.ts";
 import { BROKERS, freshTopic, type ReadRecord, readTopic, withAdmin } from "./cluster.ts";
+import { dropWhenFileEnds } from "./topic_cleanup.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const decoder = new TextDecoder();
@@ -88,12 +89,16 @@ export interface JobTopics {
 /** Fresh output and dead-letter topic names and app id for a run over `input`. */
 export function runTopics(input: string, label: string): JobTopics {
   const id = crypto.randomUUID().slice(0, 8);
-  return {
+  const t = {
     input,
     output: `test_${label}_out_${id}`,
     deadLetters: `test_${label}_dlq_${id}`,
     appId: `test-${label}-${id}`,
   };
+  dropWhenFileEnds({ topic: t.output });
+  dropWhenFileEnds({ topic: t.deadLetters });
+  dropWhenFileEnds({ prefix: `${t.appId}-` }); // the job's internal topics
+  return t;
 }
 
 /** A running job instance. */
