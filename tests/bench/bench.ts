@@ -45,6 +45,7 @@ import {
   TOPICS,
 } from "../../stacks/topology.ts";
 import { caPemFile } from "../../stacks/local/tls.ts";
+import { describeHolder, lockPath, readHolder } from "../../stacks/local/lock.ts";
 import { aclEntries } from "../../jobs/lib/acl.ts";
 import { type AclRule, jobAcls, scratchAcls } from "../../stacks/security.ts";
 import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
@@ -61,6 +62,7 @@ import { type AggregateSettings, type CatchUpRun, perSecond, type WindowTotals }
 import {
   type BenchResult,
   type CatchUpResult,
+  type ClusterState,
   type ContenderSummary,
   type CrossCheck,
   crossCheck,
@@ -233,6 +235,58 @@ async function deleteTopics(...prefixes: string[]): Promise<void> {
   } finally {
     await admin.disconnect();
   }
+}
+
+/** Partition replicas per broker past which the bench warns that its figures are low. */
+const MANY_REPLICAS = 1_000;
+
+/**
+ * Deletes the topics tests left on the cluster (`test_…`, `test-…`, which
+ * `deno task test` deletes at its end anyway; not while a test run holds the
+ * cluster) and says how many partition replicas each broker holds: a
+ * broker's fetches go through every partition it holds, idle or not, so on a
+ * machine the brokers share with the contenders, thousands of idle
+ * partitions cost the contenders CPU (docs/benchmarks.md, "Idle partitions
+ * cost the brokers CPU").
+ */
+async function leanCluster(): Promise<ClusterState> {
+  const holder = await readHolder(lockPath("start", homeDir()));
+  let deleted = 0;
+  await withAdmin(async (admin) => {
+    const left = (await admin.listTopics()).filter((t) => /^test[_-]/.test(t));
+    if (left.length === 0) return;
+    if (holder?.command === "deno task test") {
+      say(`${left.length} test topics stay: ${describeHolder(holder)} uses them`);
+      return;
+    }
+    for (let i = 0; i < left.length; i += 100) {
+      await admin.deleteTopics({ topics: left.slice(i, i + 100), timeout: 60_000 });
+    }
+    deleted = left.length;
+    say(`deleted ${deleted} topics the tests left (test_…, test-…)`);
+  });
+  const replicas: Record<string, number> = {};
+  const { topics } = await withAdmin((admin) => admin.fetchTopicMetadata());
+  for (const t of topics) {
+    for (const p of t.partitions) {
+      for (const id of p.replicas) replicas[id] = (replicas[id] ?? 0) + 1;
+    }
+  }
+  const counts = Object.values(replicas);
+  const [least, most] = [Math.min(...counts), Math.max(...counts)];
+  say(
+    `the brokers hold ${least === most ? least : `${least}–${most}`} partition replicas each ` +
+      `(${topics.length} topics)`,
+  );
+  if (most > MANY_REPLICAS) {
+    say(
+      `warning: over ${formatCount(MANY_REPLICAS)} partition replicas per broker; every fetch ` +
+        "goes through all of them, which costs the contenders CPU on a machine they share " +
+        "with the brokers: figures lower than on a lean cluster " +
+        "(`deno task cluster reset` deletes every topic)",
+    );
+  }
+  return { topicsDeletedFirst: deleted, partitionReplicasPerBroker: replicas };
 }
 
 /** A finished child process, with what it used. */
@@ -1238,6 +1292,7 @@ async function main(): Promise<void> {
   await clusterUp({ mode: "cluster" });
   await grantScratch(); // the jobs run as their own principals on the bench's names
   await deleteTopics(...BENCH_PREFIXES);
+  result.cluster = await leanCluster();
   if (mode === "all" || mode === "catchup") {
     const jobFlags = values.jobFlags.split(/\s+/).filter((f) => f !== "");
     result.catchUp = await catchUpBenchmark(

@@ -168,6 +168,14 @@ export interface Machine {
   kafka: string;
 }
 
+/** The cluster as a bench run found it, after deleting the topics tests left. */
+export interface ClusterState {
+  /** Topics named `test_…` or `test-…` deleted before the run. */
+  topicsDeletedFirst: number;
+  /** Partition replicas (leaders and followers) per broker id, every topic counted. */
+  partitionReplicasPerBroker: Record<string, number>;
+}
+
 /** The producer section of a result. */
 export interface ProducerResult {
   records: number;
@@ -243,6 +251,8 @@ export interface BenchResult {
   date: string;
   command: string;
   machine: Machine;
+  /** The cluster as the run found it (results written before 2026-12-07 lack it). */
+  cluster?: ClusterState;
   runs: number;
   producer?: ProducerResult;
   catchUp?: CatchUpResult;
