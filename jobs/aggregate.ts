@@ -66,6 +66,13 @@ export const AGGREGATE_COMMAND = defineCommand({
       default: 5_000,
       help: "how far behind the highest event time a record may be and still count",
     },
+    "max-watermark-drift": {
+      kind: "duration",
+      min: 0,
+      default: 300_000,
+      help:
+        "an input partition further ahead in event time than the slowest waits for it (0 = never)",
+    },
   },
   examples: [
     "deno task aggregate",
@@ -89,6 +96,8 @@ export function aggregateProcessors(o: {
   repartitionPartitions: number;
   allowedLatenessMs: number;
   windowMs: number;
+  /** See `--max-watermark-drift`; default 0, no alignment (as in the test driver). */
+  maxDriftMs?: number;
 }) {
   return windowedAggregation<Input, WindowState>({
     ...o,
@@ -130,6 +139,7 @@ async function main(): Promise<number> {
       topicSpec(topo, internalTopicNames(APP_IDS.aggregate).repartition).partitions,
     allowedLatenessMs: v.allowedLateness,
     windowMs: v.window,
+    maxDriftMs: v.maxWatermarkDrift,
   });
   // Either stage failing stops the other, and the job exits non-zero (runStreamJob).
   return await runStreamJob("aggregate", AGGREGATE_COMMAND, v, [rekey, windows]);

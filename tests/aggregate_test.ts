@@ -11,14 +11,19 @@ import {
   deadLetterReasons,
   generate,
   inputTopic,
+  type Instance,
   killThriceThenFinish,
   outputsOf,
   runToCompletion,
   runTopics,
   runTwoInstances,
   sharedInput,
+  startInstance,
+  stopCleanly,
   toMessage,
+  waitCaughtUp,
 } from "./helpers/jobs.ts";
+import { partitionOf } from "../jobs/lib/partitioner.ts";
 import { readTopic } from "./helpers/cluster.ts";
 import { aggregateProcessors } from "../jobs/aggregate.ts";
 import { internalTopicNames } from "../stacks/topology.ts";
@@ -601,3 +606,62 @@ Deno.test(
     assert.ok(partials.length < summed, `${partials.length} partials for ${summed} records`);
   },
 );
+
+Deno.test(
+  "aggregate: with one input partition an hour ahead in event time, it is paused until the others catch up, and the output equals the per-record reference",
+  kafkaTest,
+  async () => {
+    // Every record of the users on input partition 0 an hour later: that partition
+    // would run an hour ahead of the others (the job's own partitioner places them).
+    const HOUR = 3_600_000;
+    const records = disorderedRecords(20_000, "aligned").map((r) =>
+      partitionOf(r.key, 5) === 0
+        ? { ...r, tx: { ...r.tx, transactionTime: r.tx.transactionTime + HOUR } }
+        : r
+    );
+    const topic = await inputTopic("agg_aligned", records.map((r) => toMessage(r)));
+    const t = runTopics(topic, "aggalign");
+    // Small fetches and batches, so that the partitions take turns.
+    const i = startInstance("aggregate", t, [
+      ...FLAGS,
+      "--max-watermark-drift",
+      "1m",
+      "--fetch-bytes",
+      "16KiB",
+      "--max-batch-bytes",
+      "64KiB",
+    ]);
+    let pauses: number;
+    try {
+      await waitCaughtUp("aggregate", t);
+      pauses = await counterOf(i, "txpipe_alignment_pauses_total");
+    } finally {
+      await stopCleanly(i, "aggregate");
+    }
+    assert.ok(pauses > 0, `input partitions were paused (${pauses} times)`);
+
+    const back = await readTopic(topic, { expected: records.length });
+    const byId = new Map(records.map((r) => [r.tx.transactionId, r]));
+    const partitions: PartitionInput[] = Array.from({ length: 5 }, () => []);
+    back.sort((a, b) => a.partition - b.partition || Number(a.offset) - Number(b.offset));
+    for (const r of back) {
+      const tx = JSON.parse(new TextDecoder().decode(r.value!)) as Transaction;
+      partitions[r.partition].push(byId.get(tx.transactionId)!);
+    }
+    const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
+    const out = await readTopic(t.output, { expected: expected.aggregates.length });
+    const got = out.map((r) => JSON.parse(new TextDecoder().decode(r.value!)) as Aggregate);
+    assert.ok(got.length > 100, `windows closed (${got.length})`);
+    assert.deepEqual(canonical(got), canonical(expected.aggregates));
+    assert.deepEqual(await deadLetterReasons(t.deadLetters), [["late_record", expected.late]]);
+  },
+);
+
+/** The value of a counter (summed over its series) on a running instance's /metrics. */
+async function counterOf(i: Instance, name: string): Promise<number> {
+  const first = (await Deno.readTextFile(i.logFile)).split("\n")[0];
+  const url = JSON.parse(first)["url.full"] as string;
+  const text = await (await fetch(url)).text();
+  return text.split("\n").filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((n, l) => n + Number(l.split(" ").pop()), 0);
+}

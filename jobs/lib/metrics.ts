@@ -271,6 +271,15 @@ export const stuckBatches = new client.Counter({
   registers: [registry],
 });
 
+/** Stream jobs: source partitions paused for running ahead in event time (alignment.ts). */
+export const alignmentPauses = new client.Counter({
+  name: "txpipe_alignment_pauses_total",
+  help:
+    "Times a source partition was paused for running more than the maximum watermark drift ahead of the slowest",
+  labelNames: ["processor"] as const,
+  registers: [registry],
+});
+
 /** Stream jobs: changelog records read back while restoring state. */
 export const restoredStateRecords = new client.Counter({
   name: "txpipe_restored_state_records_total",

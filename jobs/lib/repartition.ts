@@ -72,6 +72,11 @@ export interface WindowedAggregationOptions<T, W extends Window> {
   /** Tumbling windows of this size. */
   readonly windowMs: number;
   readonly allowedLatenessMs: number;
+  /**
+   * Stage 1 fetches an input partition only while its event time is at most
+   * this far ahead of the slowest one's (alignment.ts; 0 or none: no alignment).
+   */
+  readonly maxDriftMs?: number;
   /** Decodes and validates an input record. */
   readonly parse: (record: SourceRecord) => Parsed<T>;
   /** A value's event time, and the name of its field (in the late records' message). */
@@ -136,12 +141,17 @@ function rekeyStage<T, W extends Window>(
   };
   const progressOf = (ctx: ProcessContext<RekeyStores>) =>
     ctx.store("progress").get(PROGRESS) ?? { maxEventTime: NEVER, marked: NEVER };
+  // Each input partition's highest event time applied, for the alignment
+  // (a hint: a batch run again only sets it again).
+  const eventTimes = new Map<number, number>();
   return {
     name: o.name,
     groupId,
     source: o.input,
     changelog: o.topics.rekeyChangelog,
     stores: { progress: { unprefixed: true } },
+    alignment: { maxDriftMs: o.maxDriftMs ?? 0, eventTime: (p) => eventTimes.get(p) },
+    releasePartition: (p) => void eventTimes.delete(p),
     parse: o.parse,
     // Nothing from an earlier run of this batch (failed, abandoned) may reach this one.
     beginBatch: (ctx) => void partials.set(ctx.partition, new Map()),
@@ -164,6 +174,7 @@ function rekeyStage<T, W extends Window>(
       batch.set(id, { key, partial: o.add(batch.get(id)?.partial, value) });
       if (t > progress.maxEventTime) {
         ctx.store("progress").put(PROGRESS, { ...progress, maxEventTime: t });
+        eventTimes.set(ctx.partition, t);
       }
     },
     endBatch: (ctx) => {

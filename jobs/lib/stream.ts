@@ -38,11 +38,18 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage } from "kafkajs";
 import type { Logger } from "./log.ts";
 import { FETCH_MAX_WAIT_MS, PartitionRouter, subscribeWhenKnown, withTimeout } from "./kafka.ts";
-import { eventTimeAhead, eventTimeLead, stateEntries, stuckBatches } from "./metrics.ts";
+import {
+  alignmentPauses,
+  eventTimeAhead,
+  eventTimeLead,
+  stateEntries,
+  stuckBatches,
+} from "./metrics.ts";
 import { LagMonitor } from "./lag.ts";
 import { type BatchRun, PartitionTask, type TaskContext } from "./partition_task.ts";
 import { lastStableOffset } from "./read_committed.ts";
 import { ControlReader } from "./control.ts";
+import { type AlignmentChange, EventTimeAlignment } from "./alignment.ts";
 import { whileCoordinatorMoves } from "./coordinators.ts";
 // kafkajs's own test of a rebalance error (REBALANCE_IN_PROGRESS, NOT_COORDINATOR, ILLEGAL_GENERATION).
 import kafkaErrors from "kafkajs/src/errors.js";
@@ -258,6 +265,16 @@ export interface StreamProcessor<T, S = StoreTypes, C = unknown> {
   readonly legacy?: (key: string, value: unknown) => ReadonlyArray<StoreEntry<S>> | undefined;
   /** A control topic the processor follows, see {@link ControlSpec}. */
   readonly control?: ControlSpec<C>;
+  /**
+   * Event-time alignment of the source's partitions (alignment.ts): a
+   * partition more than `maxDriftMs` ahead of the slowest one with records
+   * left to read is not fetched until that one catches up. `eventTime` is a
+   * partition's highest event time applied so far (undefined: none yet).
+   */
+  readonly alignment?: {
+    readonly maxDriftMs: number;
+    eventTime(partition: number): number | undefined;
+  };
   /** Decodes and validates a record; a rejection goes to the dead-letter topic. */
   parse(record: SourceRecord): Parsed<T>;
   /**
@@ -392,6 +409,7 @@ export async function runStream<T, S, C>(
   stuckBatches.inc({ processor: processor.groupId }, 0); // the series exists (at 0) from the start
   eventTimeAhead.inc({ processor: processor.groupId }, 0); // so do these two
   eventTimeLead.set({ processor: processor.groupId }, 0);
+  if (processor.alignment) alignmentPauses.inc({ processor: processor.groupId }, 0);
   const admin = kafka.admin();
   await admin.connect();
   const router = new PartitionRouter(admin);
@@ -475,12 +493,31 @@ export async function runStream<T, S, C>(
   // A batch left open waiting for more records commits when its time is up.
   const commitTimers = new Map<number, ReturnType<typeof setTimeout>>();
 
+  // Partitions ahead in event time wait for the slowest (alignment.ts).
+  const alignment = processor.alignment && processor.alignment.maxDriftMs > 0
+    ? new EventTimeAlignment(processor.alignment.maxDriftMs)
+    : undefined;
+  const realign = (change: AlignmentChange) => {
+    const topic = processor.source;
+    if (change.pause.length > 0) {
+      consumer.pause([{ topic, partitions: change.pause }]);
+      alignmentPauses.inc({ processor: processor.groupId }, change.pause.length);
+    }
+    if (change.resume.length > 0) consumer.resume([{ topic, partitions: change.resume }]);
+  };
+  const aligned = (partition: number, drained: boolean) => {
+    if (alignment) {
+      realign(alignment.update(partition, processor.alignment!.eventTime(partition), drained));
+    }
+  };
+
   const release = async (partition: number, options: { waitForBatch?: boolean } = {}) => {
     if (options.waitForBatch) await busy.get(partition);
     clearTimeout(commitTimers.get(partition));
     commitTimers.delete(partition);
     const task = tasks.get(partition);
     tasks.delete(partition);
+    if (alignment) realign(alignment.remove(partition));
     // Another instance reports this partition now: no stale series here.
     // (Its lag follows the assignment instead: see lag.assign.)
     stateEntries.remove({ processor: processor.groupId, partition: String(partition) });
@@ -551,11 +588,13 @@ export async function runStream<T, S, C>(
     const drained = stable === undefined || Number(lastOffset) + 1 >= stable;
     if (fresh.length === 0) {
       resolveOffset(lastOffset); // all already applied
+      aligned(partition, drained);
       if (task.open && drained) await commit(task, run);
       return;
     }
     // The pure step (batch.ts), the same the test driver runs.
     task.apply(fresh, lastOffset);
+    aligned(partition, drained);
     // The records are applied: let their memory go.
     fresh = undefined;
     releaseRecords(batch);
