@@ -71,7 +71,7 @@ export const AGGREGATE_COMMAND = defineCommand({
       min: 0,
       default: 300_000,
       help:
-        "an input partition further ahead in event time than the slowest waits for it (0 = never)",
+        "how far in event time an input partition may run ahead of the slowest before it waits (0: never)",
     },
   },
   examples: [

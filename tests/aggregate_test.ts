@@ -562,15 +562,7 @@ Deno.test(
     await runToCompletion("aggregate", t, FLAGS);
 
     // The reference from the input as Kafka holds it: per partition, in offset order.
-    const back = await readTopic(topic, { expected: records.length });
-    const byId = new Map(records.map((r) => [r.tx.transactionId, r]));
-    const partitions: PartitionInput[] = Array.from({ length: 5 }, () => []);
-    back.sort((a, b) => a.partition - b.partition || Number(a.offset) - Number(b.offset));
-    for (const r of back) {
-      const tx = JSON.parse(new TextDecoder().decode(r.value!)) as Transaction;
-      partitions[r.partition].push(byId.get(tx.transactionId)!);
-    }
-    const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
+    const expected = await referenceOnCluster(topic, records);
     assert.ok(expected.late > 100, `late records in the input (${expected.late})`);
 
     const out = await readTopic(t.output, { expected: expected.aggregates.length });
@@ -640,15 +632,7 @@ Deno.test(
     }
     assert.ok(pauses > 0, `input partitions were paused (${pauses} times)`);
 
-    const back = await readTopic(topic, { expected: records.length });
-    const byId = new Map(records.map((r) => [r.tx.transactionId, r]));
-    const partitions: PartitionInput[] = Array.from({ length: 5 }, () => []);
-    back.sort((a, b) => a.partition - b.partition || Number(a.offset) - Number(b.offset));
-    for (const r of back) {
-      const tx = JSON.parse(new TextDecoder().decode(r.value!)) as Transaction;
-      partitions[r.partition].push(byId.get(tx.transactionId)!);
-    }
-    const expected = perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
+    const expected = await referenceOnCluster(topic, records);
     const out = await readTopic(t.output, { expected: expected.aggregates.length });
     const got = out.map((r) => JSON.parse(new TextDecoder().decode(r.value!)) as Aggregate);
     assert.ok(got.length > 100, `windows closed (${got.length})`);
@@ -656,6 +640,22 @@ Deno.test(
     assert.deepEqual(await deadLetterReasons(t.deadLetters), [["late_record", expected.late]]);
   },
 );
+
+/**
+ * {@link perRecordReference} of `records` as `topic` holds them: per input
+ * partition, in offset order.
+ */
+async function referenceOnCluster(topic: string, records: ReturnType<typeof disorderedRecords>) {
+  const back = await readTopic(topic, { expected: records.length });
+  const byId = new Map(records.map((r) => [r.tx.transactionId, r]));
+  const partitions: PartitionInput[] = Array.from({ length: 5 }, () => []);
+  back.sort((a, b) => a.partition - b.partition || Number(a.offset) - Number(b.offset));
+  for (const r of back) {
+    const tx = JSON.parse(new TextDecoder().decode(r.value!)) as Transaction;
+    partitions[r.partition].push(byId.get(tx.transactionId)!);
+  }
+  return perRecordReference(partitions, WINDOW_MS, LATENESS_MS);
+}
 
 /** The value of a counter (summed over its series) on a running instance's /metrics. */
 async function counterOf(i: Instance, name: string): Promise<number> {
