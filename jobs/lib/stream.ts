@@ -26,6 +26,9 @@
  *   read from its beginning before the first batch and followed after, so
  *   each batch begins with the latest accepted control record
  *   ({@link ProcessContext.control}), e.g. detect's rules;
+ * - event-time alignment, when the processor declares it
+ *   ({@link StreamProcessor.alignment}, alignment.ts): a source partition
+ *   too far ahead of the slowest is not fetched until that one catches up;
  * - dead letters: a record the parse step rejects goes to the dead-letter
  *   topic with its original key and value and reason headers;
  * - metrics, ECS logs and a graceful stop (the batches open commit).
@@ -529,6 +532,8 @@ export async function runStream<T, S, C>(
     const mine = new Set(e.payload.memberAssignment[processor.source] ?? []);
     log.info({ partitions: [...mine] }, `assigned partitions of ${processor.source}`);
     lag.assign(mine); // reported from now on, also while taking them over
+    // Each (re)join aligns afresh: a consumer kafkajs restarted no longer holds our pauses.
+    if (alignment) realign({ pause: [], resume: alignment.reset() });
     for (const p of [...tasks.keys()]) {
       if (!mine.has(p)) await release(p, { waitForBatch: true });
     }
