@@ -12,8 +12,8 @@
  */
 import { clusterDown, clusterUp, homeDir, runningPid } from "../stacks/local/cluster.ts";
 import { acquireLock, describeHolder, type HeldLock, LockedError } from "../stacks/local/lock.ts";
-import { bootstrapServers, topology } from "../stacks/topology.ts";
-import { createKafka } from "../jobs/lib/kafka.ts";
+import { topology } from "../stacks/topology.ts";
+import { deleteTopicsWhere } from "./helpers/cluster.ts";
 
 const COMMAND = "deno task test";
 
@@ -53,16 +53,7 @@ const { code } = await test.status;
 
 // The suite's topics are all named test_…/test-…: remove them.
 try {
-  const admin = createKafka({
-    principal: "admin",
-    clientId: "txpipe-test-cleanup",
-    brokers: bootstrapServers(topo),
-  })
-    .admin();
-  await admin.connect();
-  const topics = (await admin.listTopics()).filter((t) => /^test[_-]/.test(t));
-  if (topics.length > 0) await admin.deleteTopics({ topics });
-  await admin.disconnect();
+  await deleteTopicsWhere((t) => /^test[_-]/.test(t));
 } catch (err) {
   console.error(`could not delete the test topics: ${(err as Error).message}`);
 }

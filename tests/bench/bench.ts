@@ -52,7 +52,7 @@ import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
-import { BROKERS, grantScratch, TOPO, withAdmin } from "../helpers/cluster.ts";
+import { BROKERS, deleteTopicsWhere, grantScratch, TOPO, withAdmin } from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
 import { ProcessWatch } from "./proc.ts";
 import { CpuBudget, cpuQuotaSupport } from "./cpu_quota.ts";
@@ -225,16 +225,8 @@ function freshBenchTopic(label: string): Promise<string> {
   return createTopic(`bench_${label}_${Date.now()}`, TOPICS.transactions);
 }
 
-async function deleteTopics(...prefixes: string[]): Promise<void> {
-  const admin = createKafka({ principal: "admin", clientId: "txpipe-bench", brokers: BROKERS })
-    .admin();
-  await admin.connect();
-  try {
-    const old = (await admin.listTopics()).filter((t) => prefixes.some((p) => t.startsWith(p)));
-    if (old.length) await admin.deleteTopics({ topics: old });
-  } finally {
-    await admin.disconnect();
-  }
+function deleteTopics(...prefixes: string[]): Promise<number> {
+  return deleteTopicsWhere((t) => prefixes.some((p) => t.startsWith(p)));
 }
 
 /** Partition replicas per broker past which the bench warns that its figures are low. */
@@ -252,19 +244,12 @@ const MANY_REPLICAS = 1_000;
 async function leanCluster(): Promise<ClusterState> {
   const holder = await readHolder(lockPath("start", homeDir()));
   let deleted = 0;
-  await withAdmin(async (admin) => {
-    const left = (await admin.listTopics()).filter((t) => /^test[_-]/.test(t));
-    if (left.length === 0) return;
-    if (holder?.command === "deno task test") {
-      say(`${left.length} test topics stay: ${describeHolder(holder)} uses them`);
-      return;
-    }
-    for (let i = 0; i < left.length; i += 100) {
-      await admin.deleteTopics({ topics: left.slice(i, i + 100), timeout: 60_000 });
-    }
-    deleted = left.length;
-    say(`deleted ${deleted} topics the tests left (test_…, test-…)`);
-  });
+  if (holder?.command === "deno task test") {
+    say(`the test topics stay: ${describeHolder(holder)} uses them`);
+  } else {
+    deleted = await deleteTopics("test_", "test-");
+    if (deleted > 0) say(`deleted ${deleted} topics the tests left (test_…, test-…)`);
+  }
   const replicas: Record<string, number> = {};
   const { topics } = await withAdmin((admin) => admin.fetchTopicMetadata());
   for (const t of topics) {

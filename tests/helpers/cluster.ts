@@ -52,6 +52,17 @@ export async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T>
   }
 }
 
+/** Deletes every topic `match` accepts, 100 per request; returns how many it deleted. */
+export async function deleteTopicsWhere(match: (topic: string) => boolean): Promise<number> {
+  return await withAdmin(async (admin) => {
+    const topics = (await admin.listTopics()).filter(match);
+    for (let i = 0; i < topics.length; i += 100) {
+      await admin.deleteTopics({ topics: topics.slice(i, i + 100), timeout: 60_000 });
+    }
+    return topics.length;
+  });
+}
+
 /** The ids of the cluster's consumer groups (waited for while a coordinator loads or moves). */
 export async function groupIds(): Promise<string[]> {
   const { groups } = await withAdmin((admin) => whileCoordinatorMoves(() => admin.listGroups()));

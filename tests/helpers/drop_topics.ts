@@ -9,9 +9,8 @@
  * @module
  */
 import { join } from "node:path";
-import { createKafka } from "../../jobs/lib/kafka.ts";
 import { homeDir } from "../../stacks/local/cluster.ts";
-import { BROKERS } from "./cluster.ts";
+import { deleteTopicsWhere } from "./cluster.ts";
 
 // Never outlives the suite by long: a cluster stopped meanwhile ends it here.
 const deadline = setTimeout(() => Deno.exit(0), 30_000);
@@ -20,24 +19,13 @@ const { names, prefixes } = JSON.parse(Deno.args[0] ?? "{}") as {
   names?: string[];
   prefixes?: string[];
 };
-const admin = createKafka({
-  principal: "admin",
-  clientId: "txpipe-test-cleanup",
-  brokers: BROKERS,
-  retry: { retries: 2 },
-}).admin();
 try {
-  await admin.connect();
   const wanted = new Set(names ?? []);
-  const topics = (await admin.listTopics()).filter((t) =>
-    wanted.has(t) || (prefixes ?? []).some((p) => t.startsWith(p))
-  );
-  if (topics.length > 0) await admin.deleteTopics({ topics, timeout: 20_000 });
+  await deleteTopicsWhere((t) => wanted.has(t) || (prefixes ?? []).some((p) => t.startsWith(p)));
 } catch (err) {
   const line = `${new Date().toISOString()} ${(err as Error).message}\n`;
   await Deno.writeTextFile(join(homeDir(), "test-logs", "drop-topics.log"), line, { append: true })
     .catch(() => {});
 } finally {
-  await admin.disconnect().catch(() => {});
   clearTimeout(deadline);
 }
