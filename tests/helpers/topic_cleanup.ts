@@ -4,10 +4,11 @@
  *
  * Why: a broker's replica fetchers and delayed fetches go through every
  * partition it holds at each fetch, idle or not. On this 2-core machine,
- * with the 400 topics the suite used to leave until its end (about 2 300
- * partition replicas per broker), the brokers spent 2–3× the CPU on the same
- * catch-up, and the aggregation took 1.6× as long (docs/benchmarks.md,
- * "Idle partitions cost the brokers CPU").
+ * with 420 idle topics on the cluster (about 2 300 partition replicas per
+ * broker, about what single test files and probes had left on a long-lived
+ * cluster), the brokers spent 3–4× the CPU on the same catch-up, and the
+ * aggregation took 1.5–1.7× as long (docs/benchmarks.md, "Idle partitions
+ * cost the brokers CPU"). The suite itself left its topics until its end.
  *
  * `deno test` runs each test file in an isolate of its own, one file after
  * the other, and an isolate's `unload` event fires once its file has ended:
