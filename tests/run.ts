@@ -13,7 +13,7 @@
 import { clusterDown, clusterUp, homeDir, runningPid } from "../stacks/local/cluster.ts";
 import { acquireLock, describeHolder, type HeldLock, LockedError } from "../stacks/local/lock.ts";
 import { topology } from "../stacks/topology.ts";
-import { deleteTopicsWhere } from "./helpers/cluster.ts";
+import { deleteTopicsWhere, isTestTopic } from "./helpers/cluster.ts";
 
 const COMMAND = "deno task test";
 
@@ -53,7 +53,7 @@ const { code } = await test.status;
 
 // The suite's topics are all named test_…/test-…: remove them.
 try {
-  await deleteTopicsWhere((t) => /^test[_-]/.test(t));
+  await deleteTopicsWhere(isTestTopic);
 } catch (err) {
   console.error(`could not delete the test topics: ${(err as Error).message}`);
 }

@@ -52,7 +52,14 @@ import { createKafka, ensureTopics } from "../../jobs/lib/kafka.ts";
 import { defineCommand, parseCommandLine } from "../../jobs/lib/cli.ts";
 import { formatCount } from "../../jobs/lib/progress.ts";
 import { encodeTransaction, TransactionGenerator } from "../../jobs/lib/generator.ts";
-import { BROKERS, deleteTopicsWhere, grantScratch, TOPO, withAdmin } from "../helpers/cluster.ts";
+import {
+  BROKERS,
+  deleteTopicsWhere,
+  grantScratch,
+  isTestTopic,
+  TOPO,
+  withAdmin,
+} from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
 import { ProcessWatch } from "./proc.ts";
 import { CpuBudget, cpuQuotaSupport } from "./cpu_quota.ts";
@@ -247,7 +254,7 @@ async function leanCluster(): Promise<ClusterState> {
   if (holder?.command === "deno task test") {
     say(`the test topics stay: ${describeHolder(holder)} uses them`);
   } else {
-    deleted = await deleteTopics("test_", "test-");
+    deleted = await deleteTopicsWhere(isTestTopic);
     if (deleted > 0) say(`deleted ${deleted} topics the tests left (test_…, test-…)`);
   }
   const replicas: Record<string, number> = {};

@@ -52,6 +52,11 @@ export async function withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T>
   }
 }
 
+/** Whether `topic` is one the suite names (`test_…`, `test-…`), which nothing keeps. */
+export function isTestTopic(topic: string): boolean {
+  return topic.startsWith("test_") || topic.startsWith("test-");
+}
+
 /** Deletes every topic `match` accepts, 100 per request; returns how many it deleted. */
 export async function deleteTopicsWhere(match: (topic: string) => boolean): Promise<number> {
   return await withAdmin(async (admin) => {
@@ -76,7 +81,7 @@ export async function groupIds(): Promise<string[]> {
 export async function freshTopic(like: string, base = like): Promise<string> {
   await ensureCluster();
   const name = `test_${base}_${crypto.randomUUID().slice(0, 8)}`;
-  dropWhenFileEnds({ topic: name });
+  dropWhenFileEnds({ topics: [name] });
   await withAdmin((admin) => ensureTopics(admin, [topicAs(TOPO, like, name)]));
   return name;
 }

@@ -95,9 +95,8 @@ export function runTopics(input: string, label: string): JobTopics {
     deadLetters: `test_${label}_dlq_${id}`,
     appId: `test-${label}-${id}`,
   };
-  dropWhenFileEnds({ topic: t.output });
-  dropWhenFileEnds({ topic: t.deadLetters });
-  dropWhenFileEnds({ prefix: `${t.appId}-` }); // the job's internal topics
+  // With the job's internal topics, named after its app id.
+  dropWhenFileEnds({ topics: [t.output, t.deadLetters], prefix: `${t.appId}-` });
   return t;
 }
 

@@ -25,12 +25,12 @@ const prefixes = new Set<string>();
 let hooked = false;
 
 /**
- * Deletes `topic` when this test file ends, and with `prefix`, every topic
+ * Deletes `topics` when this test file ends, and with `prefix`, every topic
  * whose name begins with it (a job's internal topics, named after its app
  * id).
  */
-export function dropWhenFileEnds(t: { topic?: string; prefix?: string }): void {
-  if (t.topic) names.add(t.topic);
+export function dropWhenFileEnds(t: { topics?: readonly string[]; prefix?: string }): void {
+  for (const topic of t.topics ?? []) names.add(topic);
   if (t.prefix) prefixes.add(t.prefix);
   if (hooked) return;
   hooked = true;
