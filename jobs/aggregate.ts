@@ -38,7 +38,7 @@
  */
 import { APP_IDS, internalTopicNames, TOPICS, topicSpec, topology } from "../stacks/topology.ts";
 import { defineCommand, parseCommandLine } from "./lib/cli.ts";
-import { runStreamJob, streamFlags } from "./lib/job.ts";
+import { defineStreamJob, runStreamJob, streamFlags } from "./lib/job.ts";
 import { windowedAggregation } from "./lib/repartition.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
@@ -126,23 +126,30 @@ export function aggregateProcessors(o: {
   });
 }
 
-async function main(): Promise<number> {
-  const { values: v } = parseCommandLine(AGGREGATE_COMMAND);
-  // Partition counts of the spec topics the input and repartition topics stand for.
-  const topo = topology();
-  const { rekey, windows } = aggregateProcessors({
-    appId: v.appId,
-    input: v.input,
-    output: v.output,
-    inputPartitions: topicSpec(topo, TOPICS.transactions).partitions,
-    repartitionPartitions:
-      topicSpec(topo, internalTopicNames(APP_IDS.aggregate).repartition).partitions,
-    allowedLatenessMs: v.allowedLateness,
-    windowMs: v.window,
-    maxDriftMs: v.maxWatermarkDrift,
-  });
-  // Either stage failing stops the other, and the job exits non-zero (runStreamJob).
-  return await runStreamJob("aggregate", AGGREGATE_COMMAND, v, [rekey, windows]);
-}
+/** The aggregation job: its command and its two stages, made from the flags' values. */
+export const STREAM_JOB = defineStreamJob({
+  job: "aggregate",
+  command: AGGREGATE_COMMAND,
+  module: import.meta.url,
+  processors: (v) => {
+    // Partition counts of the spec topics the input and repartition topics stand for.
+    const topo = topology();
+    const { rekey, windows } = aggregateProcessors({
+      appId: v.appId,
+      input: v.input,
+      output: v.output,
+      inputPartitions: topicSpec(topo, TOPICS.transactions).partitions,
+      repartitionPartitions:
+        topicSpec(topo, internalTopicNames(APP_IDS.aggregate).repartition).partitions,
+      allowedLatenessMs: v.allowedLateness,
+      windowMs: v.window,
+      maxDriftMs: v.maxWatermarkDrift,
+    });
+    return Promise.resolve([rekey, windows]);
+  },
+});
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  // Either stage failing stops the other, and the job exits non-zero (runStreamJob).
+  Deno.exit(await runStreamJob(STREAM_JOB, parseCommandLine(AGGREGATE_COMMAND).values));
+}

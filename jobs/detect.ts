@@ -28,7 +28,7 @@
  */
 import { internalTopicNames, TOPICS } from "../stacks/topology.ts";
 import { defineCommand, parseCommandLine, UsageError } from "./lib/cli.ts";
-import { runStreamJob, streamFlags } from "./lib/job.ts";
+import { defineStreamJob, runStreamJob, streamFlags } from "./lib/job.ts";
 import type { ProcessContext, StreamProcessor } from "./lib/stream.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
@@ -269,25 +269,32 @@ export async function loadConfig(path: string | undefined): Promise<DetectConfig
   }
 }
 
-async function main(): Promise<number> {
-  const { values: v } = parseCommandLine(DETECT_COMMAND);
-  let config: DetectConfig;
-  try {
-    config = await loadConfig(v.config);
-  } catch (err) {
-    console.error(`deno task detect: ${(err as Error).message}`);
-    return 2;
-  }
-  return await runStreamJob("detect", DETECT_COMMAND, v, [
+/** The detection job: its command and its one processor, made from the flags' values. */
+export const STREAM_JOB = defineStreamJob({
+  job: "detect",
+  command: DETECT_COMMAND,
+  module: import.meta.url,
+  processors: async (v) => [
     detectProcessor({
       appId: v.appId,
       input: v.input,
       output: v.output,
-      config,
+      config: await loadConfig(v.config),
       rulesTopic: v.rulesTopic,
       priorGapMs: v.priorGap,
     }),
-  ]);
+  ],
+});
+
+async function main(): Promise<number> {
+  const { values: v } = parseCommandLine(DETECT_COMMAND);
+  try {
+    await loadConfig(v.config);
+  } catch (err) {
+    console.error(`deno task detect: ${(err as Error).message}`);
+    return 2;
+  }
+  return await runStreamJob(STREAM_JOB, v);
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -17,6 +17,7 @@ import {
   runToCompletion,
   runTopics,
   runTwoInstances,
+  runTwoThreads,
   sharedInput,
   startInstance,
   stopCleanly,
@@ -174,6 +175,18 @@ Deno.test(
     await runTwoInstances("aggregate", t, FLAGS);
     const got = canonical(await outputsOf<Aggregate>(t));
     assert.deepEqual(got, expected);
+  },
+);
+
+Deno.test(
+  "aggregate: one instance with --threads 2 gives output identical to one instance; both threads are members of both stages' groups",
+  kafkaTest,
+  async () => {
+    const expected = canonical((await baseline()).outputs);
+    const input = await sharedInput();
+    const t = runTopics(input.topic, "aggthreads");
+    await runTwoThreads("aggregate", t, FLAGS);
+    assert.deepEqual(canonical(await outputsOf<Aggregate>(t)), expected);
   },
 );
 

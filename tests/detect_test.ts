@@ -18,6 +18,7 @@ import {
   produceMessages,
   runTopics,
   runTwoInstances,
+  runTwoThreads,
   sharedInput,
   startInstance,
   stopCleanly,
@@ -95,6 +96,36 @@ Deno.test(
     const input = await sharedInput();
     const t = runTopics(input.topic, "detscale");
     await runTwoInstances("detect", t);
+    assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
+  },
+);
+
+Deno.test(
+  "detect: one instance with --threads 2 gives output identical to one instance; both threads are members of the group, and /metrics counts both threads' records",
+  kafkaTest,
+  async () => {
+    const expected = canonical((await baseline()).outputs);
+    const input = await sharedInput();
+    const t = runTopics(input.topic, "detthreads");
+    await runTwoThreads("detect", t, [], async (job) => {
+      const log = await Deno.readTextFile(job.logFile);
+      for (const thread of [0, 1]) {
+        assert.match(
+          log,
+          new RegExp(`"txpipe\\.thread":${thread},[^\\n]*"assigned partitions of `),
+          `thread ${thread} was assigned partitions`,
+        );
+      }
+      const url = JSON.parse(log.split("\n")[0])["url.full"];
+      const consumed = (await (await fetch(url)).text()).split("\n")
+        .filter((l) => l.startsWith(`txpipe_consumed_records_total{processor="${t.appId}"`))
+        .reduce((n, l) => n + Number(l.split(" ").pop()), 0);
+      assert.equal(
+        consumed,
+        input.records.length + input.poison.length + input.late.length,
+        "txpipe_consumed_records_total: every input record, once, over both threads",
+      );
+    });
     assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );

@@ -23,6 +23,7 @@ import {
   flagSource,
   type FlagSpecs,
   type FlagValues,
+  parseArgs,
 } from "./cli.ts";
 import {
   createLogger,
@@ -45,6 +46,7 @@ import {
 import { CredentialsError, SECURITY_PROTOCOLS } from "./credentials.ts";
 import { KAFKA_USERS } from "../../stacks/security.ts";
 import { type RunOptions, runStream, STREAM_DEFAULTS, type StreamProcessor } from "./stream.ts";
+import { runThreads } from "./threads.ts";
 
 /**
  * The flags of every command that reaches Kafka (the jobs and `deno task
@@ -228,6 +230,15 @@ export function streamFlags(job: "aggregate" | "detect") {
       help: "longest a batch stays open while its partition has more to read; a batch that " +
         "has read all there is commits at once",
     },
+    threads: {
+      kind: "int",
+      min: 1,
+      max: 64,
+      default: 1,
+      help: "stream threads in this instance, each a member of the job's groups with partitions " +
+        "of its own (as Kafka Streams' num.stream.threads): more than one uses more cores",
+      placeholder: "N",
+    },
   });
 }
 
@@ -254,6 +265,7 @@ export type StreamRunValues = Pick<
   | "fetchBytes"
   | "maxBatchTime"
   | "batchTimeout"
+  | "threads"
 >;
 
 /** The {@link runJob} options the common flags set (see {@link commonFlags}). */
@@ -348,30 +360,90 @@ export function streamTopics<F extends FlagSpecs>(
 }
 
 /**
+ * A stream job as its module declares it, once: its command and how its
+ * processors are made from the flags' values. The module exports it as
+ * `STREAM_JOB`, which is how a stream thread (threads.ts) finds it.
+ */
+export interface StreamJob<F extends FlagSpecs> {
+  readonly job: "aggregate" | "detect";
+  readonly command: CommandSpec<F>;
+  /** The `import.meta.url` of the module that exports it as `STREAM_JOB`. */
+  readonly module: string;
+  /** The job's processors, side by side (either failing stops the other). */
+  // deno-lint-ignore no-explicit-any
+  processors(v: FlagValues<F>): Promise<readonly StreamProcessor<any, any>[]>;
+}
+
+/** `job`, its types kept (see {@link StreamJob}). */
+export function defineStreamJob<F extends FlagSpecs>(job: StreamJob<F>): StreamJob<F> {
+  return job;
+}
+
+/**
  * Runs a stream job: its processors side by side in the shared shell
  * ({@link runJob}), with the topics {@link streamTopics} derives from its
- * flags and processors. Either processor failing stops the others, and the
- * job exits non-zero.
+ * flags and processors; with `--threads N` above 1, in N stream threads
+ * (threads.ts), each running them all. Either processor (or thread) failing
+ * stops the others, and the job exits non-zero.
  */
 export async function runStreamJob<F extends FlagSpecs>(
-  job: "aggregate" | "detect",
-  command: CommandSpec<F>,
+  job: StreamJob<F>,
   v: FlagValues<F> & ShellValues & StreamRunValues,
+): Promise<number> {
+  const processors = await job.processors(v);
+  return await runJob({
+    ...shellOptions(job.job, v),
+    topics: streamTopics(job.command, v, processors),
+  }, async (ctx) => {
+    if (v.threads > 1) {
+      await runThreads({
+        module: job.module,
+        count: v.threads,
+        log: ctx.log,
+        stopSignal: ctx.stopSignal,
+      });
+    } else await runProcessors(processors, streamOptions(v, ctx));
+  });
+}
+
+/**
+ * One stream thread of `job` (threads.ts): its processors, made from the
+ * process's command line, run as in an instance until `stopSignal`, with
+ * Kafka clients of their own. The process has checked the flags, reached
+ * Kafka and created the topics already.
+ */
+export async function runThread<F extends FlagSpecs>(
+  job: StreamJob<F>,
+  thread: number,
+  stopSignal: Promise<void>,
+): Promise<void> {
+  const v = parseArgs(job.command, Deno.args).values as
+    & FlagValues<F>
+    & ShellValues
+    & StreamRunValues;
+  const log = createLogger(job.job, { format: v.logFormat }).child({ "txpipe.thread": thread });
+  const kafka = createKafka({
+    principal: job.job,
+    clientId: `txpipe-${job.job}`,
+    brokers: v.brokers,
+    logger: log,
+  });
+  await runProcessors(await job.processors(v), streamOptions(v, { kafka, log, stopSignal }));
+}
+
+/** Runs `processors` side by side until `run.stopSignal`; the first to fail stops the others. */
+async function runProcessors(
   // deno-lint-ignore no-explicit-any
   processors: readonly StreamProcessor<any, any>[],
-): Promise<number> {
-  return await runJob({
-    ...shellOptions(job, v),
-    topics: streamTopics(command, v, processors),
-  }, async (ctx) => {
-    let failed!: () => void;
-    const failure = new Promise<void>((r) => failed = r);
-    const run = { ...streamOptions(v, ctx), stopSignal: Promise.race([ctx.stopSignal, failure]) };
-    const results = await Promise.allSettled(
-      processors.map((p) => runStream(p, run).catch((err) => (failed(), Promise.reject(err)))),
-    );
-    for (const r of results) if (r.status === "rejected") throw r.reason;
-  });
+  run: RunOptions,
+): Promise<void> {
+  let failed!: () => void;
+  const failure = new Promise<void>((r) => failed = r);
+  const options = { ...run, stopSignal: Promise.race([run.stopSignal, failure]) };
+  const results = await Promise.allSettled(
+    processors.map((p) => runStream(p, options).catch((err) => (failed(), Promise.reject(err)))),
+  );
+  for (const r of results) if (r.status === "rejected") throw r.reason;
 }
 
 /** What a job's body gets from {@link runJob}. */

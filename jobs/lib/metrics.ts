@@ -8,12 +8,42 @@
  *
  * @module
  */
-import client from "prom-client";
+import client, { type MetricObjectWithValues, type MetricValue } from "prom-client";
 
 /** The registry every txpipe metric lives in. */
 export const registry = new client.Registry();
 
-client.collectDefaultMetrics({ register: registry, prefix: "txpipe_" });
+/** A registry's metrics as JSON (`getMetricsAsJSON`), as a stream thread hands them over. */
+export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
+
+// The process's own metrics (CPU, memory, event loop), once per process: a
+// stream thread (a worker, jobs/lib/threads.ts) has only the jobs' metrics.
+// deno-lint-ignore no-explicit-any
+const g = globalThis as any;
+if (!(typeof g.WorkerGlobalScope !== "undefined" && g instanceof g.WorkerGlobalScope)) {
+  client.collectDefaultMetrics({ register: registry, prefix: "txpipe_" });
+}
+
+/** More metrics to serve beside the registry's: the stream threads' (jobs/lib/threads.ts). */
+const sources = new Set<() => Promise<MetricsJson[]>>();
+
+/**
+ * Serves the metrics `source` gives on every scrape, summed with the
+ * registry's as prom-client's AggregatorRegistry sums them (each metric by
+ * its `aggregator`, "sum" unless it says otherwise). Returns its removal.
+ */
+export function addMetricsSource(source: () => Promise<MetricsJson[]>): () => void {
+  sources.add(source);
+  return () => sources.delete(source);
+}
+
+/** The text of /metrics: the registry's, with those of every added source summed in. */
+export async function metricsText(): Promise<string> {
+  if (sources.size === 0) return await registry.metrics();
+  const all: MetricsJson[] = [await registry.getMetricsAsJSON()];
+  for (const source of sources) all.push(...await source());
+  return await client.AggregatorRegistry.aggregate(all).metrics();
+}
 
 /** Producer: records acknowledged by Kafka (acks=all). */
 export const producedRecords = new client.Counter({
@@ -110,7 +140,7 @@ export function serveMetrics(options: ServeOptions): Deno.HttpServer<Deno.NetAdd
   }, async (req) => {
     const url = new URL(req.url);
     if (url.pathname === "/metrics") {
-      return new Response(await registry.metrics(), {
+      return new Response(await metricsText(), {
         headers: { "content-type": registry.contentType },
       });
     }
@@ -218,6 +248,7 @@ export const eventTimeLead = new client.Gauge({
     "committed batch with event-time outputs; 0 when none was ahead",
   labelNames: ["processor"] as const,
   registers: [registry],
+  aggregator: "max", // over stream threads: the largest lead of any
 });
 
 /**

@@ -550,8 +550,9 @@ async function settle(count: () => number, quietMs = 2000, maxMs = 15_000): Prom
 
 /**
  * Fresh instances of a txpipe job (one, or two sharing the work as one
- * consumer group) over the whole backlog, from spawn to committed. With two,
- * peak RSS is the sum of each one's peak and CPU the sum of both.
+ * consumer group; each with `threads` stream threads) over the whole backlog,
+ * from spawn to committed. With two, peak RSS is the sum of each one's peak
+ * and CPU the sum of both.
  */
 async function runTxpipe(
   job: "aggregate" | "detect",
@@ -562,6 +563,7 @@ async function runTxpipe(
   via?: Transport,
   reference?: Reference,
   cpusPerInstance?: number,
+  threads = 1,
 ): Promise<{ run: CatchUpRun; windows?: WindowTotals[] }> {
   const t = runTopics(backlog, `bench_${job}`);
   await createTopic(t.output, job === "aggregate" ? TOPICS.aggregates : TOPICS.anomalies);
@@ -576,6 +578,7 @@ async function runTxpipe(
     ]
     : [];
   flags.push(...jobFlags);
+  if (threads > 1) flags.push("--threads", String(threads));
   const started = Array.from(
     { length: instances },
     () =>
@@ -633,7 +636,8 @@ async function runTxpipe(
   }
   const usages = watches.map((w) => w.stop());
   const run: CatchUpRun = {
-    contender: (instances === 1 ? `txpipe ${job}` : `txpipe ${job}, ${instances} instances`) +
+    contender: `txpipe ${job}` + (instances === 1 ? "" : `, ${instances} instances`) +
+      (threads === 1 ? "" : `, ${threads} threads`) +
       (reference ? ` at ${reference.rev}` : via ? ` over ${via.name}` : ""),
     records,
     startedAt,
@@ -668,8 +672,9 @@ function catchUpContenders(
   jobFlags: readonly string[] = [],
   cpusPerInstance?: number,
 ): CatchUpContender[] {
-  const txpipe = (job: "aggregate" | "detect", instances: 1 | 2) => (topic: string, n: number) =>
-    runTxpipe(job, topic, n, instances, jobFlags, undefined, undefined, cpusPerInstance);
+  const txpipe =
+    (job: "aggregate" | "detect", instances: 1 | 2, threads = 1) => (topic: string, n: number) =>
+      runTxpipe(job, topic, n, instances, jobFlags, undefined, undefined, cpusPerInstance, threads);
   const contenders: CatchUpContender[] = [
     CONSUMER_PERFORMANCE,
     {
@@ -708,6 +713,16 @@ function catchUpContenders(
       name: "txpipe detect, 2 instances",
       what: "the same, two instances sharing the partitions",
       run: txpipe("detect", 2),
+    },
+    {
+      name: "txpipe aggregate, 2 threads",
+      what: "the same, one instance with two stream threads (--threads 2)",
+      run: txpipe("aggregate", 1, 2),
+    },
+    {
+      name: "txpipe detect, 2 threads",
+      what: "the same, one instance with two stream threads (--threads 2)",
+      run: txpipe("detect", 1, 2),
     },
   ];
   if (spark) {

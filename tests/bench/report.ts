@@ -90,6 +90,8 @@ export const COMPARISONS = {
     "txpipe detect": ["ConsumerPerformance"],
     "txpipe aggregate, 2 instances": ["txpipe aggregate"],
     "txpipe detect, 2 instances": ["txpipe detect"],
+    "txpipe aggregate, 2 threads": ["txpipe aggregate"],
+    "txpipe detect, 2 threads": ["txpipe detect"],
   }),
   producer: (contenders: readonly ContenderSummary[]): Record<string, string[]> => ({
     "txpipe produce": contenders.map((x) => x.contender).filter((name) =>

@@ -388,6 +388,32 @@ export async function runTwoInstances(
 }
 
 /**
+ * Runs one instance of `job` with `--threads 2` until caught up, asserting
+ * that each of its consumer groups has both threads as members, then stops it
+ * cleanly (exit 0). `whileRunning` checks more while it runs.
+ */
+export async function runTwoThreads(
+  job: "aggregate" | "detect",
+  t: JobTopics,
+  extra: string[] = [],
+  whileRunning: (i: Instance) => Promise<void> = async () => {},
+): Promise<void> {
+  const instance = startInstance(job, t, [...extra, "--threads", "2"]);
+  let failure: unknown;
+  try {
+    await waitCaughtUp(job, t);
+    for (const { group } of groupsOf(job, t)) {
+      const { groups } = await withAdmin((admin) => admin.describeGroups([group]));
+      assert.equal(groups[0].members.length, 2, `${group} has both threads as members`);
+    }
+    await whileRunning(instance);
+  } catch (err) {
+    failure = err;
+  }
+  await stopAll([instance], failure);
+}
+
+/**
  * Kills three instances of `job` with SIGKILL mid-run, one after another
  * (asserting each kill left records to do), then runs one to completion.
  * Small batches make many transactions, so every kill lands mid-run.

@@ -1,0 +1,125 @@
+/**
+ * Stream threads: one instance of a stream job running its processors in
+ * several threads, as Kafka Streams runs `num.stream.threads` (`--threads`).
+ *
+ * Each thread is a Web Worker that runs the job's processors exactly as an
+ * instance does (jobs/lib/stream.ts): its own Kafka clients, its own members
+ * of the job's consumer groups, its own partitions, their transactions and
+ * their state. So everything an instance guarantees holds per thread, and a
+ * thread that stops or fails is a member leaving the group. The process keeps
+ * what is shared: the /metrics endpoint (each thread's metrics summed in, as
+ * prom-client's AggregatorRegistry sums a Node cluster's), the signals, the
+ * connection check and the topics.
+ *
+ * A job's threads share the process's one stdout: each log line carries
+ * `txpipe.thread`. One thread uses one core; a job whose one thread is busy
+ * (detect, docs/benchmarks.md) reads faster with two where a core is free.
+ *
+ * The thread's side is {@link runThread} (stream_thread.ts is the worker's
+ * entry point); the process's side is {@link runThreads}.
+ *
+ * @module
+ */
+import { addMetricsSource, type MetricsJson } from "./metrics.ts";
+import type { Logger } from "./log.ts";
+
+/** What the process tells a thread. */
+export type ToThread =
+  | { kind: "start"; thread: number; module: string }
+  | { kind: "stop" }
+  | { kind: "metrics"; id: number };
+
+/** What a thread tells the process. */
+export type FromThread =
+  | { kind: "done" }
+  | { kind: "failed"; name: string; message: string; stack?: string }
+  | { kind: "metrics"; id: number; metrics: MetricsJson };
+
+/** Whether this code runs in a worker (a stream thread), not the process's main thread. */
+export function inWorker(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  return typeof g.WorkerGlobalScope !== "undefined" && g instanceof g.WorkerGlobalScope;
+}
+
+/** A thread's failure, as the process reports it. */
+export class ThreadError extends Error {
+  constructor(readonly thread: number, name: string, message: string, stack?: string) {
+    super(`thread ${thread}: ${message}`);
+    this.name = `ThreadError(${name})`;
+    if (stack) this.stack = `${this.name}: ${this.message}\n(in the thread) ${stack}`;
+  }
+}
+
+/** How long a scrape waits for a busy thread's metrics before leaving them out. */
+const METRICS_WAIT_MS = 5_000;
+
+/**
+ * Runs `count` stream threads of the job module at `module` (a module that
+ * exports `STREAM_JOB`, see job.ts) until `stopSignal`, then stops them and
+ * waits for each to commit and leave. The first thread to fail stops the
+ * others, and this throws its error. While they run, /metrics serves their
+ * metrics summed with the process's own.
+ */
+export async function runThreads(o: {
+  module: string;
+  count: number;
+  log: Logger;
+  stopSignal: Promise<void>;
+}): Promise<void> {
+  const entry = new URL("./stream_thread.ts", import.meta.url);
+  const workers: Worker[] = [];
+  let failure: ThreadError | undefined;
+  let stopAll!: () => void;
+  const stopping = new Promise<void>((r) => stopAll = r);
+  const pending = new Map<number, (m: MetricsJson | undefined) => void>();
+  let nextId = 0;
+  const finished = Array.from({ length: o.count }, (_, thread) =>
+    new Promise<void>((resolve) => {
+      const worker = new Worker(entry, { type: "module", name: `stream-thread-${thread}` });
+      workers.push(worker);
+      const fail = (e: ThreadError) => {
+        failure ??= e;
+        stopAll();
+        resolve();
+      };
+      worker.onmessage = (e: MessageEvent<FromThread>) => {
+        const m = e.data;
+        if (m.kind === "done") resolve();
+        else if (m.kind === "failed") fail(new ThreadError(thread, m.name, m.message, m.stack));
+        else if (m.kind === "metrics") {
+          pending.get(m.id)?.(m.metrics);
+          pending.delete(m.id);
+        }
+      };
+      worker.onerror = (e) => {
+        e.preventDefault();
+        fail(new ThreadError(thread, "Error", e.message));
+      };
+      worker.postMessage({ kind: "start", thread, module: o.module } satisfies ToThread);
+    }));
+  const removeSource = addMetricsSource(async () => {
+    const replies = workers.map((w) =>
+      new Promise<MetricsJson | undefined>((resolve) => {
+        const id = nextId++;
+        pending.set(id, resolve);
+        setTimeout(() => {
+          if (pending.delete(id)) resolve(undefined);
+        }, METRICS_WAIT_MS);
+        w.postMessage({ kind: "metrics", id } satisfies ToThread);
+      })
+    );
+    return (await Promise.all(replies)).filter((m) => m !== undefined);
+  });
+  o.log.info({ "txpipe.threads": o.count }, `${o.count} stream threads started`);
+  try {
+    await Promise.race([o.stopSignal, stopping]);
+    for (const w of workers) w.postMessage({ kind: "stop" } satisfies ToThread);
+    await Promise.all(finished);
+  } finally {
+    removeSource();
+    for (const resolve of pending.values()) resolve(undefined);
+    for (const w of workers) w.terminate();
+  }
+  if (failure) throw failure;
+}
