@@ -32,7 +32,7 @@ Deno.test("threads: a thread that fails stops the job with its message, naming t
     }),
     (err: unknown) => {
       assert.ok(err instanceof ThreadError, String(err));
-      assert.match(err.message, /^thread [01]: no processors here \(on purpose\)$/);
+      assert.match(err.message, /^thread [12]: no processors here \(on purpose\)$/);
       return true;
     },
   );
@@ -47,7 +47,7 @@ Deno.test("threads: a module without STREAM_JOB is a failure, not a hang", async
       log: quiet,
       stopSignal: new Promise(() => {}),
     }),
-    /thread 0: .*currency\.ts exports no STREAM_JOB/,
+    /thread 1: .*currency\.ts exports no STREAM_JOB/,
   );
 });
 

@@ -395,14 +395,17 @@ export async function runStreamJob<F extends FlagSpecs>(
     ...shellOptions(job.job, v),
     topics: streamTopics(job.command, v, processors),
   }, async (ctx) => {
-    if (v.threads > 1) {
-      await runThreads({
-        module: job.module,
-        count: v.threads,
-        log: ctx.log,
-        stopSignal: ctx.stopSignal,
-      });
-    } else await runProcessors(processors, streamOptions(v, ctx));
+    if (v.threads === 1) return await runProcessors(processors, streamOptions(v, ctx));
+    // Thread 0 here, threads 1 to N-1 in workers: the first to fail stops the rest.
+    let failed!: () => void;
+    const failure = new Promise<void>((r) => failed = r);
+    const stopSignal = Promise.race([ctx.stopSignal, failure]);
+    const log = ctx.log.child({ "txpipe.thread": 0 });
+    const results = await Promise.allSettled([
+      runProcessors(processors, streamOptions(v, { ...ctx, log, stopSignal })),
+      runThreads({ module: job.module, count: v.threads - 1, log: ctx.log, stopSignal }),
+    ].map((p) => p.catch((err) => (failed(), Promise.reject(err)))));
+    for (const r of results) if (r.status === "rejected") throw r.reason;
   });
 }
 

@@ -2,12 +2,14 @@
  * Stream threads: one instance of a stream job running its processors in
  * several threads, as Kafka Streams runs `num.stream.threads` (`--threads`).
  *
- * Each thread is a Web Worker that runs the job's processors exactly as an
- * instance does (jobs/lib/stream.ts): its own Kafka clients, its own members
- * of the job's consumer groups, its own partitions, their transactions and
- * their state. So everything an instance guarantees holds per thread, and a
- * thread that stops or fails is a member leaving the group. The process keeps
- * what is shared: the /metrics endpoint (each thread's metrics summed in, as
+ * Each thread runs the job's processors exactly as an instance does
+ * (jobs/lib/stream.ts): its own Kafka clients, its own members of the job's
+ * consumer groups, its own partitions, their transactions and their state.
+ * So everything an instance guarantees holds per thread, and a thread that
+ * stops or fails is a member leaving the group. Thread 0 is the process's
+ * main thread; threads 1 to N-1 are Web Workers (each a V8 isolate of its
+ * own, about 30 MiB before it holds any data). The main thread also keeps
+ * what is shared: the /metrics endpoint (each worker's metrics summed in, as
  * prom-client's AggregatorRegistry sums a Node cluster's), the signals, the
  * connection check and the topics.
  *
@@ -55,18 +57,21 @@ export class ThreadError extends Error {
 const METRICS_WAIT_MS = 5_000;
 
 /**
- * Runs `count` stream threads of the job module at `module` (a module that
- * exports `STREAM_JOB`, see job.ts) until `stopSignal`, then stops them and
- * waits for each to commit and leave. The first thread to fail stops the
- * others, and this throws its error. While they run, /metrics serves their
- * metrics summed with the process's own.
+ * Runs `count` stream threads (workers) of the job module at `module` (a
+ * module that exports `STREAM_JOB`, see job.ts), numbered from `first`, until
+ * `stopSignal`, then stops them and waits for each to commit and leave. The
+ * first thread to fail stops the others, and this throws its error. While
+ * they run, /metrics serves their metrics summed with the process's own.
  */
 export async function runThreads(o: {
   module: string;
   count: number;
+  /** The number of the first (default 1: the main thread is thread 0). */
+  first?: number;
   log: Logger;
   stopSignal: Promise<void>;
 }): Promise<void> {
+  const first = o.first ?? 1;
   const entry = new URL("./stream_thread.ts", import.meta.url);
   const workers: Worker[] = [];
   let failure: ThreadError | undefined;
@@ -74,8 +79,9 @@ export async function runThreads(o: {
   const stopping = new Promise<void>((r) => stopAll = r);
   const pending = new Map<number, (m: MetricsJson | undefined) => void>();
   let nextId = 0;
-  const finished = Array.from({ length: o.count }, (_, thread) =>
+  const finished = Array.from({ length: o.count }, (_, i) =>
     new Promise<void>((resolve) => {
+      const thread = first + i;
       const worker = new Worker(entry, { type: "module", name: `stream-thread-${thread}` });
       workers.push(worker);
       const fail = (e: ThreadError) => {
@@ -111,7 +117,10 @@ export async function runThreads(o: {
     );
     return (await Promise.all(replies)).filter((m) => m !== undefined);
   });
-  o.log.info({ "txpipe.threads": o.count }, `${o.count} stream threads started`);
+  o.log.info(
+    { "txpipe.threads": o.count },
+    `stream threads ${first} to ${first + o.count - 1} started (workers)`,
+  );
   try {
     await Promise.race([o.stopSignal, stopping]);
     for (const w of workers) w.postMessage({ kind: "stop" } satisfies ToThread);
