@@ -51,6 +51,20 @@ Deno.test("threads: a module without STREAM_JOB is a failure, not a hang", async
   );
 });
 
+Deno.test("threads: a thread that must end the process ends it, with its exit code (Deno.exit in a worker would end only the worker)", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./fixtures/exiting_stream_job.ts", import.meta.url).pathname],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const { code, stdout } = await child.output();
+  clearTimeout(timer);
+  assert.equal(code, 3, new TextDecoder().decode(stdout));
+  assert.match(new TextDecoder().decode(stdout), /thread 1 ends the process \(3\)/);
+});
+
 /** The value of `name`'s series with exactly `labels` in a /metrics text. */
 function valueOf(text: string, name: string, labels: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}} `));

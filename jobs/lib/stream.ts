@@ -54,6 +54,7 @@ import { lastStableOffset } from "./read_committed.ts";
 import { ControlReader } from "./control.ts";
 import { type AlignmentChange, EventTimeAlignment } from "./alignment.ts";
 import { whileCoordinatorMoves } from "./coordinators.ts";
+import { exitProcess } from "./threads.ts";
 // kafkajs's own test of a rebalance error (REBALANCE_IN_PROGRESS, NOT_COORDINATOR, ILLEGAL_GENERATION).
 import kafkaErrors from "kafkajs/src/errors.js";
 
@@ -750,7 +751,7 @@ export async function runStream<T, S, C>(
         "(a restart resumes from the last commit)";
       log.error({ partition, "event.action": "batch-stuck" }, message);
       console.error(message);
-      Deno.exit(1);
+      exitProcess(1); // (from a stream thread too, threads.ts)
     }
     log.error(
       { partition, "event.action": "batch-abandoned" },

@@ -34,6 +34,7 @@ export type ToThread =
 /** What a thread tells the process. */
 export type FromThread =
   | { kind: "done" }
+  | { kind: "exit"; code: number }
   | { kind: "failed"; name: string; message: string; stack?: string }
   | { kind: "metrics"; id: number; metrics: MetricsJson };
 
@@ -42,6 +43,19 @@ export function inWorker(): boolean {
   // deno-lint-ignore no-explicit-any
   const g = globalThis as any;
   return typeof g.WorkerGlobalScope !== "undefined" && g instanceof g.WorkerGlobalScope;
+}
+
+/**
+ * Ends the process with `code` (crash-only: a restart resumes from the last
+ * commit). `Deno.exit` in a Web Worker would end only that worker, silently,
+ * its partitions stuck with a member that no longer reads; so a stream thread
+ * asks the main thread to exit, then stops.
+ */
+export function exitProcess(code: number): never {
+  if (!inWorker()) Deno.exit(code);
+  // deno-lint-ignore no-explicit-any
+  (self as any).postMessage({ kind: "exit", code } satisfies FromThread);
+  throw new Error(`the process is exiting with code ${code}`);
 }
 
 /** A thread's failure, as the process reports it. */
@@ -92,7 +106,10 @@ export async function runThreads(o: {
       worker.onmessage = (e: MessageEvent<FromThread>) => {
         const m = e.data;
         if (m.kind === "done") resolve();
-        else if (m.kind === "failed") fail(new ThreadError(thread, m.name, m.message, m.stack));
+        else if (m.kind === "exit") {
+          o.log.error({ "txpipe.thread": thread }, `thread ${thread} ends the process (${m.code})`);
+          Deno.exit(m.code);
+        } else if (m.kind === "failed") fail(new ThreadError(thread, m.name, m.message, m.stack));
         else if (m.kind === "metrics") {
           pending.get(m.id)?.(m.metrics);
           pending.delete(m.id);
@@ -104,14 +121,21 @@ export async function runThreads(o: {
       };
       worker.postMessage({ kind: "start", thread, module: o.module } satisfies ToThread);
     }));
+  // Each worker's latest metrics: a scrape that a busy worker does not answer
+  // in time serves them again, so that its counters never seem to go back.
+  const latest: Array<MetricsJson | undefined> = [];
   const removeSource = addMetricsSource(async () => {
-    const replies = workers.map((w) =>
+    const replies = workers.map((w, i) =>
       new Promise<MetricsJson | undefined>((resolve) => {
         const id = nextId++;
-        pending.set(id, resolve);
-        setTimeout(() => {
-          if (pending.delete(id)) resolve(undefined);
+        const timer = setTimeout(() => {
+          if (pending.delete(id)) resolve(latest[i]);
         }, METRICS_WAIT_MS);
+        pending.set(id, (m) => {
+          clearTimeout(timer);
+          if (m !== undefined) latest[i] = m;
+          resolve(latest[i]);
+        });
         w.postMessage({ kind: "metrics", id } satisfies ToThread);
       })
     );
