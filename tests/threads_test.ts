@@ -14,6 +14,7 @@ import {
   eventTimeLead,
   type MetricsJson,
   metricsText,
+  serveMetrics,
 } from "../jobs/lib/metrics.ts";
 import { Writable } from "node:stream";
 
@@ -96,11 +97,12 @@ Deno.test("threads: /metrics sums the threads' counters into the process's, and 
     return r.getMetricsAsJSON();
   };
   const remove = addMetricsSource(async () => [await thread(7, 9), await thread(11, 1)]);
+  const server = serveMetrics({ port: 0 });
   try {
-    const text = await metricsText();
+    const text = await (await fetch(`http://127.0.0.1:${server.addr.port}/metrics`)).text();
     assert.equal(valueOf(text, "txpipe_consumed_records_total", labels), 5 + 7 + 11);
     assert.equal(valueOf(text, "txpipe_event_time_lead_seconds", `processor="${processor}"`), 9);
-    // The process's own metrics (CPU, memory) are there once.
+    // The process's own metrics (CPU, memory) are there once: the serving thread's.
     assert.equal(
       text.split("\n").filter((l) => l.startsWith("# TYPE txpipe_process_cpu_seconds_total "))
         .length,
@@ -108,6 +110,7 @@ Deno.test("threads: /metrics sums the threads' counters into the process's, and 
     );
   } finally {
     remove();
+    await server.shutdown();
   }
   // Without sources: the registry's own text.
   assert.equal(valueOf(await metricsText(), "txpipe_consumed_records_total", labels), 5);

@@ -396,16 +396,13 @@ export async function runStreamJob<F extends FlagSpecs>(
     topics: streamTopics(job.command, v, processors),
   }, async (ctx) => {
     if (v.threads === 1) return await runProcessors(processors, streamOptions(v, ctx));
-    // Thread 0 here, threads 1 to N-1 in workers: the first to fail stops the rest.
-    let failed!: () => void;
-    const failure = new Promise<void>((r) => failed = r);
-    const stopSignal = Promise.race([ctx.stopSignal, failure]);
+    // Thread 0 here, threads 1 to N-1 in workers.
     const log = ctx.log.child({ "txpipe.thread": 0 });
-    const results = await Promise.allSettled([
-      runProcessors(processors, streamOptions(v, { ...ctx, log, stopSignal })),
-      runThreads({ module: job.module, count: v.threads - 1, log: ctx.log, stopSignal }),
-    ].map((p) => p.catch((err) => (failed(), Promise.reject(err)))));
-    for (const r of results) if (r.status === "rejected") throw r.reason;
+    await untilOneFails(ctx.stopSignal, [
+      (stopSignal) => runProcessors(processors, streamOptions(v, { ...ctx, log, stopSignal })),
+      (stopSignal) =>
+        runThreads({ module: job.module, count: v.threads - 1, log: ctx.log, stopSignal }),
+    ]);
   });
 }
 
@@ -435,16 +432,31 @@ export async function runThread<F extends FlagSpecs>(
 }
 
 /** Runs `processors` side by side until `run.stopSignal`; the first to fail stops the others. */
-async function runProcessors(
+function runProcessors(
   // deno-lint-ignore no-explicit-any
   processors: readonly StreamProcessor<any, any>[],
   run: RunOptions,
 ): Promise<void> {
+  return untilOneFails(
+    run.stopSignal,
+    processors.map((p) => (stopSignal) => runStream(p, { ...run, stopSignal })),
+  );
+}
+
+/**
+ * Runs `tasks` side by side, each until the stop signal it is given:
+ * `stopSignal`, or the first of them failing. Throws that first failure once
+ * all have ended.
+ */
+async function untilOneFails(
+  stopSignal: Promise<void>,
+  tasks: ReadonlyArray<(stopSignal: Promise<void>) => Promise<void>>,
+): Promise<void> {
   let failed!: () => void;
   const failure = new Promise<void>((r) => failed = r);
-  const options = { ...run, stopSignal: Promise.race([run.stopSignal, failure]) };
+  const stop = Promise.race([stopSignal, failure]);
   const results = await Promise.allSettled(
-    processors.map((p) => runStream(p, options).catch((err) => (failed(), Promise.reject(err)))),
+    tasks.map((task) => task(stop).catch((err) => (failed(), Promise.reject(err)))),
   );
   for (const r of results) if (r.status === "rejected") throw r.reason;
 }

@@ -16,11 +16,16 @@ export const registry = new client.Registry();
 /** A registry's metrics as JSON (`getMetricsAsJSON`), as a stream thread hands them over. */
 export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
-// The process's own metrics (CPU, memory, event loop), once per process: a
-// stream thread (a worker, jobs/lib/threads.ts) has only the jobs' metrics.
-// deno-lint-ignore no-explicit-any
-const g = globalThis as any;
-if (!(typeof g.WorkerGlobalScope !== "undefined" && g instanceof g.WorkerGlobalScope)) {
+let processMetrics = false;
+
+/**
+ * Adds the process's own metrics (CPU, memory, event loop) to the registry,
+ * once: by the thread that serves /metrics ({@link serveMetrics}), so a
+ * stream thread (a worker, threads.ts) has only the jobs' metrics.
+ */
+function collectProcessMetrics(): void {
+  if (processMetrics) return;
+  processMetrics = true;
   client.collectDefaultMetrics({ register: registry, prefix: "txpipe_" });
 }
 
@@ -133,6 +138,7 @@ export interface ServeOptions {
  * a free port; the chosen address is passed to `onListen`.
  */
 export function serveMetrics(options: ServeOptions): Deno.HttpServer<Deno.NetAddr> {
+  collectProcessMetrics();
   return Deno.serve({
     port: options.port,
     hostname: options.hostname ?? "127.0.0.1",
