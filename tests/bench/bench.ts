@@ -1060,7 +1060,7 @@ async function extractReference(rev: string): Promise<Reference | undefined> {
 /**
  * Today's aggregate and detect against the same jobs at an earlier commit,
  * interleaved on one backlog, with ConsumerPerformance as the machine's
- * reference. Every txpipe job connects over the bench's PLAINTEXT listener,
+ * reference, and today's detect with two stream threads (`--threads 2`). Every txpipe job connects over the bench's PLAINTEXT listener,
  * today's as well, since an earlier commit may not speak SASL; the
  * aggregations' windows are cross-checked against today's first run.
  */
@@ -1093,6 +1093,11 @@ async function referenceBenchmark(
           run: () => runTxpipe(job, backlog, records, 1, [], plaintext, reference),
         },
       ]),
+      {
+        name: "txpipe detect, 2 threads",
+        what: "today's job with --threads 2, over PLAINTEXT",
+        run: () => runTxpipe("detect", backlog, records, 1, [], plaintext, undefined, undefined, 2),
+      },
     ];
     const { byName, checks } = await interleave(contenders, runs);
     return {

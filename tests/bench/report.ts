@@ -101,6 +101,7 @@ export const COMPARISONS = {
   reference: (rev: string): Record<string, string[]> => ({
     "txpipe aggregate": [`txpipe aggregate at ${rev}`, "txpipe detect", "ConsumerPerformance"],
     "txpipe detect": [`txpipe detect at ${rev}`, "ConsumerPerformance"],
+    "txpipe detect, 2 threads": [`txpipe detect at ${rev}`, "txpipe detect"],
   }),
 };
 
