@@ -61,7 +61,7 @@ import {
   withAdmin,
 } from "../helpers/cluster.ts";
 import { runTopics, startInstance, stopInstance, waitCaughtUp } from "../helpers/jobs.ts";
-import { ProcessWatch } from "./proc.ts";
+import { kafkaCpuSeconds, ProcessWatch } from "./proc.ts";
 import { CpuBudget, cpuQuotaSupport } from "./cpu_quota.ts";
 import { startReader } from "./reader.ts";
 import { withClientConfig } from "../helpers/client_config.ts";
@@ -458,7 +458,8 @@ async function producerBenchmark(records: number, runs: number): Promise<Produce
   ];
   for (let i = 0; i < runs; i++) {
     for (const c of rotate(contenders, i)) {
-      const r = await c.run();
+      const [r, kafkaCpu] = await kafkaCpuDuring(c.run);
+      if (kafkaCpu !== undefined) r.kafkaCpuSeconds = kafkaCpu;
       (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r);
       console.log(`    run ${i + 1}: ${line(r)}`);
     }
@@ -798,7 +799,8 @@ async function interleave(
   const windows = new Map<string, WindowTotals[][]>();
   for (let i = 0; i < runs; i++) {
     for (const c of rotate(contenders, i)) {
-      const r = await c.run();
+      const [r, kafkaCpu] = await kafkaCpuDuring(c.run);
+      if (kafkaCpu !== undefined) r.run.kafkaCpuSeconds = kafkaCpu;
       (byName.get(c.name) ?? byName.set(c.name, []).get(c.name)!).push(r.run);
       if (r.windows) (windows.get(c.name) ?? windows.set(c.name, []).get(c.name)!).push(r.windows);
       console.log(`    run ${i + 1}: ${line(r.run)}`);
@@ -809,6 +811,18 @@ async function interleave(
   const checks = crossCheckAll(windows);
   for (const c of checks) console.log(`    cross-check: ${describeCheck(c)}`);
   return { byName, checks };
+}
+
+/**
+ * `run`'s result and the CPU seconds the local cluster's Kafka JVMs used
+ * while it ran (undefined when the cluster's pid files name no process).
+ */
+async function kafkaCpuDuring<T>(run: () => Promise<T>): Promise<[T, number | undefined]> {
+  const clusterDir = join(homeDir(), "kafka", "cluster");
+  const before = kafkaCpuSeconds(clusterDir);
+  const result = await run();
+  const after = kafkaCpuSeconds(clusterDir);
+  return [result, before === undefined || after === undefined ? undefined : after - before];
 }
 
 /** Every aggregation run against txpipe's first run: the reference. */
@@ -1182,7 +1196,8 @@ function line(r: CatchUpRun): string {
   return `${r.contender.padEnd(50)} ${
     formatCount(r.recordsPerSecond).padStart(8)
   } rec/s${first}; ` +
-    `peak RSS ${mib(r.peakRssBytes)}, CPU ${r.cpuSeconds.toFixed(1)} s`;
+    `peak RSS ${mib(r.peakRssBytes)}, CPU ${r.cpuSeconds.toFixed(1)} s` +
+    (r.kafkaCpuSeconds === undefined ? "" : `, Kafka's CPU ${r.kafkaCpuSeconds.toFixed(1)} s`);
 }
 
 async function machine(): Promise<Machine> {
@@ -1210,7 +1225,7 @@ function table(
     `${title}`,
     `  ${"contender".padEnd(50)} ${"rec/s median (min–max)".padEnd(30)} ${
       "w/o start-up".padEnd(12)
-    } ${"peak RSS".padEnd(9)} CPU s  ratios`,
+    } ${"peak RSS".padEnd(9)} CPU s  Kafka  ratios`,
   ];
   const median = (name: string) =>
     contenders.find((c) => c.contender === name)?.recordsPerSecond.median;
@@ -1229,7 +1244,7 @@ function table(
           ? formatCount(c.recordsPerSecondFromFirstOutput.median)
           : "—").padEnd(12)} ${mib(c.peakRssBytes?.median ?? 0).padEnd(9)} ${
         (c.cpuSeconds?.median ?? 0).toFixed(1).padStart(5)
-      }  ${ratios}${
+      } ${(c.kafkaCpuSeconds ? c.kafkaCpuSeconds.median.toFixed(1) : "").padStart(6)}  ${ratios}${
         c.dropped ? `  (dropped as late: ${c.dropped.map(formatCount).join(", ")})` : ""
       }`,
     );

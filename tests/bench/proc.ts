@@ -107,6 +107,38 @@ export class ProcessWatch {
   }
 }
 
+/**
+ * CPU seconds the local cluster's Kafka JVMs (controllers and brokers, from
+ * their pid files under `clusterDir`) have used so far; undefined when none
+ * runs. The difference across a run is the cluster's share of its cost.
+ */
+export function kafkaCpuSeconds(clusterDir: string): number | undefined {
+  let ticks = 0;
+  let found = false;
+  for (
+    const entry of (() => {
+      try {
+        return [...Deno.readDirSync(clusterDir)];
+      } catch {
+        return [];
+      }
+    })()
+  ) {
+    let pid: number;
+    try {
+      pid = Number(Deno.readTextFileSync(`${clusterDir}/${entry.name}/pid`).trim());
+    } catch {
+      continue;
+    }
+    const s = readStat(pid);
+    if (s) {
+      ticks += s.ticks;
+      found = true;
+    }
+  }
+  return found ? ticks / TICKS : undefined;
+}
+
 /** Stops a child with SIGTERM (a clean close), then SIGKILL if it has not exited after `graceMs`. */
 export async function stopGracefully(
   child: Deno.ChildProcess,

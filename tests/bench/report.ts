@@ -39,14 +39,14 @@ function rows(
     return `| ${c.contender}${dropped} | ${spreadText(c.recordsPerSecond)} | ${
       c.recordsPerSecondFromFirstOutput ? n(c.recordsPerSecondFromFirstOutput.median) : "—"
     } | ${mib(c.peakRssBytes?.median)} | ${c.cpuSeconds?.median.toFixed(1) ?? ""} | ${
-      ratios.join("; ")
-    } |`;
+      c.kafkaCpuSeconds?.median.toFixed(1) ?? ""
+    } | ${ratios.join("; ")} |`;
   });
 }
 
 const HEADER = [
-  "| contender | records/s from start, median (min–max) | without start-up | peak RSS | CPU s | txpipe ÷ |",
-  "| --- | --- | --- | --- | --- | --- |",
+  "| contender | records/s from start, median (min–max) | without start-up | peak RSS | CPU s | Kafka CPU s | txpipe ÷ |",
+  "| --- | --- | --- | --- | --- | --- | --- |",
 ];
 
 /** A latency section's table and its maximum sustainable rates. */

@@ -33,6 +33,8 @@ export interface ContenderSummary {
   recordsPerSecondFromFirstOutput?: Spread;
   peakRssBytes?: Spread;
   cpuSeconds?: Spread;
+  /** CPU seconds of the Kafka JVMs during the runs (see CatchUpRun.kafkaCpuSeconds). */
+  kafkaCpuSeconds?: Spread;
   /** CPU seconds per million records (median run). */
   cpuSecondsPerMillion?: number;
   /** Input records dropped as late or invalid, per run (when the contender reports them). */
@@ -59,6 +61,9 @@ export function summariseRuns(
       : {}),
     peakRssBytes: spread(runs.map((r) => r.peakRssBytes)),
     cpuSeconds: cpu,
+    ...(runs.length > 0 && runs.every((r) => r.kafkaCpuSeconds !== undefined)
+      ? { kafkaCpuSeconds: spread(runs.map((r) => r.kafkaCpuSeconds!)) }
+      : {}),
     ...(records > 0 ? { cpuSecondsPerMillion: (cpu.median / records) * 1e6 } : {}),
     ...(runs.some((r) => r.dropped !== undefined)
       ? { dropped: runs.map((r) => r.dropped ?? 0) }

@@ -23,6 +23,11 @@ export interface CatchUpRun {
   recordsPerSecondFromFirstOutput?: number;
   peakRssBytes: number;
   cpuSeconds: number;
+  /**
+   * CPU seconds the local cluster's Kafka JVMs used during the run: what the
+   * contender cost the brokers (and what else ran then, e.g. the reader).
+   */
+  kafkaCpuSeconds?: number;
   /** Output records received by the reader during the run. */
   outputs: number;
   /** Input records the contender dropped as late or invalid (when it reports them). */
