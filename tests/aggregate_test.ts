@@ -14,10 +14,9 @@ import {
   type Instance,
   killThriceThenFinish,
   outputsOf,
+  runSharingTwo,
   runToCompletion,
   runTopics,
-  runTwoInstances,
-  runTwoThreads,
   sharedInput,
   startInstance,
   stopCleanly,
@@ -172,7 +171,7 @@ Deno.test(
     const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "aggscale");
-    await runTwoInstances("aggregate", t, FLAGS);
+    await runSharingTwo("aggregate", t, "instances", FLAGS);
     const got = canonical(await outputsOf<Aggregate>(t));
     assert.deepEqual(got, expected);
   },
@@ -185,7 +184,7 @@ Deno.test(
     const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "aggthreads");
-    await runTwoThreads("aggregate", t, FLAGS);
+    await runSharingTwo("aggregate", t, "threads", FLAGS);
     assert.deepEqual(canonical(await outputsOf<Aggregate>(t)), expected);
   },
 );

@@ -16,9 +16,8 @@ import {
   killThriceThenFinish,
   outputsOf,
   produceMessages,
+  runSharingTwo,
   runTopics,
-  runTwoInstances,
-  runTwoThreads,
   sharedInput,
   startInstance,
   stopCleanly,
@@ -95,7 +94,7 @@ Deno.test(
     const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "detscale");
-    await runTwoInstances("detect", t);
+    await runSharingTwo("detect", t, "instances");
     assert.deepEqual(canonical(await outputsOf<Anomaly>(t)), expected);
   },
 );
@@ -107,7 +106,7 @@ Deno.test(
     const expected = canonical((await baseline()).outputs);
     const input = await sharedInput();
     const t = runTopics(input.topic, "detthreads");
-    await runTwoThreads("detect", t, [], async (job) => {
+    await runSharingTwo("detect", t, "threads", [], async (job) => {
       const log = await Deno.readTextFile(job.logFile);
       for (const thread of [0, 1]) {
         assert.match(

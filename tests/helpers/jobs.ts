@@ -364,53 +364,33 @@ export async function killDuringRun(
 }
 
 /**
- * Runs two instances of `job` in one group until they have caught up,
- * asserting that both are members of every group of the run, then stops
- * both (each must exit 0).
+ * Runs `job` as two members of each of its consumer groups until caught up:
+ * two instances, or one instance with `--threads 2`. Asserts that each group
+ * has both as members, runs `whileRunning` (more checks while they run), then
+ * stops them cleanly (exit 0).
  */
-export async function runTwoInstances(
+export async function runSharingTwo(
   job: "aggregate" | "detect",
   t: JobTopics,
+  how: "instances" | "threads",
   extra: string[] = [],
+  whileRunning: (first: Instance) => Promise<void> = async () => {},
 ): Promise<void> {
-  const instances = [startInstance(job, t, extra), startInstance(job, t, extra)];
+  const instances = how === "instances"
+    ? [startInstance(job, t, extra), startInstance(job, t, extra)]
+    : [startInstance(job, t, [...extra, "--threads", "2"])];
   let failure: unknown;
   try {
     await waitCaughtUp(job, t);
     for (const { group } of groupsOf(job, t)) {
       const { groups } = await withAdmin((admin) => admin.describeGroups([group]));
-      assert.equal(groups[0].members.length, 2, `${group} has both instances as members`);
+      assert.equal(groups[0].members.length, 2, `${group} has both ${how} as members`);
     }
+    await whileRunning(instances[0]);
   } catch (err) {
     failure = err;
   }
   await stopAll(instances, failure);
-}
-
-/**
- * Runs one instance of `job` with `--threads 2` until caught up, asserting
- * that each of its consumer groups has both threads as members, then stops it
- * cleanly (exit 0). `whileRunning` checks more while it runs.
- */
-export async function runTwoThreads(
-  job: "aggregate" | "detect",
-  t: JobTopics,
-  extra: string[] = [],
-  whileRunning: (i: Instance) => Promise<void> = async () => {},
-): Promise<void> {
-  const instance = startInstance(job, t, [...extra, "--threads", "2"]);
-  let failure: unknown;
-  try {
-    await waitCaughtUp(job, t);
-    for (const { group } of groupsOf(job, t)) {
-      const { groups } = await withAdmin((admin) => admin.describeGroups([group]));
-      assert.equal(groups[0].members.length, 2, `${group} has both threads as members`);
-    }
-    await whileRunning(instance);
-  } catch (err) {
-    failure = err;
-  }
-  await stopAll([instance], failure);
 }
 
 /**
