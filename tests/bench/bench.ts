@@ -786,6 +786,7 @@ async function catchUpBenchmark(
  * and the topics a contender added to `roundTopics` (the backlog stays,
  * until the end); the runs by contender, and every
  * aggregation's windows cross-checked against txpipe aggregate's first run.
+ * `warmUp` rounds come first and are not counted.
  */
 async function interleave(
   contenders: readonly {
@@ -794,9 +795,16 @@ async function interleave(
   }[],
   runs: number,
   roundTopics: string[] = [],
+  warmUp = 0,
 ): Promise<{ byName: Map<string, CatchUpRun[]>; checks: CrossCheck[] }> {
   const byName = new Map<string, CatchUpRun[]>();
   const windows = new Map<string, WindowTotals[][]>();
+  for (let i = 0; i < warmUp; i++) {
+    for (const c of rotate(contenders, i)) {
+      console.log(`    warm-up ${i + 1} (not counted): ${line((await c.run()).run)}`);
+    }
+    await deleteTopics(...ROUND_PREFIXES, ...roundTopics.splice(0));
+  }
   for (let i = 0; i < runs; i++) {
     for (const c of rotate(contenders, i)) {
       const [r, kafkaCpu] = await kafkaCpuDuring(c.run);
@@ -1113,7 +1121,10 @@ async function referenceBenchmark(
         run: () => runTxpipe("detect", backlog, records, 1, [], plaintext, undefined, undefined, 2),
       },
     ];
-    const { byName, checks } = await interleave(contenders, runs);
+    // A round first that is not counted: the cluster was just restarted, and
+    // fresh brokers cost several times the CPU for their first minutes
+    // (docs/benchmarks.md, "Stream threads").
+    const { byName, checks } = await interleave(contenders, runs, [], 1);
     return {
       rev: reference.rev,
       records,
