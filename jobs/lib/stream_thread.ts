@@ -9,14 +9,10 @@
 import { runThread, type StreamJob } from "./job.ts";
 import type { FlagSpecs } from "./cli.ts";
 import { registry } from "./metrics.ts";
-import type { FromThread, ToThread } from "./threads.ts";
+import { toProcess, type ToThread } from "./threads.ts";
 
 /** The worker's global scope (its types are not those of the main thread's). */
-const scope = self as unknown as {
-  postMessage(m: FromThread): void;
-  onmessage: ((e: MessageEvent<ToThread>) => void) | null;
-};
-const post = (m: FromThread) => scope.postMessage(m);
+const scope = self as unknown as { onmessage: ((e: MessageEvent<ToThread>) => void) | null };
 let stop!: () => void;
 const stopSignal = new Promise<void>((r) => stop = r);
 
@@ -24,16 +20,16 @@ scope.onmessage = async (e: MessageEvent<ToThread>) => {
   const m = e.data;
   if (m.kind === "stop") stop();
   else if (m.kind === "metrics") {
-    post({ kind: "metrics", id: m.id, metrics: await registry.getMetricsAsJSON() });
+    toProcess({ kind: "metrics", id: m.id, metrics: await registry.getMetricsAsJSON() });
   } else if (m.kind === "start") {
     try {
       const job: StreamJob<FlagSpecs> = (await import(m.module)).STREAM_JOB;
       if (job === undefined) throw new Error(`${m.module} exports no STREAM_JOB`);
       await runThread(job, m.thread, stopSignal);
-      post({ kind: "done" });
+      toProcess({ kind: "done" });
     } catch (err) {
       const e = err instanceof Error ? err : new Error(String(err));
-      post({ kind: "failed", name: e.name, message: e.message, stack: e.stack });
+      toProcess({ kind: "failed", name: e.name, message: e.message, stack: e.stack });
     }
   }
 };

@@ -39,10 +39,15 @@ export type FromThread =
   | { kind: "metrics"; id: number; metrics: MetricsJson };
 
 /** Whether this code runs in a worker (a stream thread), not the process's main thread. */
-export function inWorker(): boolean {
+function inWorker(): boolean {
   // deno-lint-ignore no-explicit-any
   const g = globalThis as any;
   return typeof g.WorkerGlobalScope !== "undefined" && g instanceof g.WorkerGlobalScope;
+}
+
+/** From a stream thread: a message to the process (the worker scope's postMessage). */
+export function toProcess(m: FromThread): void {
+  (self as unknown as { postMessage(m: FromThread): void }).postMessage(m);
 }
 
 /**
@@ -53,8 +58,7 @@ export function inWorker(): boolean {
  */
 export function exitProcess(code: number): never {
   if (!inWorker()) Deno.exit(code);
-  // deno-lint-ignore no-explicit-any
-  (self as any).postMessage({ kind: "exit", code } satisfies FromThread);
+  toProcess({ kind: "exit", code });
   throw new Error(`the process is exiting with code ${code}`);
 }
 
@@ -67,25 +71,22 @@ export class ThreadError extends Error {
   }
 }
 
-/** How long a scrape waits for a busy thread's metrics before leaving them out. */
+/** How long a scrape waits for a busy thread's metrics before serving its latest. */
 const METRICS_WAIT_MS = 5_000;
 
 /**
  * Runs `count` stream threads (workers) of the job module at `module` (a
- * module that exports `STREAM_JOB`, see job.ts), numbered from `first`, until
- * `stopSignal`, then stops them and waits for each to commit and leave. The
+ * module that exports `STREAM_JOB`, see job.ts), numbered from 1 (the main
+ * thread is thread 0), until `stopSignal`, then stops them and waits for each to commit and leave. The
  * first thread to fail stops the others, and this throws its error. While
  * they run, /metrics serves their metrics summed with the process's own.
  */
 export async function runThreads(o: {
   module: string;
   count: number;
-  /** The number of the first (default 1: the main thread is thread 0). */
-  first?: number;
   log: Logger;
   stopSignal: Promise<void>;
 }): Promise<void> {
-  const first = o.first ?? 1;
   const entry = new URL("./stream_thread.ts", import.meta.url);
   const workers: Worker[] = [];
   let failure: ThreadError | undefined;
@@ -95,7 +96,7 @@ export async function runThreads(o: {
   let nextId = 0;
   const finished = Array.from({ length: o.count }, (_, i) =>
     new Promise<void>((resolve) => {
-      const thread = first + i;
+      const thread = i + 1;
       const worker = new Worker(entry, { type: "module", name: `stream-thread-${thread}` });
       workers.push(worker);
       const fail = (e: ThreadError) => {
@@ -143,7 +144,7 @@ export async function runThreads(o: {
   });
   o.log.info(
     { "txpipe.threads": o.count },
-    `stream threads ${first} to ${first + o.count - 1} started (workers)`,
+    `stream threads 1 to ${o.count} started (workers)`,
   );
   try {
     await Promise.race([o.stopSignal, stopping]);
