@@ -394,45 +394,44 @@ export function detect(
   const seasoned = s.profile.transactions >= config.accountTakeover.minHistory;
   const newMethod = seasoned && bit !== 0 && (s.profile.methods & bit) === 0;
 
-  const velocity = velocityRule(s.velocity, tx, {
-    ...config.velocity,
-    added: event,
-    window: burstWindow(s.rate, config.velocity, config.priorGapMs),
-    maxEvents: config.maxEvents,
-  });
-  const spike = amountSpikeRule(s.amounts, tx, {
-    amountMinor,
-    small: smallForUser,
-    ...config.amountSpike,
-  });
+  // The rules take their thresholds and their per-transaction inputs apart:
+  // an options object spread per transaction was a good part of detect's
+  // garbage (docs/benchmarks.md).
+  const velocity = velocityRule(
+    s.velocity,
+    tx,
+    event,
+    burstWindow(s.rate, config.velocity, config.priorGapMs),
+    config.maxEvents,
+    config.velocity,
+  );
+  const spike = amountSpikeRule(s.amounts, tx, amountMinor, smallForUser, config.amountSpike);
   const travel = travelRule(s.travel, tx, config.impossibleTravel);
-  const cardTesting = cardTestingRule(s.cardTesting, tx, {
-    added: smallForUser && CARD_METHODS.has(tx.paymentMethod)
+  const cardTesting = cardTestingRule(
+    s.cardTesting,
+    tx,
+    smallForUser && CARD_METHODS.has(tx.paymentMethod)
       ? { ...event, unusual: tx.isInternational }
       : undefined,
-    ...config.cardTesting,
-    window: burstWindow(s.rate, config.cardTesting, config.priorGapMs),
-    maxEvents: config.maxEvents,
-  });
-  const takeover = accountTakeoverRule(s.profile, tx, {
-    seasoned,
-    newMethod,
-    multiple: () => typicalMultiple(s.amounts, tx, amountMinor),
-    ...config.accountTakeover,
-  });
+    burstWindow(s.rate, config.cardTesting, config.priorGapMs),
+    config.maxEvents,
+    config.cardTesting,
+  );
+  const takeover = accountTakeoverRule(
+    s.profile,
+    tx,
+    seasoned && newMethod,
+    s.amounts,
+    amountMinor,
+    config.accountTakeover,
+  );
 
   const anomalies: Anomaly[] = [];
-  for (
-    const a of [
-      velocity.anomaly,
-      spike.anomaly,
-      travel.anomaly,
-      cardTesting.anomaly,
-      takeover,
-    ]
-  ) {
-    if (a !== undefined) anomalies.push(a);
-  }
+  if (velocity.anomaly !== undefined) anomalies.push(velocity.anomaly);
+  if (spike.anomaly !== undefined) anomalies.push(spike.anomaly);
+  if (travel.anomaly !== undefined) anomalies.push(travel.anomaly);
+  if (cardTesting.anomaly !== undefined) anomalies.push(cardTesting.anomaly);
+  if (takeover !== undefined) anomalies.push(takeover);
   return {
     state: {
       velocity: velocity.state,
@@ -511,9 +510,12 @@ function nextProfile(p: Profile, tx: Transaction, bit: number, maxCountries: num
 function velocityRule(
   s: BurstState,
   tx: Transaction,
-  o: { added: EventRef; window: number; maxEvents: number } & DetectConfig["velocity"],
+  added: EventRef,
+  window: number,
+  maxEvents: number,
+  o: DetectConfig["velocity"],
 ): { state: BurstState; anomaly?: Anomaly } {
-  const events = slide(s.events, tx.transactionTime, { ...o, windowMs: o.window });
+  const events = slide(s.events, tx.transactionTime, added, window, maxEvents);
   const count = events.length;
   const holds = count >= o.minCountAnyMerchants ||
     (count >= o.minCount && merchants(events) >= o.minMerchants); // merchants only when due
@@ -539,16 +541,15 @@ function velocityRule(
 function cardTestingRule(
   s: BurstState,
   tx: Transaction,
-  o: {
-    added: EventRef | undefined;
-    window: number;
-    maxEvents: number;
-  } & DetectConfig["cardTesting"],
+  added: EventRef | undefined,
+  window: number,
+  maxEvents: number,
+  o: DetectConfig["cardTesting"],
 ): { state: BurstState; anomaly?: Anomaly } {
   // The whole window is kept; the user's (pace) window is its newest part.
-  const all = slide(s.events, tx.transactionTime, o);
+  const all = slide(s.events, tx.transactionTime, added, o.windowMs, maxEvents);
   let from = all.length;
-  while (from > 0 && all[from - 1].time > tx.transactionTime - o.window) from--;
+  while (from > 0 && all[from - 1].time > tx.transactionTime - window) from--;
   const fast = all.slice(from);
   // Unusual charges (a foreign merchant, a new method) count over the whole
   // window; others only within the user's window, at several merchants.
@@ -557,7 +558,7 @@ function cardTestingRule(
   const events = unusual ? all : fast;
   const threshold = unusual || spread ? o.minCount : o.minCountUsual;
   if (events.length < threshold) return { state: { events: all, firing: false } };
-  if (s.firing || o.added === undefined) return { state: { events: all, firing: s.firing } };
+  if (s.firing || added === undefined) return { state: { events: all, firing: s.firing } };
   return {
     state: { events: all, firing: true },
     anomaly: anomaly("card_testing", tx, {
@@ -580,31 +581,57 @@ function merchants(events: readonly EventRef[]): number {
 }
 
 /**
- * The window after adding `o.added` (kept in time order): events older than
- * `windowMs` before the newest time seen are dropped, and at most `maxEvents` kept.
+ * The window after adding `added` (kept in time order): events older than
+ * `windowMs` before the newest time seen are dropped, and at most `maxEvents`
+ * kept. `events` is not modified; the window comes back as one new array (or
+ * `events` itself when nothing changes).
  */
 function slide(
   events: EventRef[],
   now: number,
-  o: { added: EventRef | undefined; windowMs: number; maxEvents: number },
+  added: EventRef | undefined,
+  windowMs: number,
+  maxEvents: number,
 ): EventRef[] {
-  let all = events;
-  if (o.added !== undefined) {
-    let at = events.length;
-    while (at > 0 && events[at - 1].time > o.added.time) at--;
-    all = [...events.slice(0, at), o.added, ...events.slice(at)];
-  }
-  const newest = Math.max(now, all.length > 0 ? all[all.length - 1].time : now);
-  let start = Math.max(0, all.length - o.maxEvents);
-  while (start < all.length && all[start].time <= newest - o.windowMs) start++;
-  return start === 0 && all !== events ? all : all.slice(start);
+  // `added` goes before the first event later than it (mostly: at the end).
+  let at = events.length;
+  if (added !== undefined) { while (at > 0 && events[at - 1].time > added.time) at--; }
+  const length = events.length + (added === undefined ? 0 : 1);
+  const nth = (i: number) =>
+    added === undefined || i < at ? events[i] : i === at ? added : events[i - 1];
+  const newest = Math.max(now, length > 0 ? nth(length - 1).time : now);
+  let start = Math.max(0, length - maxEvents);
+  while (start < length && nth(start).time <= newest - windowMs) start++;
+  if (added === undefined && start === 0) return events;
+  const out = new Array<EventRef>(length - start);
+  for (let i = start; i < length; i++) out[i - start] = nth(i);
+  return out;
 }
+
+/** Room for {@link median}'s sorting, reused: it never allocates for a baseline's few amounts. */
+const MEDIAN_SCRATCH: number[] = [];
+/** Up to this many values {@link median} sorts by insertion in {@link MEDIAN_SCRATCH}. */
+const MEDIAN_INSERTION = 64;
 
 /** The median of `xs` (not modified; the mean of the middle two for an even count). */
 function median(xs: readonly number[]): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  const n = xs.length;
+  let sorted: readonly number[];
+  if (n <= MEDIAN_INSERTION) {
+    const a = MEDIAN_SCRATCH;
+    for (let i = 0; i < n; i++) {
+      const x = xs[i];
+      let j = i;
+      while (j > 0 && a[j - 1] > x) {
+        a[j] = a[j - 1];
+        j--;
+      }
+      a[j] = x;
+    }
+    sorted = a;
+  } else sorted = [...xs].sort((a, b) => a - b);
+  const mid = n >> 1;
+  return n % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** The floor of the robust spread of ln amounts (a user who always pays the same). */
@@ -632,16 +659,18 @@ export function spikeScore(
 function amountSpikeRule(
   amounts: Record<string, AmountBaseline>,
   tx: Transaction,
-  o: { amountMinor: number; small: boolean } & DetectConfig["amountSpike"],
+  amountMinor: number,
+  small: boolean,
+  o: DetectConfig["amountSpike"],
 ): { amounts: Record<string, AmountBaseline>; anomaly?: Anomaly } {
-  if (tx.transactionType !== "purchase" || o.small || o.amountMinor <= 0) return { amounts };
+  if (tx.transactionType !== "purchase" || small || amountMinor <= 0) return { amounts };
   const base = Object.hasOwn(amounts, tx.currency) ? amounts[tx.currency] : undefined;
   // The ratio first: the robust z only for a purchase already far above the median.
   if (
     base !== undefined && base.recent.length >= o.warmup &&
-    o.amountMinor >= o.multiplier * median(base.recent)
+    amountMinor >= o.multiplier * median(base.recent)
   ) {
-    const { ratio, z } = spikeScore(base.recent, o.amountMinor);
+    const { ratio, z } = spikeScore(base.recent, amountMinor);
     if (ratio >= o.multiplier && z >= o.minZScore) {
       return {
         amounts, // the outlier stays out of the baseline
@@ -656,20 +685,36 @@ function amountSpikeRule(
     }
   }
   const next: AmountBaseline = base === undefined
-    ? { recent: [o.amountMinor], since: tx.transactionTime }
-    : { recent: [...base.recent, o.amountMinor].slice(-o.history), since: base.since };
+    ? { recent: [amountMinor], since: tx.transactionTime }
+    : { recent: appended(base.recent, amountMinor, o.history), since: base.since };
+  // The other currencies in their order (the least recently used beyond
+  // MAX_CURRENCIES - 1 dropped), then this one.
   const out: Record<string, AmountBaseline> = {};
-  const others = Object.keys(amounts).filter((c) => c !== tx.currency);
-  for (const c of others.slice(Math.max(0, others.length - (MAX_CURRENCIES - 1)))) {
+  const codes = Object.keys(amounts);
+  let drop = codes.length - (base === undefined ? 0 : 1) - (MAX_CURRENCIES - 1);
+  for (const c of codes) {
+    if (c === tx.currency) continue;
+    if (drop-- > 0) continue;
     out[c] = amounts[c];
   }
-  Object.defineProperty(out, tx.currency, {
-    value: next,
-    enumerable: true,
-    writable: true,
-    configurable: true,
-  });
+  if (tx.currency === "__proto__") {
+    Object.defineProperty(out, tx.currency, {
+      value: next,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  } else out[tx.currency] = next;
   return { amounts: out };
+}
+
+/** The last `max` of `xs` followed by `x`, as one new array. */
+function appended(xs: readonly number[], x: number, max: number): number[] {
+  const start = Math.max(0, xs.length + 1 - max);
+  const out = new Array<number>(xs.length + 1 - start);
+  for (let i = start; i < xs.length; i++) out[i - start] = xs[i];
+  out[out.length - 1] = x;
+  return out;
 }
 
 /**
@@ -720,16 +765,15 @@ function typicalIn(amounts: Record<string, AmountBaseline>, currency: string): n
 function accountTakeoverRule(
   p: Profile,
   tx: Transaction,
-  o: {
-    seasoned: boolean;
-    newMethod: boolean;
-    /** The purchase over the user's typical amount (worked out only when needed). */
-    multiple: () => number;
-  } & DetectConfig["accountTakeover"],
+  /** A seasoned user paying with a method new to them. */
+  seasonedNewMethod: boolean,
+  amounts: Record<string, AmountBaseline>,
+  amountMinor: number,
+  o: DetectConfig["accountTakeover"],
 ): Anomaly | undefined {
-  if (tx.transactionType !== "purchase" || !o.seasoned || !o.newMethod) return undefined;
+  if (tx.transactionType !== "purchase" || !seasonedNewMethod) return undefined;
   if (p.countries.includes(countryOf(tx.location))) return undefined;
-  const multiple = o.multiple();
+  const multiple = typicalMultiple(amounts, tx, amountMinor);
   if (multiple < o.minMultiple) return undefined;
   return anomaly("account_takeover", tx, {
     severity: "high",
@@ -747,19 +791,25 @@ function travelRule(
   o: DetectConfig["impossibleTravel"],
 ): { state: TravelState; anomaly?: Anomaly } {
   const here = { location: tx.location, time: tx.transactionTime, id: tx.transactionId };
-  if (prev === null) return { state: { ...here, returnTo: null } };
-  if (prev.returnTo === tx.location) return { state: { ...here, returnTo: null } }; // way back
+  const at = (returnTo: string | null): TravelState => ({
+    location: tx.location,
+    time: tx.transactionTime,
+    id: tx.transactionId,
+    returnTo,
+  });
+  if (prev === null) return { state: at(null) };
+  if (prev.returnTo === tx.location) return { state: at(null) }; // way back
   const from = findLocation(prev.location);
   const to = findLocation(tx.location);
   const km = from && to ? distanceKm(from, to) : 0;
   const hours = Math.max(1, Math.abs(tx.transactionTime - prev.time)) / 3_600_000;
   const speed = km / hours;
   if (km < o.minDistanceKm || speed <= o.maxSpeedKmh) {
-    return { state: { ...here, returnTo: prev.returnTo } };
+    return { state: at(prev.returnTo) };
   }
   const [first, second] = prev.time <= here.time ? [prev, here] : [here, prev];
   return {
-    state: { ...here, returnTo: prev.location },
+    state: at(prev.location),
     anomaly: anomaly("impossible_travel", tx, {
       severity: speed >= 10 * o.maxSpeedKmh ? "high" : "medium",
       evidence: [first, second],

@@ -80,7 +80,12 @@ const MAX_ABS_TIME = 2 ** 50;
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const B64_VALUES = new Int8Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) B64_VALUES[ALPHABET.charCodeAt(i)] = i;
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/** The char codes of the hex digits '0'-'9' and 'a'-'f'. */
+const HEX_CODES = Array.from("0123456789abcdef", (c) => c.charCodeAt(0));
+/** A UUID's char codes as {@link readId} makes one, the dashes in place (reused). */
+const UUID_CODES = new Array<number>(36).fill("-".charCodeAt(0));
+/** Where in a UUID each of its 16 bytes' two hex digits go. */
+const UUID_DIGIT_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
 /** Hex digit values of '0'-'9' and 'a'-'f' by char code; -1 elsewhere (upper case too). */
 const HEX_VALUES = new Int8Array(128).fill(-1);
 for (let i = 0; i < 16; i++) HEX_VALUES["0123456789abcdef".charCodeAt(i)] = i;
@@ -114,6 +119,8 @@ class NotCompact extends Error {}
 /** A growable byte buffer, reused by every encoding and decoding (single-threaded). */
 let bytes = new Uint8Array(4096);
 let view = new DataView(bytes.buffer);
+/** `bytes` as a node:buffer Buffer, for its base64 (made once per buffer, not per state). */
+let buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 let at = 0;
 let lastTime = 0;
 
@@ -123,6 +130,7 @@ function room(n: number): void {
   bigger.set(bytes.subarray(0, at));
   bytes = bigger;
   view = new DataView(bytes.buffer);
+  buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
 function writeUint(n: number): void {
@@ -277,7 +285,7 @@ export function encodeUserState(state: UserState): StoredUserState {
  * node:buffer's native encoder, 4× faster than a loop here (docs/benchmarks.md).
  */
 function toBase64(n: number): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, n).toString("base64url");
+  return buffer.toString("base64url", 0, n);
 }
 
 /**
@@ -295,7 +303,7 @@ function fromBase64(s: string): number {
   const n = Math.floor(s.length * 3 / 4);
   at = 0;
   room(n + 3);
-  const written = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(s, "base64url");
+  const written = buffer.write(s, "base64url");
   if (written !== n) corrupt("base64");
   return n;
 }
@@ -356,10 +364,15 @@ function readId(): string {
   const b = bytes;
   const p = at;
   at += 16;
-  return HEX[b[p]] + HEX[b[p + 1]] + HEX[b[p + 2]] + HEX[b[p + 3]] + "-" +
-    HEX[b[p + 4]] + HEX[b[p + 5]] + "-" + HEX[b[p + 6]] + HEX[b[p + 7]] + "-" +
-    HEX[b[p + 8]] + HEX[b[p + 9]] + "-" + HEX[b[p + 10]] + HEX[b[p + 11]] +
-    HEX[b[p + 12]] + HEX[b[p + 13]] + HEX[b[p + 14]] + HEX[b[p + 15]];
+  // One flat string: concatenating the 20 pieces made a rope of 19 strings
+  // per id, flattened again as soon as the id was written back.
+  for (let i = 0; i < 16; i++) {
+    const x = b[p + i];
+    const to = UUID_DIGIT_AT[i];
+    UUID_CODES[to] = HEX_CODES[x >> 4];
+    UUID_CODES[to + 1] = HEX_CODES[x & 15];
+  }
+  return String.fromCharCode.apply(null, UUID_CODES);
 }
 
 function readEvents(version: number): EventRef[] {
