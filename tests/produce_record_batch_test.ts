@@ -40,7 +40,7 @@ function sampleMessages(n: number): Message[] {
         ? `user-${i}-é`
         : `user-${i}`,
       value: i % 11 === 0
-        ? `{"i":${i},"s":"ünïcode"}`
+        ? `{"i":${i},"s":"ünïcode"}`.repeat(1 + i % 9) // UTF-8, short and long
         : i % 4 === 1
         ? `{"i":${i}}`.repeat(1 + i % 90) // ASCII strings, short and long
         : Buffer.from(`{"i":${i}}`.repeat(1 + i % 90)),
