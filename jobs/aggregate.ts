@@ -42,7 +42,7 @@ import { defineStreamJob, runStreamJob, streamFlags } from "./lib/job.ts";
 import { windowedAggregation } from "./lib/repartition.ts";
 import { parseTransaction, type Transaction } from "./lib/transaction.ts";
 import {
-  addToWindow,
+  addToPartial,
   decodePartial,
   encodePartial,
   mergeWindow,
@@ -110,7 +110,7 @@ export function aggregateProcessors(o: {
     eventTime: { field: "transactionTime", of: ({ tx }) => tx.transactionTime },
     // One group per merchant and currency (a currency code holds no "|").
     groupBy: ({ tx }) => `${tx.merchantId}|${tx.currency}`,
-    add: (w, { tx, amountMinor }) => addToWindow(w, { ...tx, amountMinor }, o.windowMs),
+    add: (w, { tx, amountMinor }) => addToPartial(w, tx, amountMinor, o.windowMs),
     merge: mergeWindow,
     encodePartial,
     decodePartial: (v) => decodePartial(v, o.windowMs),

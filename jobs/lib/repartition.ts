@@ -83,7 +83,11 @@ export interface WindowedAggregationOptions<T, W extends Window> {
   readonly eventTime: { readonly field: string; readonly of: (value: T) => number };
   /** The group key: values of one group and window are aggregated together. */
   readonly groupBy: (value: T) => string;
-  /** Adds a value to a window's partial (undefined: a new one). */
+  /**
+   * Adds a value to a window's partial (undefined: a new one). The partial
+   * is the batch's own until the batch ends, so `add` may change it in
+   * place and return it.
+   */
   readonly add: (partial: W | undefined, value: T) => W;
   /** Merges a partial into the window's total (undefined: a new window). */
   readonly merge: (total: W | undefined, partial: W) => W;
@@ -128,19 +132,33 @@ export function windowedAggregation<T, W extends Window>(o: WindowedAggregationO
   return { rekey: rekeyStage(o), windows: windowStage(o) };
 }
 
+/** Stage 1's batch in progress on one input partition. */
+interface RekeyBatch<W> {
+  /** The batch's partials by window and group, in the order they began. */
+  readonly partials: Map<string, { readonly key: string; partial: W }>;
+  /** The highest event time applied, this batch's included. */
+  maxEventTime: number;
+}
+
 function rekeyStage<T, W extends Window>(
   o: WindowedAggregationOptions<T, W>,
 ): StreamProcessor<T, RekeyStores> {
   const groupId = `${o.appId}-rekey`;
-  // The batch in progress's partials, by input partition, then by group and window.
-  const partials = new Map<number, Map<string, { key: string; partial: W }>>();
-  const batchPartials = (partition: number) => {
-    let m = partials.get(partition);
-    if (!m) partials.set(partition, m = new Map());
-    return m;
-  };
+  // The batch in progress by input partition: its partials by window and
+  // group, and the highest event time so far (into the store at its end).
+  const batches = new Map<number, RekeyBatch<W>>();
   const progressOf = (ctx: ProcessContext<RekeyStores>) =>
     ctx.store("progress").get(PROGRESS) ?? { maxEventTime: NEVER, marked: NEVER };
+  const batchOf = (ctx: ProcessContext<RekeyStores>) => {
+    let b = batches.get(ctx.partition);
+    if (!b) {
+      batches.set(
+        ctx.partition,
+        b = { partials: new Map(), maxEventTime: progressOf(ctx).maxEventTime },
+      );
+    }
+    return b;
+  };
   // Each input partition's highest event time applied, for the alignment
   // (a hint: a batch run again only sets it again).
   const eventTimes = new Map<number, number>();
@@ -154,11 +172,11 @@ function rekeyStage<T, W extends Window>(
     releasePartition: (p) => void eventTimes.delete(p),
     parse: o.parse,
     // Nothing from an earlier run of this batch (failed, abandoned) may reach this one.
-    beginBatch: (ctx) => void partials.set(ctx.partition, new Map()),
+    beginBatch: (ctx) => void batches.delete(ctx.partition),
     process: (value, record, ctx) => {
-      const progress = progressOf(ctx);
+      const batch = batchOf(ctx);
       const t = o.eventTime.of(value);
-      const wm = watermark(progress.maxEventTime, o.allowedLatenessMs);
+      const wm = watermark(batch.maxEventTime, o.allowedLatenessMs);
       if (t < wm) {
         lateRecords.inc({ processor: groupId });
         ctx.deadLetter(
@@ -169,20 +187,27 @@ function rekeyStage<T, W extends Window>(
         return;
       }
       const key = o.groupBy(value);
-      const batch = batchPartials(ctx.partition);
-      const id = JSON.stringify([key, windowStart(t, o.windowMs)]);
-      batch.set(id, { key, partial: o.add(batch.get(id)?.partial, value) });
-      if (t > progress.maxEventTime) {
-        ctx.store("progress").put(PROGRESS, { ...progress, maxEventTime: t });
+      // The window's start first: it holds no "|", so no two pairs give one id.
+      const id = `${windowStart(t, o.windowMs)}|${key}`;
+      const had = batch.partials.get(id);
+      if (had === undefined) batch.partials.set(id, { key, partial: o.add(undefined, value) });
+      else had.partial = o.add(had.partial, value);
+      if (t > batch.maxEventTime) {
+        batch.maxEventTime = t;
         eventTimes.set(ctx.partition, t);
       }
     },
     endBatch: (ctx) => {
       const encode = o.encodePartial ?? JSON.stringify;
-      for (const { key, partial } of batchPartials(ctx.partition).values()) {
+      const batch = batchOf(ctx);
+      batches.delete(ctx.partition);
+      for (const { key, partial } of batch.partials.values()) {
         ctx.emit({ topic: o.topics.repartition, key, value: encode(partial) });
       }
-      partials.delete(ctx.partition);
+      const before = progressOf(ctx);
+      if (batch.maxEventTime > before.maxEventTime) {
+        ctx.store("progress").put(PROGRESS, { ...before, maxEventTime: batch.maxEventTime });
+      }
       const progress = ctx.store("progress").get(PROGRESS);
       if (!progress) return;
       const wm = watermark(progress.maxEventTime, o.allowedLatenessMs);

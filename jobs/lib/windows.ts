@@ -104,6 +104,39 @@ export function addToWindow(
 }
 
 /**
+ * What {@link addToWindow} gives, for a partial only the caller holds (stage
+ * 1's, per batch): `partial` is changed in place and returned, a new one made
+ * when it is undefined, and the transaction's fields read where they are.
+ */
+export function addToPartial(
+  partial: WindowState | undefined,
+  tx: Omit<WindowInput, "amountMinor">,
+  amountMinor: number,
+  sizeMs: number,
+): WindowState {
+  if (partial === undefined) {
+    const { merchantId, currency, transactionTime, transactionType } = tx;
+    return addToWindow(
+      undefined,
+      { merchantId, currency, transactionTime, transactionType, amountMinor },
+      sizeMs,
+    );
+  }
+  const refund = tx.transactionType === "refund";
+  partial.transactionCount++;
+  if (refund) {
+    partial.refundCount++;
+    partial.refundMinor += amountMinor;
+  } else {
+    partial.purchaseCount++;
+    partial.purchaseMinor += amountMinor;
+  }
+  if (amountMinor < partial.minMinor) partial.minMinor = amountMinor;
+  if (amountMinor > partial.maxMinor) partial.maxMinor = amountMinor;
+  return partial;
+}
+
+/**
  * Merges `partial`, the totals of some of a window's transactions (built by
  * {@link addToWindow}), into the window's totals so far (`current`, undefined
  * for a new window). Both must be of the same merchant, currency and window.
