@@ -1,6 +1,7 @@
 /** The pure windowing core of the aggregation: exact sums, keys, watermarks. */
 import assert from "node:assert/strict";
 import {
+  addToPartial,
   addToWindow,
   combinedWatermark,
   mergeWindow,
@@ -163,4 +164,23 @@ Deno.test("windows: a first partial starts the window as a copy, never shared", 
   const again = mergeWindow(w, p);
   assert.equal(again.transactionCount, 6);
   assert.equal(p.transactionCount, 3, "merging leaves its inputs as they were");
+});
+
+Deno.test("windows: a partial grown in place (stage 1) equals the window built one copy at a time", () => {
+  let pure: WindowState | undefined;
+  let inPlace: WindowState | undefined;
+  for (let i = 0; i < 500; i++) {
+    const tx = {
+      ...base,
+      transactionType: i % 7 === 3 ? "refund" as const : "purchase" as const,
+      transactionTime: 1_700_000_000_000 + i,
+    };
+    const amountMinor = (i * 7919) % 100_000;
+    pure = addToWindow(pure, { ...tx, amountMinor }, 60_000);
+    const before = inPlace;
+    inPlace = addToPartial(inPlace, tx, amountMinor, 60_000);
+    if (before !== undefined) assert.equal(inPlace, before, "the same object, changed in place");
+    assert.deepEqual(inPlace, pure);
+    assert.deepEqual(Object.keys(inPlace), Object.keys(pure), "fields in the same order");
+  }
 });
