@@ -420,7 +420,7 @@ export function detect(
   const takeover = accountTakeoverRule(
     s.profile,
     tx,
-    seasoned && newMethod,
+    newMethod,
     s.amounts,
     amountMinor,
     config.accountTakeover,
@@ -765,13 +765,13 @@ function typicalIn(amounts: Record<string, AmountBaseline>, currency: string): n
 function accountTakeoverRule(
   p: Profile,
   tx: Transaction,
-  /** A seasoned user paying with a method new to them. */
-  seasonedNewMethod: boolean,
+  /** A seasoned user paying with a method new to them (see {@link detect}). */
+  newMethod: boolean,
   amounts: Record<string, AmountBaseline>,
   amountMinor: number,
   o: DetectConfig["accountTakeover"],
 ): Anomaly | undefined {
-  if (tx.transactionType !== "purchase" || !seasonedNewMethod) return undefined;
+  if (tx.transactionType !== "purchase" || !newMethod) return undefined;
   if (p.countries.includes(countryOf(tx.location))) return undefined;
   const multiple = typicalMultiple(amounts, tx, amountMinor);
   if (multiple < o.minMultiple) return undefined;
@@ -790,7 +790,6 @@ function travelRule(
   tx: Transaction,
   o: DetectConfig["impossibleTravel"],
 ): { state: TravelState; anomaly?: Anomaly } {
-  const here = { location: tx.location, time: tx.transactionTime, id: tx.transactionId };
   const at = (returnTo: string | null): TravelState => ({
     location: tx.location,
     time: tx.transactionTime,
@@ -807,9 +806,10 @@ function travelRule(
   if (km < o.minDistanceKm || speed <= o.maxSpeedKmh) {
     return { state: at(prev.returnTo) };
   }
-  const [first, second] = prev.time <= here.time ? [prev, here] : [here, prev];
+  const state = at(prev.location);
+  const [first, second] = prev.time <= state.time ? [prev, state] : [state, prev];
   return {
-    state: at(prev.location),
+    state,
     anomaly: anomaly("impossible_travel", tx, {
       severity: speed >= 10 * o.maxSpeedKmh ? "high" : "medium",
       evidence: [first, second],

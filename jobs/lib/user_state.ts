@@ -79,15 +79,17 @@ const MAX_ABS_TIME = 2 ** 50;
 
 /** Only characters of base64's URL alphabet. */
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
-/** The char codes of the hex digits '0'-'9' and 'a'-'f'. */
-const HEX_CODES = Array.from("0123456789abcdef", (c) => c.charCodeAt(0));
+/** The hex digits, lower case, as a UUID writes them. */
+const HEX_DIGITS = "0123456789abcdef";
+/** The char codes of {@link HEX_DIGITS}. */
+const HEX_CODES = Array.from(HEX_DIGITS, (c) => c.charCodeAt(0));
 /** A UUID's char codes as {@link readId} makes one, the dashes in place (reused). */
 const UUID_CODES = new Array<number>(36).fill("-".charCodeAt(0));
 /** Where in a UUID each of its 16 bytes' two hex digits go. */
 const UUID_DIGIT_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
 /** Hex digit values of '0'-'9' and 'a'-'f' by char code; -1 elsewhere (upper case too). */
 const HEX_VALUES = new Int8Array(128).fill(-1);
-for (let i = 0; i < 16; i++) HEX_VALUES["0123456789abcdef".charCodeAt(i)] = i;
+for (let i = 0; i < 16; i++) HEX_VALUES[HEX_DIGITS.charCodeAt(i)] = i;
 
 /**
  * The names version 1 writes as an index: currency.ts's and locations.json's
@@ -301,7 +303,6 @@ function toBase64(n: number): string {
 function fromBase64(s: string): number {
   if (s.length % 4 === 1) corrupt("a base64 length");
   if (!BASE64URL.test(s)) corrupt("base64"); // half the time of a loop over the characters
-
   const n = Math.floor(s.length * 3 / 4);
   at = 0;
   room(n + 3);
