@@ -166,7 +166,7 @@ export function startInstance(
       "--metrics-port",
       "0",
       "--session-timeout",
-      "8s",
+      "6s",
       // Detect assumes the envelope's compressed pace (tests/helpers/traffic.ts).
       ...(job === "detect" && !root && !extra.includes("--config")
         ? ["--config", ENVELOPE_CONFIG_FILE]
