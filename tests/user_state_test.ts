@@ -124,6 +124,29 @@ Deno.test("user state: ids that are no lower-case UUID, unknown names, __proto__
   assert.deepEqual(decodeUserState(encodeUserState(empty)), empty);
 });
 
+Deno.test("user state: an id shaped like a UUID with one character that is no lower-case hex digit, anywhere, comes back exactly, written in full", () => {
+  const uuid = "0123abcd-ef45-4678-9abc-def012345678";
+  const withId = (id: string): UserState => ({
+    velocity: { events: [{ time: T0, id, merchant: 1, unusual: false }], firing: false },
+    cardTesting: { events: [], firing: false },
+    amounts: {},
+    rate: null,
+    profile: { transactions: 1, countries: [], methods: 0 },
+    travel: null,
+  });
+  const canonical = encodeUserState(withId(uuid)) as string;
+  assert.deepEqual(decodeUserState(canonical), withId(uuid));
+  for (const at of [0, 1, 7, 9, 14, 19, 24, 34, 35]) {
+    for (const c of ["g", "A", "é", "😀".charAt(0)]) {
+      const id = uuid.slice(0, at) + c + uuid.slice(at + 1);
+      const stored = encodeUserState(withId(id));
+      assert.equal(typeof stored, "string");
+      assert.deepEqual(decodeUserState(stored), withId(id), `${JSON.stringify(id)}`);
+      assert.ok((stored as string).length > canonical.length, `${JSON.stringify(id)} in full`);
+    }
+  }
+});
+
 Deno.test("user state: a state the layout cannot hold exactly stays an object, used as it is", () => {
   const base = unusualState();
   const event = { time: 2 ** 53, id: "x", merchant: 1, unusual: false };

@@ -135,9 +135,18 @@ function room(n: number): void {
 }
 
 function writeUint(n: number): void {
-  // One byte (most values), without the checks a larger one needs.
-  if (n >= 0 && n < 128 && (n | 0) === n && at < bytes.length) {
-    bytes[at++] = n;
+  // One, two or three bytes (times' differences, amounts) without the checks
+  // and the loop a larger one needs.
+  if (n >= 0 && n < 0x200000 && (n | 0) === n && at + 3 <= bytes.length) {
+    if (n < 0x80) bytes[at++] = n;
+    else if (n < 0x4000) {
+      bytes[at++] = (n & 127) | 128;
+      bytes[at++] = n >>> 7;
+    } else {
+      bytes[at++] = (n & 127) | 128;
+      bytes[at++] = ((n >>> 7) & 127) | 128;
+      bytes[at++] = n >>> 14;
+    }
     return;
   }
   if (!Number.isSafeInteger(n) || n < 0) throw new NotCompact();
@@ -184,35 +193,32 @@ function writeName(s: string, index: Map<string, number>): void {
 }
 
 function writeId(id: string): void {
-  if (isCanonicalUuid(id)) {
+  // xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx in lower-case hex (the generator's,
+  // any version): a 0 and its 16 bytes, checked while they are written (and
+  // written again in full when a digit is not one).
+  if (
+    id.length === 36 && id.charCodeAt(8) === 45 && id.charCodeAt(13) === 45 &&
+    id.charCodeAt(18) === 45 && id.charCodeAt(23) === 45
+  ) {
     room(17);
+    const start = at;
     bytes[at++] = 0;
+    let bad = 0;
     for (let i = 0; i < 36; i += 2) {
       if (i === 8 || i === 13 || i === 18 || i === 23) i++;
-      bytes[at++] = HEX_VALUES[id.charCodeAt(i)] * 16 + HEX_VALUES[id.charCodeAt(i + 1)];
+      const c1 = id.charCodeAt(i);
+      const c2 = id.charCodeAt(i + 1);
+      const high = c1 < 128 ? HEX_VALUES[c1] : -1;
+      const low = c2 < 128 ? HEX_VALUES[c2] : -1;
+      bad |= high | low; // negative once any is not a digit
+      bytes[at++] = high * 16 + low;
     }
-  } else {
-    writeUint(id.length + 1);
-    for (let i = 0; i < id.length; i++) writeUint(id.charCodeAt(i));
+    if (bad >= 0) return;
+    at = start;
   }
+  writeUint(id.length + 1);
+  for (let i = 0; i < id.length; i++) writeUint(id.charCodeAt(i));
 }
-
-/** xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx in lower-case hex (the generator's, any version). */
-function isCanonicalUuid(id: string): boolean {
-  if (
-    id.length !== 36 || id.charCodeAt(8) !== 45 || id.charCodeAt(13) !== 45 ||
-    id.charCodeAt(18) !== 45 || id.charCodeAt(23) !== 45
-  ) return false;
-  for (let i = 0; i < 36; i++) {
-    if (UUID_DASH_AT[i] === 1) continue;
-    const c = id.charCodeAt(i);
-    if (c >= 128 || HEX_VALUES[c] < 0) return false;
-  }
-  return true;
-}
-
-/** 1 at the positions of a UUID's dashes. */
-const UUID_DASH_AT = Uint8Array.from({ length: 36 }, (_, i) => [8, 13, 18, 23].includes(i) ? 1 : 0);
 
 function writeEvents(events: EventRef[]): void {
   writeUint(events.length);
@@ -323,8 +329,24 @@ function readByte(): number {
 }
 
 function readUint(): number {
-  // One byte (most values), without the loop.
-  if (at < end && bytes[at] < 128) return bytes[at++];
+  // One, two or three bytes (most values), without the loop.
+  if (at + 3 <= end) {
+    const b0 = bytes[at];
+    if (b0 < 128) {
+      at++;
+      return b0;
+    }
+    const b1 = bytes[at + 1];
+    if (b1 < 128) {
+      at += 2;
+      return (b0 & 127) | (b1 << 7);
+    }
+    const b2 = bytes[at + 2];
+    if (b2 < 128) {
+      at += 3;
+      return (b0 & 127) | ((b1 & 127) << 7) | (b2 << 14);
+    }
+  } else if (at < end && bytes[at] < 128) return bytes[at++];
   let n = 0;
   let scale = 1;
   for (;;) {
